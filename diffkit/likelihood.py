@@ -1,0 +1,87 @@
+"""The full negative log-likelihood bound, -log p(x0) <= L_T + sum_{t=1}^{T} L_{t-1}.
+
+Ho et al. 2020 eq. 5 (see ``processes/base.py``): one network call per t, so T calls per batch.
+For training-time estimates use ``ForwardProcess.loss(kind="kl")``; this is for evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from diffkit.parametrizations import Parametrization
+from diffkit.processes.base import ForwardProcess
+
+__all__ = ["NLLBound", "nll_bound"]
+
+
+class NLLBound(NamedTuple):
+    """Per-example terms of the bound, all (B,) in nats.
+
+    Attributes:
+        prior: L_T.
+        diffusion: sum_{t=2}^{T} L_{t-1}.
+        decoder: L_0 = -log p(x0 | x_1).
+        num_elements: scored elements per example (dimensions or tokens).
+    """
+
+    prior: Tensor
+    diffusion: Tensor
+    decoder: Tensor
+    num_elements: Tensor
+
+    @property
+    def total(self) -> Tensor:
+        """(B,) nats: the bound on -log p(x0)."""
+        return self.prior + self.diffusion + self.decoder
+
+    @property
+    def nats_per_element(self) -> Tensor:
+        """(B,) total / num_elements."""
+        return self.total / self.num_elements
+
+    @property
+    def bits_per_element(self) -> Tensor:
+        """(B,) bits per dimension (continuous) or per token (categorical)."""
+        return self.nats_per_element / math.log(2)
+
+
+@torch.no_grad()
+def nll_bound(
+    process: ForwardProcess,
+    denoiser: Callable[[Any, Tensor], Any],
+    x0: Any,
+    parametrization: str | Parametrization | dict = "x0",
+    generator: torch.Generator | None = None,
+) -> NLLBound:
+    """Evaluate every term of the ELBO for a batch x0 (T denoiser calls).
+
+    Args:
+        process: the forward process.
+        denoiser: ``denoiser(x_t, t)``.
+        x0: clean batch (Tensor or dict, as the process takes).
+        parametrization: how to read the denoiser output.
+        generator: for the x_t ~ q(x_t | x0) draws.
+
+    Returns:
+        NLLBound with per-example terms.
+    """
+    process.validate_x0(x0)
+    param = process.get_parametrization(parametrization)
+    prior = process.prior_term(x0)
+    diffusion = torch.zeros_like(prior)
+    decoder = torch.zeros_like(prior)
+    batch = prior.shape[0]
+    for t_i in range(1, process.num_steps + 1):
+        t = torch.full((batch,), t_i, dtype=torch.long, device=prior.device)
+        x_t = process.q_sample(x0, t, generator=generator).x_t
+        term = process.vlb(denoiser(x_t, t), x0, x_t, t, param)
+        if t_i == 1:
+            decoder = term
+        else:
+            diffusion = diffusion + term
+    return NLLBound(prior, diffusion, decoder, process.num_elements(x0))

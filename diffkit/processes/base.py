@@ -1,0 +1,272 @@
+"""The ForwardProcess interface: a few abstract primitives, derived operations written once.
+
+Time convention: t is an integer in {0, ..., T}; t = 0 is clean data and t = T is (close to)
+the prior, so a table index equals the paper's t (unlike improved-diffusion's "0 means one step"
+or D3PM's x_{-1}). ``t`` and ``s`` are int64 tensors of shape (B,) or Python ints.
+
+Names (DESIGN.md): ``marginal`` is q(x_t | x0), ``transition`` is q(x_t | x_s), ``posterior`` is
+q(x_s | x_t, x0), ``reverse`` is p(x_s | x_t). The loss and ELBO terms are written once here in
+terms of the primitives:
+
+    L_T     = KL(q(x_T | x0) || p(x_T))                                     (prior term)
+    L_{t-1} = KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t))     for t >= 2  (diffusion terms)
+    L_0     = -log p(x0 | x_1)                                              (decoder term)
+    -log p(x0) <= L_T + sum_{t=1}^{T} L_{t-1}                               (Ho et al. 2020 eq. 5)
+
+Per-element terms have the shape of the process's elements (a Gaussian field's own shape; a
+categorical field's id shape, without K); ``reduce`` sums or averages them over everything
+but the batch dimension, honouring an optional boolean mask of padded elements.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar, Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from diffkit.parametrizations import Parametrization, resolve_parametrization
+
+__all__ = ["ForwardProcess", "Noised", "LossKind", "as_timesteps", "expand_to"]
+
+LossKind = Literal["simple", "kl", "hybrid"]
+
+
+class Noised(NamedTuple):
+    """Result of :meth:`ForwardProcess.q_sample`.
+
+    Attributes:
+        x_t: the noisy sample, same shape and dtype as x0.
+        noise: what made it (Gaussian: eps, same shape as x0; categorical: the Gumbel noise
+            (..., K) of the Gumbel-max draw), so passing it back reproduces x_t.
+    """
+
+    x_t: Any
+    noise: Any
+
+
+def expand_to(values: Tensor, ndim: int) -> Tensor:
+    """View a (B,) tensor as (B, 1, ..., 1) with ``ndim`` dims, to broadcast against data."""
+    return values.reshape(values.shape[0], *([1] * (ndim - 1)))
+
+
+def as_timesteps(t: Tensor | int, batch_size: int, num_steps: int, device: torch.device | None, name: str = "t") -> Tensor:
+    """Validate a time argument and return it as an int64 tensor of shape (B,).
+
+    Raises:
+        TypeError: a float or bool tensor (times are integer steps).
+        ValueError: wrong shape, or a value outside {0, ..., T}.
+    """
+    if isinstance(t, bool):
+        raise TypeError(f"{name}: expected an int or an int64 tensor, got bool")
+    if isinstance(t, int):
+        t = torch.full((batch_size,), t, dtype=torch.long, device=device)
+    elif isinstance(t, Tensor):
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"{name}: expected integer time steps (int64), got dtype {t.dtype}")
+        t = t.to(device=device, dtype=torch.long)
+        if t.ndim == 0:
+            t = t.expand(batch_size)
+        if t.shape != (batch_size,):
+            raise ValueError(f"{name}: expected shape ({batch_size},) to match the batch, got {tuple(t.shape)}")
+    else:
+        raise TypeError(f"{name}: expected an int or an int64 tensor, got {type(t).__name__}")
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) > num_steps):
+        raise ValueError(f"{name}: expected values in 0..T = 0..{num_steps}, got min {int(t.min())}, max {int(t.max())}")
+    return t
+
+
+class ForwardProcess(nn.Module, abc.ABC):
+    """A forward noising process q with closed-form marginals and posteriors.
+
+    Subclasses implement the abstract primitives; sampling time steps, the per-example loss, the
+    ELBO terms and the full NLL bound are derived here once. Tables are non-persistent buffers
+    built in float64, so ``.to(device)`` moves them and checkpoints do not duplicate them.
+
+    Class attributes:
+        parametrizations: name -> Parametrization class accepted by this process.
+        supports_eta: whether :meth:`reverse_from_x0` takes DDIM's eta.
+    """
+
+    parametrizations: ClassVar[dict[str, type[Parametrization]]] = {}
+    supports_eta: ClassVar[bool] = False
+
+    # ----------------------------------------------------------------- primitives
+    @property
+    @abc.abstractmethod
+    def num_steps(self) -> int:
+        """T, the number of forward steps."""
+
+    @abc.abstractmethod
+    def validate_x0(self, x0: Any, name: str = "x0") -> None:
+        """Raise TypeError / ValueError if x0 is not valid clean data for this process."""
+
+    @abc.abstractmethod
+    def marginal(self, x0: Tensor, t: Tensor | int) -> Any:
+        """q(x_t | x0): Gaussian (mean, variance); categorical probabilities (..., K)."""
+
+    @abc.abstractmethod
+    def transition(self, x_s: Tensor, t: Tensor | int, s: Tensor | int) -> Any:
+        """q(x_t | x_s) for s < t, in the same family as :meth:`marginal`."""
+
+    @abc.abstractmethod
+    def posterior(self, x_t: Tensor, x0: Tensor, t: Tensor | int, s: Tensor | int | None = None) -> Any:
+        """q(x_s | x_t, x0) for 0 <= s < t (s defaults to t - 1)."""
+
+    @abc.abstractmethod
+    def q_sample(self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
+        """Draw x_t ~ q(x_t | x0); returns (x_t, noise)."""
+
+    @abc.abstractmethod
+    def prior_sample(self, shape: Any, *, device: torch.device | str | None = None, generator: torch.Generator | None = None, mask: Tensor | None = None) -> Any:
+        """Draw x_T from the prior p(x_T) for data of the given shape."""
+
+    @abc.abstractmethod
+    def prior_kl(self, x0: Tensor) -> Tensor:
+        """Per-element KL(q(x_T | x0) || p(x_T)) in nats."""
+
+    @abc.abstractmethod
+    def kl(self, q: Any, p: Any) -> Tensor:
+        """Per-element KL(q || p) between two distributions of this process's family, in nats."""
+
+    @abc.abstractmethod
+    def decoder_nll(self, x0: Tensor, p: Any) -> Tensor:
+        """Per-element -log p(x0 | x_1) in nats, for p the reverse distribution at s = 0."""
+
+    @abc.abstractmethod
+    def reverse_from_x0(self, x_t: Tensor, x0_hat: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> Any:
+        """p(x_s | x_t) derived from a clean-sample estimate (DESIGN.md (1))."""
+
+    @abc.abstractmethod
+    def reverse_sample(self, p: Any, s: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Draw x_s ~ p(x_s | x_t); Gaussian processes return the mean where s = 0."""
+
+    def _posterior(self, x_t: Tensor, x0: Tensor, t: Tensor, s: Tensor) -> Any:
+        """:meth:`posterior` without input validation, for inner loops (t, s already (B,))."""
+        return self.posterior(x_t, x0, t, s)
+
+    # ----------------------------------------------------------------- derived
+    def sample_timesteps(self, batch_size: int, device: torch.device | str | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Uniform training times t ~ U{1, ..., T}: (B,) int64."""
+        if generator is not None and device is None:
+            device = generator.device
+        return torch.randint(1, self.num_steps + 1, (batch_size,), device=device, generator=generator)
+
+    def get_parametrization(self, parametrization: str | Parametrization) -> Parametrization:
+        """Resolve a name (or check an object) against :attr:`parametrizations`."""
+        return resolve_parametrization(self, parametrization)
+
+    def timesteps(self, t: Tensor | int, batch_size: int, device: torch.device | None = None, name: str = "t") -> Tensor:
+        """Validate ``t`` and return it as (B,) int64 (see :func:`as_timesteps`)."""
+        return as_timesteps(t, batch_size, self.num_steps, device, name)
+
+    def step_pair(self, t: Tensor | int, s: Tensor | int | None, batch_size: int, device: torch.device | None) -> tuple[Tensor, Tensor]:
+        """Validate a reverse jump t -> s (s defaults to t - 1) and return both as (B,) int64.
+
+        Raises:
+            ValueError: if any s >= t, s < 0 or t > T.
+        """
+        t = self.timesteps(t, batch_size, device)
+        s = t - 1 if s is None else self.timesteps(s, batch_size, device, name="s")
+        if bool((s >= t).any()):
+            raise ValueError(f"s: expected 0 <= s < t for a reverse jump, got s = {s.tolist()} and t = {t.tolist()}")
+        return t, s
+
+    @staticmethod
+    def reduce(values: Tensor, mask: Tensor | None = None, how: Literal["sum", "mean"] = "sum") -> Tensor:
+        """Sum or average per-element values over all but the batch dimension.
+
+        Args:
+            values: (B, ...) per-element values.
+            mask: optional bool tensor broadcastable to values; False elements are dropped.
+            how: "sum" (ELBO terms in nats per example) or "mean" (per-element average).
+
+        Returns:
+            (B,) tensor.
+        """
+        if mask is not None:
+            mask = mask.expand_as(values)
+            values = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
+        total = values.reshape(values.shape[0], -1).sum(1)
+        if how == "sum":
+            return total
+        count = mask.reshape(mask.shape[0], -1).sum(1).clamp_min(1) if mask is not None else values[0].numel()
+        return total / count
+
+    def num_elements(self, x0: Tensor, mask: Tensor | None = None) -> Tensor:
+        """(B,) number of scored elements per example (the "dimensions" of bits per dimension)."""
+        ones = torch.ones(self.element_shape(x0), device=x0.device)
+        return self.reduce(ones, mask)
+
+    def element_shape(self, x0: Tensor) -> tuple[int, ...]:
+        """Shape of the per-element terms for data x0 (default: x0's own shape)."""
+        return tuple(x0.shape)
+
+    def reverse(self, output: Tensor, x_t: Tensor, t: Tensor | int, s: Tensor | int | None = None, parametrization: str | Parametrization = "x0", eta: float | None = None) -> Any:
+        """p(x_s | x_t) from a network output through a parametrization (s defaults to t - 1)."""
+        param = self.get_parametrization(parametrization)
+        t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
+        return param.reverse(self, output, x_t, t, s, eta=eta)
+
+    def step(self, output: Tensor, x_t: Tensor, t: Tensor | int, s: Tensor | int | None = None, parametrization: str | Parametrization = "x0", generator: torch.Generator | None = None, eta: float | None = None) -> Tensor:
+        """One reverse step: x_s ~ p(x_s | x_t) from a network output (s defaults to t - 1)."""
+        param = self.get_parametrization(parametrization)
+        t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
+        return self.reverse_sample(param.reverse(self, output, x_t, t, s, eta=eta), s, generator)
+
+    def vlb_terms(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, parametrization: Parametrization) -> Tensor:
+        """Per-element L_{t-1}: the decoder term -log p(x0 | x_1) where t = 1, else the KL.
+
+        L_{t-1} = KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for t >= 2 and -log p(x0 | x_1) for
+        t = 1 (Ho et al. 2020 eq. 5). Both branches are computed finite and one is selected.
+        """
+        s = t - 1
+        p = parametrization.reverse(self, output, x_t, t, s)
+        kl = self.kl(self._posterior(x_t, x0, t, s), p)
+        decoder = self.decoder_nll(x0, p)
+        first = expand_to(t == 1, kl.ndim)
+        return torch.where(first, decoder, kl)
+
+    def loss(
+        self,
+        output: Tensor,
+        x0: Tensor,
+        x_t: Tensor,
+        t: Tensor,
+        noise: Tensor | None,
+        parametrization: str | Parametrization,
+        kind: LossKind = "simple",
+        hybrid_weight: float = 1e-3,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """Per-example training loss, (B,).
+
+        * ``simple``: the parametrization's own per-element loss (eps / x0 / v MSE, or the
+          categorical cross-entropy on x0), averaged over elements.
+        * ``kl``: T * L_{t-1} averaged over elements, an unbiased estimate of the ELBO's
+          diffusion and decoder terms (nats per element) with t ~ U{1..T}.
+        * ``hybrid``: simple + hybrid_weight * kl (Nichol & Dhariwal 2021 use 1e-3 for Gaussians;
+          Austin et al. 2021 use 1e-2 with the categorical cross-entropy).
+        """
+        param = self.get_parametrization(parametrization)
+        t = self.timesteps(t, x_t.shape[0], x_t.device)
+        if kind not in ("simple", "kl", "hybrid"):
+            raise ValueError(f"kind: unknown loss {kind!r}; expected one of ['hybrid', 'kl', 'simple']")
+        total = torch.zeros(t.shape[0], device=t.device)
+        if kind in ("simple", "hybrid"):
+            total = total + self.reduce(param.simple_loss(self, output, x0, x_t, t, noise), mask, "mean")
+        if kind in ("kl", "hybrid"):
+            weight = 1.0 if kind == "kl" else hybrid_weight
+            vlb = self.reduce(self.vlb_terms(output, x0, x_t, t, param), mask, "mean") * self.num_steps
+            total = total + weight * vlb
+        return total
+
+    def prior_term(self, x0: Tensor, mask: Tensor | None = None) -> Tensor:
+        """L_T = KL(q(x_T | x0) || p(x_T)) summed over elements: (B,) nats."""
+        return self.reduce(self.prior_kl(x0), mask)
+
+    def vlb(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor | int, parametrization: str | Parametrization, mask: Tensor | None = None) -> Tensor:
+        """L_{t-1} summed over elements: (B,) nats."""
+        t = self.timesteps(t, x_t.shape[0], x_t.device)
+        return self.reduce(self.vlb_terms(output, x0, x_t, t, self.get_parametrization(parametrization)), mask)

@@ -1,0 +1,426 @@
+"""Gaussian (DDPM) diffusion: pure formulas, the eps / x0 / v / previous-step parametrizations,
+and :class:`GaussianProcess`.
+
+Every formula is for any 0 <= s < t (DESIGN.md), with alpha_{t|s} = alpha_bar_t / alpha_bar_s:
+
+    q(x_t | x0)      = N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I)                       (G1)
+    q(x_t | x_s)     = N(sqrt(alpha_{t|s}) x_s, (1 - alpha_{t|s}) I)                      (G2)
+    q(x_s | x_t, x0) = N(mu, var I),                                                     (G3)
+        mu  = sqrt(alpha_bar_s) (1 - alpha_{t|s}) / (1 - alpha_bar_t) x0
+            + sqrt(alpha_{t|s}) (1 - alpha_bar_s) / (1 - alpha_bar_t) x_t
+        var = (1 - alpha_{t|s}) (1 - alpha_bar_s) / (1 - alpha_bar_t)
+    x0  = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)                            (G4)
+    v   = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0                                 (G5)
+    x0  = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v                                  (G6)
+
+Because mu in (G3) is linear in x0, the derived reverse step mu(x_t, E[x0 | x_t]) has the exact
+mean of q(x_s | x_t) = E_{x0 ~ q(x0 | x_t)}[q(x_s | x_t, x0)] (DESIGN.md (1)).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from diffkit.parametrizations import PreviousStepParametrization, X0BasedParametrization
+from diffkit.processes.base import ForwardProcess, Noised, expand_to
+from diffkit.processes.schedules import ScheduleLike, make_schedule
+
+__all__ = [
+    "GaussianParams",
+    "GaussianProcess",
+    "gaussian_marginal",
+    "gaussian_transition",
+    "gaussian_posterior",
+    "ddim_reverse",
+    "x0_from_eps",
+    "eps_from_x0",
+    "x0_from_v",
+    "v_from_x0",
+    "gaussian_kl",
+    "gaussian_nll",
+    "EpsParametrization",
+    "X0Parametrization",
+    "VParametrization",
+    "GaussianPreviousStep",
+]
+
+
+class GaussianParams(NamedTuple):
+    """A diagonal Gaussian N(mean, variance). ``variance`` broadcasts against ``mean``."""
+
+    mean: Tensor
+    variance: Tensor
+
+
+# ------------------------------------------------------------------------ pure formulas
+def gaussian_marginal(x0: Tensor, alpha_bar_t: Tensor) -> GaussianParams:
+    """q(x_t | x0) = N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I), (G1); Ho et al. 2020 eq. 4.
+
+    Args:
+        x0: (B, ...) float clean data.
+        alpha_bar_t: (B, 1, ..., 1) float, broadcastable to x0.
+
+    Returns:
+        GaussianParams with mean (B, ...) and variance (B, 1, ..., 1).
+    """
+    return GaussianParams(alpha_bar_t.sqrt() * x0, 1 - alpha_bar_t)
+
+
+def gaussian_transition(x_s: Tensor, alpha_ts: Tensor) -> GaussianParams:
+    """q(x_t | x_s) = N(sqrt(alpha_{t|s}) x_s, (1 - alpha_{t|s}) I), (G2).
+
+    Args:
+        x_s: (B, ...) float.
+        alpha_ts: (B, 1, ..., 1) alpha_bar_t / alpha_bar_s.
+    """
+    return GaussianParams(alpha_ts.sqrt() * x_s, 1 - alpha_ts)
+
+
+def gaussian_posterior(x_t: Tensor, x0: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor) -> GaussianParams:
+    """q(x_s | x_t, x0) for any s < t, (G3); Ho et al. 2020 eqs. 6-7 for s = t - 1.
+
+    Args:
+        x_t: (B, ...) float noisy data at t.
+        x0: (B, ...) float clean data (or an estimate of it).
+        alpha_bar_t: (B, 1, ..., 1), with alpha_bar_t < alpha_bar_s.
+        alpha_bar_s: (B, 1, ..., 1).
+
+    Returns:
+        GaussianParams: mean (B, ...), variance (B, 1, ..., 1) (0 where s = 0).
+    """
+    alpha_ts = alpha_bar_t / alpha_bar_s
+    coef_x0 = alpha_bar_s.sqrt() * (1 - alpha_ts) / (1 - alpha_bar_t)
+    coef_xt = alpha_ts.sqrt() * (1 - alpha_bar_s) / (1 - alpha_bar_t)
+    variance = (1 - alpha_ts) * (1 - alpha_bar_s) / (1 - alpha_bar_t)
+    return GaussianParams(coef_x0 * x0 + coef_xt * x_t, variance)
+
+
+def x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar_t: Tensor) -> Tensor:
+    """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), (G4); Ho et al. 2020 eq. 4 solved for x0."""
+    return (x_t - (1 - alpha_bar_t).sqrt() * eps) / alpha_bar_t.sqrt()
+
+
+def eps_from_x0(x_t: Tensor, x0: Tensor, alpha_bar_t: Tensor) -> Tensor:
+    """eps = (x_t - sqrt(alpha_bar_t) x0) / sqrt(1 - alpha_bar_t), the inverse of (G4)."""
+    return (x_t - alpha_bar_t.sqrt() * x0) / (1 - alpha_bar_t).sqrt()
+
+
+def x0_from_v(x_t: Tensor, v: Tensor, alpha_bar_t: Tensor) -> Tensor:
+    """x0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v, (G6); Salimans & Ho 2022 sec. 4."""
+    return alpha_bar_t.sqrt() * x_t - (1 - alpha_bar_t).sqrt() * v
+
+
+def v_from_x0(x_t: Tensor, x0: Tensor, alpha_bar_t: Tensor) -> Tensor:
+    """v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0 with eps from (G4), i.e. (G5)."""
+    eps = eps_from_x0(x_t, x0, alpha_bar_t)
+    return alpha_bar_t.sqrt() * eps - (1 - alpha_bar_t).sqrt() * x0
+
+
+def ddim_reverse(x_t: Tensor, x0_hat: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, eta: float) -> GaussianParams:
+    """DDIM's generalized reverse step (Song et al. 2021 eq. 12), any s < t.
+
+        sigma^2 = eta^2 var,  var from (G3)
+        mean    = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s - sigma^2) eps_hat
+
+    eta = 1 gives exactly q(x_s | x_t, x0_hat) of (G3); eta = 0 is the deterministic DDIM step.
+    """
+    variance = eta**2 * gaussian_posterior(x_t, x0_hat, alpha_bar_t, alpha_bar_s).variance
+    eps_hat = eps_from_x0(x_t, x0_hat, alpha_bar_t)
+    mean = alpha_bar_s.sqrt() * x0_hat + (1 - alpha_bar_s - variance).clamp_min(0).sqrt() * eps_hat
+    return GaussianParams(mean, variance)
+
+
+def gaussian_kl(q: GaussianParams, p: GaussianParams) -> Tensor:
+    """KL(N(mu_q, var_q) || N(mu_p, var_p)) per element, nats.
+
+    KL = 0.5 (log var_p - log var_q + (var_q + (mu_q - mu_p)^2) / var_p - 1).
+    Variances are clamped at the dtype's smallest normal number so a zero posterior variance
+    (s = 0) stays finite; the ELBO selects the decoder term there.
+    """
+    tiny = torch.finfo(q.mean.dtype).tiny
+    var_q = q.variance.clamp_min(tiny)
+    var_p = p.variance.clamp_min(tiny)
+    return 0.5 * (var_p.log() - var_q.log() + (var_q + (q.mean - p.mean) ** 2) / var_p - 1)
+
+
+def gaussian_nll(x: Tensor, p: GaussianParams) -> Tensor:
+    """-log N(x; mean, variance) per element, nats (a density: can be negative)."""
+    var = p.variance.clamp_min(torch.finfo(x.dtype).tiny)
+    return 0.5 * (math.log(2 * math.pi) + var.log() + (x - p.mean) ** 2 / var)
+
+
+# ------------------------------------------------------------------------ parametrizations
+class _GaussianX0Based(X0BasedParametrization):
+    """Shared pieces of the eps / x0 / v parametrizations.
+
+    Args:
+        min_snr_gamma: if set, weight the simple loss by the min-SNR-gamma rule (Hang et al.
+            2023): the x0-space weight min(SNR_t, gamma), expressed for this target as
+            min(SNR_t, gamma) / mse_scale, with SNR_t = alpha_bar_t / (1 - alpha_bar_t).
+    """
+
+    def __init__(self, min_snr_gamma: float | None = None) -> None:
+        if min_snr_gamma is not None and not min_snr_gamma > 0:
+            raise ValueError(f"min_snr_gamma: expected a positive number or None, got {min_snr_gamma}")
+        self.min_snr_gamma = min_snr_gamma
+
+    def target(self, process: GaussianProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def mse_scale(self, snr: Tensor) -> Tensor:
+        """||target error||^2 / ||x0 error||^2 for this target (x0: 1, eps: SNR, v: SNR + 1)."""
+        raise NotImplementedError
+
+    def output_shape(self, process: ForwardProcess, x_t: Tensor) -> tuple[int, ...]:
+        return tuple(x_t.shape)
+
+    def oracle_output(self, process: GaussianProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
+        if noise is None:
+            noise = eps_from_x0(x_t, x0, process.alpha_bar_at(t, x_t))
+        return self.target(process, x0, x_t, t, noise)
+
+    def simple_loss(self, process: GaussianProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
+        sq = (output - self.oracle_output(process, x0, x_t, t, noise)) ** 2
+        if self.min_snr_gamma is None:
+            return sq
+        snr = process.snr_at(t, x_t)
+        return sq * snr.clamp_max(self.min_snr_gamma) / self.mse_scale(snr)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(min_snr_gamma={self.min_snr_gamma})"
+
+
+class EpsParametrization(_GaussianX0Based):
+    """The network predicts the total noise eps (Ho et al. 2020); x0_hat by (G4)."""
+
+    name = "eps"
+
+    def x0_from_output(self, process, output, x_t, t):
+        return x0_from_eps(x_t, output, process.alpha_bar_at(t, x_t))
+
+    def target(self, process, x0, x_t, t, noise):
+        return noise
+
+    def mse_scale(self, snr):
+        return snr
+
+
+class X0Parametrization(_GaussianX0Based):
+    """The network predicts the clean sample x0 directly."""
+
+    name = "x0"
+
+    def x0_from_output(self, process, output, x_t, t):
+        return output
+
+    def target(self, process, x0, x_t, t, noise):
+        return x0
+
+    def mse_scale(self, snr):
+        return torch.ones_like(snr)
+
+
+class VParametrization(_GaussianX0Based):
+    """The network predicts v (Salimans & Ho 2022); x0_hat by (G6)."""
+
+    name = "v"
+
+    def x0_from_output(self, process, output, x_t, t):
+        return x0_from_v(x_t, output, process.alpha_bar_at(t, x_t))
+
+    def target(self, process, x0, x_t, t, noise):
+        ab = process.alpha_bar_at(t, x_t)
+        return ab.sqrt() * noise - (1 - ab).sqrt() * x0
+
+    def mse_scale(self, snr):
+        return snr + 1
+
+
+class GaussianPreviousStep(PreviousStepParametrization):
+    """The network predicts the mean of p(x_{t-1} | x_t) itself (Ho et al. 2020's "mu" baseline).
+
+    Its variance is the process's ``reverse_variance`` choice. Loss: MSE to the posterior mean
+    mu(x_t, x0) of (G3) with s = t - 1.
+    """
+
+    def output_shape(self, process, x_t):
+        return tuple(x_t.shape)
+
+    def reverse(self, process, output, x_t, t, s, eta=None):
+        self.check_single_step(t, s)
+        if eta is not None:
+            raise ValueError("eta: DDIM's eta needs an x0 estimate; the 'previous-step' parametrization has none")
+        return GaussianParams(output, process.reverse_variance_at(t, s, x_t))
+
+    def oracle_output(self, process, x0, x_t, t, noise):
+        return process._posterior(x_t, x0, t, t - 1).mean
+
+    def simple_loss(self, process, output, x0, x_t, t, noise):
+        return (output - self.oracle_output(process, x0, x_t, t, noise)) ** 2
+
+
+# ------------------------------------------------------------------------ process
+ReverseVariance = Literal["posterior", "forward"]
+
+
+class GaussianProcess(ForwardProcess):
+    """DDPM's Gaussian forward process, any (s, t) jump, with the eps / x0 / v / previous-step
+    parametrizations.
+
+    Args:
+        num_steps: T >= 1.
+        schedule: "cosine" | "linear", a NoiseSchedule, or T betas. alpha_bar_T must be > 0.
+        reverse_variance: variance of p(x_s | x_t): "posterior" (beta tilde, var of (G3)) or
+            "forward" (1 - alpha_{t|s}, Ho et al.'s sigma_t^2 = beta_t). The decoder p(x0 | x_1)
+            always uses beta_1, since the posterior variance is 0 at s = 0.
+
+    Raises:
+        ValueError: invalid schedule or reverse_variance.
+    """
+
+    parametrizations = {"eps": EpsParametrization, "x0": X0Parametrization, "v": VParametrization, "previous-step": GaussianPreviousStep}
+    supports_eta: ClassVar[bool] = True
+
+    def __init__(self, num_steps: int = 1000, schedule: ScheduleLike = "cosine", reverse_variance: ReverseVariance = "posterior") -> None:
+        super().__init__()
+        sched = make_schedule(schedule, num_steps)
+        if sched.alpha_bar[-1] <= 0:
+            raise ValueError("schedule: a Gaussian process needs alpha_bar_T > 0 (x0 = (x_t - ...) / sqrt(alpha_bar_t) divides by it)")
+        if reverse_variance not in ("posterior", "forward"):
+            raise ValueError(f"reverse_variance: unknown choice {reverse_variance!r}; expected one of ['forward', 'posterior']")
+        self.reverse_variance = reverse_variance
+        self._num_steps = num_steps
+        self.register_buffer("alpha_bar", sched.alpha_bar, persistent=False)
+
+    @property
+    def num_steps(self) -> int:
+        return self._num_steps
+
+    # -- table look-ups: gathered in float64, cast to the data's dtype, shaped (B, 1, ..., 1)
+    def _gather(self, values: Tensor, like: Tensor) -> Tensor:
+        return expand_to(values, like.ndim).to(like.dtype if like.is_floating_point() else torch.float32)
+
+    def alpha_bar_at(self, t: Tensor, like: Tensor) -> Tensor:
+        """alpha_bar_t as (B, 1, ..., 1) in ``like``'s dtype."""
+        return self._gather(self.alpha_bar[t], like)
+
+    def snr_at(self, t: Tensor, like: Tensor) -> Tensor:
+        """SNR_t = alpha_bar_t / (1 - alpha_bar_t) as (B, 1, ..., 1)."""
+        ab = self.alpha_bar[t]
+        return self._gather(ab / (1 - ab), like)
+
+    def reverse_variance_at(self, t: Tensor, s: Tensor, like: Tensor) -> Tensor:
+        """The variance of p(x_s | x_t): the ``reverse_variance`` choice, beta_1-style at s = 0."""
+        ab_t, ab_s = self.alpha_bar[t], self.alpha_bar[s]
+        forward = 1 - ab_t / ab_s
+        if self.reverse_variance == "posterior":
+            var = forward * (1 - ab_s) / (1 - ab_t)
+            var = torch.where(s == 0, forward, var)
+        else:
+            var = forward
+        return self._gather(var, like)
+
+    # -- validation
+    def validate_x0(self, x0, name: str = "x0") -> None:
+        if not isinstance(x0, Tensor):
+            raise TypeError(f"{name}: expected a Tensor, got {type(x0).__name__}")
+        if not x0.is_floating_point():
+            raise TypeError(f"{name}: a Gaussian field expects floating-point data, got dtype {x0.dtype}")
+        if x0.ndim < 1:
+            raise ValueError(f"{name}: expected shape (B, ...), got a scalar")
+        if not torch.isfinite(x0).all():
+            raise ValueError(f"{name}: found NaN or inf in Gaussian data")
+
+    def _check_pair(self, a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
+        if a.shape != b.shape:
+            raise ValueError(f"{name_b}: shape {tuple(b.shape)} does not match {name_a} {tuple(a.shape)}")
+
+    # -- primitives
+    def marginal(self, x0: Tensor, t: Tensor | int) -> GaussianParams:
+        """q(x_t | x0), (G1). x0: (B, ...) float; t: (B,) int64 or int."""
+        self.validate_x0(x0)
+        t = self.timesteps(t, x0.shape[0], x0.device)
+        return gaussian_marginal(x0, self.alpha_bar_at(t, x0))
+
+    def transition(self, x_s: Tensor, t: Tensor | int, s: Tensor | int) -> GaussianParams:
+        """q(x_t | x_s), (G2), for s < t."""
+        self.validate_x0(x_s, "x_s")
+        t, s = self.step_pair(t, s, x_s.shape[0], x_s.device)
+        return gaussian_transition(x_s, self._gather(self.alpha_bar[t] / self.alpha_bar[s], x_s))
+
+    def posterior(self, x_t: Tensor, x0: Tensor, t: Tensor | int, s: Tensor | int | None = None) -> GaussianParams:
+        """q(x_s | x_t, x0), (G3), for 0 <= s < t; s defaults to t - 1.
+
+        Args:
+            x_t: (B, ...) float.
+            x0: (B, ...) float, same shape.
+            t, s: (B,) int64 or ints.
+
+        Returns:
+            GaussianParams(mean (B, ...), variance (B, 1, ..., 1)).
+        """
+        self.validate_x0(x_t, "x_t")
+        self.validate_x0(x0)
+        self._check_pair(x_t, x0, "x_t", "x0")
+        t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
+        return self._posterior(x_t, x0, t, s)
+
+    def _posterior(self, x_t: Tensor, x0: Tensor, t: Tensor, s: Tensor) -> GaussianParams:
+        return gaussian_posterior(x_t, x0, self.alpha_bar_at(t, x_t), self.alpha_bar_at(s, x_t))
+
+    def q_sample(self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
+        """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, eps ~ N(0, I) (Ho et al. eq. 4).
+
+        Returns:
+            Noised(x_t (B, ...), noise eps (B, ...)).
+        """
+        self.validate_x0(x0)
+        t = self.timesteps(t, x0.shape[0], x0.device)
+        if noise is None:
+            noise = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=generator)
+        else:
+            self._check_pair(x0, noise, "x0", "noise")
+        ab = self.alpha_bar_at(t, x0)
+        return Noised(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, noise)
+
+    def prior_sample(self, shape, *, device=None, generator=None, mask=None, dtype: torch.dtype = torch.float32) -> Tensor:
+        """x_T ~ N(0, I) of the given shape (B, ...); masked-out elements are 0."""
+        x = torch.randn(tuple(shape), device=device, generator=generator, dtype=dtype)
+        return x if mask is None else x * mask.to(x.dtype)
+
+    def prior_kl(self, x0: Tensor) -> Tensor:
+        """KL(q(x_T | x0) || N(0, I)) per element (L_T), nats."""
+        t = torch.full((x0.shape[0],), self.num_steps, dtype=torch.long, device=x0.device)
+        q = gaussian_marginal(x0, self.alpha_bar_at(t, x0))
+        return gaussian_kl(q, GaussianParams(torch.zeros_like(x0), torch.ones_like(q.variance)))
+
+    def kl(self, q: GaussianParams, p: GaussianParams) -> Tensor:
+        return gaussian_kl(q, p)
+
+    def decoder_nll(self, x0: Tensor, p: GaussianParams) -> Tensor:
+        """-log N(x0; mean of p(x0 | x_1), beta_1) per element: a density bound (nats per dim)."""
+        return gaussian_nll(x0, p)
+
+    def reverse_from_x0(self, x_t: Tensor, x0_hat: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> GaussianParams:
+        """p(x_s | x_t) = N(mu(x_t, x0_hat), var): (G3)'s mean with the ``reverse_variance``
+        choice, or DDIM's step (Song et al. 2021 eq. 12) when ``eta`` is given."""
+        ab_t, ab_s = self.alpha_bar_at(t, x_t), self.alpha_bar_at(s, x_t)
+        if eta is not None:
+            if eta < 0:
+                raise ValueError(f"eta: expected eta >= 0, got {eta}")
+            return ddim_reverse(x_t, x0_hat, ab_t, ab_s, eta)
+        mean = gaussian_posterior(x_t, x0_hat, ab_t, ab_s).mean
+        return GaussianParams(mean, self.reverse_variance_at(t, s, x_t))
+
+    def reverse_sample(self, p: GaussianParams, s: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x_s = mean + sqrt(variance) z, z ~ N(0, I); the mean itself where s = 0."""
+        z = torch.randn(p.mean.shape, dtype=p.mean.dtype, device=p.mean.device, generator=generator)
+        noisy = expand_to(s > 0, p.mean.ndim)
+        return p.mean + torch.where(noisy, p.variance.sqrt() * z, torch.zeros_like(z))
+
+    def extra_repr(self) -> str:
+        return f"num_steps={self.num_steps}, reverse_variance={self.reverse_variance!r}"
