@@ -1,0 +1,20 @@
+"""Denoiser networks: ``nn.Module``s called as ``denoiser(x_t, t)`` with ``t`` a (B,) int64 step.
+
+Every model embeds time as the fraction t / T (``num_steps`` = T), so a model trained with one T is
+sensible at another. Gaussian fields come back with the shape of ``x_t``; categorical fields come
+back as logits (..., num_outputs).
+"""
+
+from diffkit.models.embeddings import SinusoidalEmbedding, TimeEmbedding, timestep_embedding
+from diffkit.models.mlp import MLPDenoiser
+from diffkit.models.table import TableDenoiser
+from diffkit.models.transformer import TokenTransformer
+
+__all__ = [
+    "MLPDenoiser",
+    "TokenTransformer",
+    "TableDenoiser",
+    "TimeEmbedding",
+    "SinusoidalEmbedding",
+    "timestep_embedding",
+]

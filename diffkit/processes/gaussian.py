@@ -387,9 +387,10 @@ class GaussianProcess(ForwardProcess):
         ab = self.alpha_bar_at(t, x0)
         return Noised(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, noise)
 
-    def prior_sample(self, shape, *, device=None, generator=None, mask=None, dtype: torch.dtype = torch.float32) -> Tensor:
-        """x_T ~ N(0, I) of the given shape (B, ...); masked-out elements are 0."""
-        x = torch.randn(tuple(shape), device=device, generator=generator, dtype=dtype)
+    def prior_sample(self, shape, *, device=None, generator=None, mask=None, dtype: torch.dtype | None = None) -> Tensor:
+        """x_T ~ N(0, I) of the given shape (B, ...) in ``dtype`` (default: torch's default
+        float dtype); masked-out elements are 0."""
+        x = torch.randn(tuple(shape), device=device, generator=generator, dtype=dtype or torch.get_default_dtype())
         return x if mask is None else x * mask.to(x.dtype)
 
     def prior_kl(self, x0: Tensor) -> Tensor:
