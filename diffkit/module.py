@@ -1,0 +1,335 @@
+"""DiffusionModule: one LightningModule that trains, evaluates and samples every ForwardProcess.
+
+It orchestrates and does no math: times are drawn by the process, noise by ``q_sample``, the
+loss and the ELBO terms by the process through the parametrization, sampling by
+:func:`diffkit.sampling.sample`. Optimizers, LR schedules, EMA, checkpointing, logging and
+multi-device training are Lightning's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Optional, Union
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from diffkit.parametrizations import Parametrization
+from diffkit.processes.base import ForwardProcess, LossKind
+from diffkit.processes.categorical import CategoricalProcess
+from diffkit.processes.product import ProductProcess
+from diffkit.sampling import sample as run_sampler
+
+__all__ = ["DiffusionModule"]
+
+ParametrizationArg = Union[str, Parametrization, dict[str, Union[str, Parametrization]]]
+
+
+def _batch_size(x: Any) -> int:
+    return next(v for v in x.values() if isinstance(v, Tensor)).shape[0] if isinstance(x, Mapping) else x.shape[0]
+
+
+def _take(x: Any, n: int) -> Any:
+    return {k: v[:n] for k, v in x.items()} if isinstance(x, Mapping) else x[:n]
+
+
+def _cat(parts: list) -> Any:
+    if isinstance(parts[0], Mapping):
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return torch.cat(parts)
+
+
+def _to(x: Any, device: torch.device | str) -> Any:
+    return {k: v.to(device) for k, v in x.items()} if isinstance(x, Mapping) else x.to(device)
+
+
+class DiffusionModule(pl.LightningModule):
+    """Train and sample a diffusion model for any ForwardProcess.
+
+    Args:
+        process: the forward process (Gaussian, categorical, a ProductProcess, or your own).
+        denoiser: ``denoiser(x_t, t)`` returning the parametrization's output.
+        parametrization: "eps" | "x0" | "v" | "previous-step" (what the process accepts), a
+            Parametrization object, or for a ProductProcess a dict field -> one of those.
+        loss: "simple" (the parametrization's MSE / cross-entropy), "kl" (the ELBO's per-step
+            terms, scaled by T) or "hybrid" (simple + hybrid_weight * kl).
+        hybrid_weight: weight of the kl term in "hybrid".
+        optimizer: optimizer factory over the denoiser's parameters (LightningCLI's
+            ``optimizer`` class_path / init_args).
+        lr_scheduler: optional LR scheduler factory.
+        ema_decay: if set, an EMA of the weights (Lightning's EMAWeightAveraging, integer and
+            float buffers not averaged) is used for validation, checkpoints and sampling.
+        sample_steps: reverse steps for validation samples (None: all T).
+        sample_eta: DDIM's eta for Gaussian fields in validation samples (None: ancestral).
+        num_eval_samples: samples drawn at each validation epoch end for the sample metrics
+            (0 disables them); the floor uses as many fresh validation examples.
+        validate_inputs: check every training batch (dtype, range, NaN) before using it.
+
+    Raises:
+        ValueError: a parametrization the process does not accept, an unknown loss.
+    """
+
+    def __init__(
+        self,
+        process: ForwardProcess,
+        denoiser: nn.Module,
+        parametrization: ParametrizationArg = "eps",
+        loss: LossKind = "simple",
+        hybrid_weight: float = 1e-3,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        ema_decay: Optional[float] = None,
+        sample_steps: Optional[int] = None,
+        sample_eta: Optional[float] = None,
+        num_eval_samples: int = 1000,
+        validate_inputs: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(process, ForwardProcess):
+            raise TypeError(f"process: expected a ForwardProcess, got {type(process).__name__}")
+        if not callable(denoiser):
+            raise TypeError(f"denoiser: expected an nn.Module called as denoiser(x_t, t), got {type(denoiser).__name__}")
+        if loss not in ("simple", "kl", "hybrid"):
+            raise ValueError(f"loss: unknown kind {loss!r}; expected one of ['hybrid', 'kl', 'simple']")
+        if ema_decay is not None and not 0 < ema_decay < 1:
+            raise ValueError(f"ema_decay: expected a value in (0, 1) or None, got {ema_decay}")
+        if num_eval_samples < 0:
+            raise ValueError(f"num_eval_samples: expected >= 0, got {num_eval_samples}")
+        self.save_hyperparameters()
+        self.process = process
+        self.denoiser = denoiser
+        self.param = process.get_parametrization(parametrization)
+        if sample_steps is not None:
+            self._check_stride(sample_steps)
+        self.loss_kind = loss
+        self.hybrid_weight = hybrid_weight
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.ema_decay = ema_decay
+        self.sample_steps = sample_steps
+        self.sample_eta = sample_eta
+        self.num_eval_samples = num_eval_samples
+        self.validate_inputs = validate_inputs
+        self.data_shape: Any = None  # per-example shape(s), recorded from the data
+        self.reference: Any = None  # a few held-out examples, kept in checkpoints for plots
+        self._output_checked = False
+        self._eval_buffer: list = []
+        self._eval_count = 0
+
+    # ------------------------------------------------------------------ helpers
+    def _params(self) -> list[Parametrization]:
+        return list(self.param.values()) if isinstance(self.param, dict) else [self.param]
+
+    def _check_stride(self, steps: int | None) -> None:
+        if steps is not None and steps < self.process.num_steps:
+            bad = [p.name for p in self._params() if not p.can_stride]
+            if bad:
+                raise ValueError(
+                    f"num_steps: {steps} < T = {self.process.num_steps} needs strided jumps, but parametrization "
+                    f"{bad[0]!r} predicts p(x_(t-1) | x_t) and cannot stride; use num_steps=None or an x0-based parametrization"
+                )
+
+    def _unpack(self, batch: Any) -> Any:
+        if isinstance(batch, (list, tuple)):
+            if len(batch) != 1:
+                raise ValueError(
+                    f"batch: expected a Tensor, a dict of Tensors or a 1-element list, got a {len(batch)}-element "
+                    f"{type(batch).__name__} (a diffusion data module yields x0 only)"
+                )
+            batch = batch[0]
+        if self.validate_inputs:
+            self.process.validate_x0(batch, "batch")
+        return batch
+
+    def _record_shape(self, x0: Any) -> None:
+        if self.data_shape is None:
+            if isinstance(x0, Mapping):
+                self.data_shape = {k: tuple(v.shape[1:]) for k, v in x0.items()}
+            else:
+                self.data_shape = tuple(x0.shape[1:])
+
+    def _check_output(self, output: Any, x_t: Any) -> None:
+        if self._output_checked:
+            return
+        if isinstance(self.process, ProductProcess):
+            if not isinstance(output, Mapping):
+                raise TypeError(f"denoiser output: a ProductProcess needs a dict of fields {list(self.process.fields)}, got {type(output).__name__}")
+            for f, proc in self.process.fields.items():
+                if f not in output:
+                    raise ValueError(f"denoiser output: missing field {f!r}; expected {list(self.process.fields)}")
+                self.param[f].check_output(proc, output[f], x_t[f])
+        else:
+            self.param.check_output(self.process, output, x_t)
+        self._output_checked = True
+
+    def _forward_loss(self, x0: Any) -> tuple[Tensor, Tensor, Any, Any]:
+        """Draw t and x_t, call the denoiser; returns (per-example loss, t, output, x_t)."""
+        batch = _batch_size(x0)
+        t = self.process.sample_timesteps(batch, device=self.device)
+        noised = self.process.q_sample(x0, t)
+        output = self.denoiser(noised.x_t, t)
+        self._check_output(output, noised.x_t)
+        loss = self.process.loss(output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight)
+        return loss, t, output, noised
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def on_fit_start(self) -> None:
+        self._fill_marginals()
+
+    def _fill_marginals(self) -> None:
+        """Give "marginal" categorical fields the class frequencies of the training data."""
+        fields = self.process.fields.items() if isinstance(self.process, ProductProcess) else [(None, self.process)]
+        pending = {name: p for name, p in fields if isinstance(p, CategoricalProcess) and p.needs_marginals}
+        if not pending:
+            return
+        loader = self.trainer.fit_loop._data_source.dataloader()
+        counts = {name: torch.zeros(p.num_classes, dtype=torch.float64) for name, p in pending.items()}
+        mask_key = getattr(self.process, "mask_key", None)
+        for batch in loader:
+            batch = self._unpack(batch)
+            for name, p in pending.items():
+                ids = batch if name is None else batch[name]
+                if name is not None and mask_key in batch:
+                    ids = ids[self.process.field_mask(name, ids, batch[mask_key]).expand_as(ids)]
+                counts[name] += torch.bincount(ids.flatten().cpu(), minlength=p.num_classes).double()
+        for name, p in pending.items():
+            p.set_marginals(counts[name])
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x0 = self._unpack(batch)
+        self._record_shape(x0)
+        per_example, t, _, _ = self._forward_loss(x0)
+        loss = per_example.mean()
+        if not torch.isfinite(loss):
+            bad = t[~torch.isfinite(per_example)].tolist()
+            raise FloatingPointError(
+                f"non-finite training loss at global step {self.global_step} (t = {bad}); nothing is saved for this "
+                "step and the last checkpoint is intact. Check the data, the learning rate, or use loss='simple'"
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=t.shape[0])
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x0 = self._unpack(batch)
+        self._record_shape(x0)
+        per_example, t, output, noised = self._forward_loss(x0)
+        n = t.shape[0]
+        self.log("val/loss", per_example.mean(), prog_bar=True, batch_size=n, sync_dist=True)
+        # Unbiased one-sample estimate of the NLL bound: L_T + T * L_{t-1}, t ~ U{1..T}.
+        vlb = self.process.vlb(output, x0, noised.x_t, t, self.param)
+        bound = self.process.prior_term(x0) + self.process.num_steps * vlb
+        per_elem = bound / self.process.num_elements(x0)
+        self.log("val/nll_bits_per_element", per_elem.mean() / math.log(2), batch_size=n, sync_dist=True)
+        if self._eval_count < 2 * self.num_eval_samples:
+            keep = min(n, 2 * self.num_eval_samples - self._eval_count)
+            self._eval_buffer.append(_to(_take(x0, keep), "cpu"))
+            self._eval_count += keep
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_buffer, self._eval_count = [], 0
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._eval_buffer:
+            return
+        data = _cat(self._eval_buffer)
+        self._eval_buffer, self._eval_count = [], 0
+        if self.reference is None:
+            self.reference = _take(data, self.num_eval_samples)
+        if self.trainer.sanity_checking or self.num_eval_samples == 0:
+            return
+        n = _batch_size(data) // 2
+        if n < 2:
+            return
+        from diffkit.metrics.quality import sample_quality
+
+        reference, fresh = _take(data, n), {k: v[n : 2 * n] for k, v in data.items()} if isinstance(data, Mapping) else data[n : 2 * n]
+        gen = torch.Generator(self.device).manual_seed(self.global_step)
+        samples = _to(self.sample(n, num_steps=self.sample_steps, eta=self.sample_eta, generator=gen, shape_like=reference), "cpu")
+        for name, value in sample_quality(samples, reference).items():
+            self.log(f"val/{name}", value)
+        for name, value in sample_quality(fresh, reference).items():
+            self.log(f"val/{name}_floor", value)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.denoiser.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+
+    def configure_callbacks(self) -> list:
+        if self.ema_decay is None:
+            return []
+        return [EMAWeightAveraging(decay=self.ema_decay, use_buffers=False)]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["diffkit"] = {"process": repr(self.process), "data_shape": self.data_shape, "reference": self.reference}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        info = checkpoint.get("diffkit")
+        if info is None:
+            return
+        if info["process"] != repr(self.process):
+            raise ValueError(
+                "checkpoint: it was trained with a different process.\n"
+                f"  checkpoint: {info['process']}\n  this model: {repr(self.process)}\n"
+                "Build the model from the run's saved config.yaml, or start a new run"
+            )
+        self.data_shape = info.get("data_shape")
+        self.reference = info.get("reference")
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int,
+        num_steps: int | None = None,
+        generator: torch.Generator | None = None,
+        eta: float | None = None,
+        mask: Tensor | None = None,
+        shape_like: Any = None,
+        progress: bool = False,
+    ) -> Any:
+        """Draw samples with the derived reverse chain (strided when num_steps < T).
+
+        Args:
+            num_samples: B.
+            num_steps: reverse steps (None: all T).
+            generator: a torch.Generator on this module's device, for reproducibility.
+            eta: DDIM's eta for Gaussian fields (None: ancestral).
+            mask: (B, N) bool node mask for padded data (graphs).
+            shape_like: an example batch whose per-example shapes to use (default: the shapes
+                recorded from the training data, saved in checkpoints).
+            progress: show a progress bar.
+
+        Returns:
+            Tensor (B, ...) or dict of Tensors.
+        """
+        if num_samples < 1:
+            raise ValueError(f"num_samples: expected >= 1, got {num_samples}")
+        self._check_stride(num_steps)
+        shape = self._sample_shape(num_samples, shape_like)
+        training = self.denoiser.training
+        self.denoiser.eval()
+        try:
+            return run_sampler(
+                self.process, self.denoiser, shape, self.param,
+                num_steps=num_steps, generator=generator, eta=eta, mask=mask, device=self.device, progress=progress,
+            )
+        finally:
+            self.denoiser.train(training)
+
+    def _sample_shape(self, num_samples: int, shape_like: Any) -> Any:
+        if shape_like is not None:
+            per = {k: tuple(v.shape[1:]) for k, v in shape_like.items()} if isinstance(shape_like, Mapping) else tuple(shape_like.shape[1:])
+        elif self.data_shape is not None:
+            per = self.data_shape
+        else:
+            raise ValueError("sample: the data shape is unknown; train first, load a checkpoint, or pass shape_like=example_batch")
+        if isinstance(per, Mapping):
+            mask_key = getattr(self.process, "mask_key", None)
+            return {k: (num_samples, *v) for k, v in per.items() if k != mask_key}
+        return (num_samples, *per)
