@@ -8,13 +8,11 @@ multi-device training are Lightning's.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Optional, Union
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
@@ -22,6 +20,8 @@ from diffkit.parametrizations import Parametrization
 from diffkit.processes.base import ForwardProcess, LossKind
 from diffkit.processes.categorical import CategoricalProcess
 from diffkit.processes.product import ProductProcess
+from diffkit.ema import EMA
+from diffkit.likelihood import nll_bound
 from diffkit.sampling import sample as run_sampler
 
 __all__ = ["DiffusionModule"]
@@ -61,8 +61,8 @@ class DiffusionModule(pl.LightningModule):
         optimizer: optimizer factory over the denoiser's parameters (LightningCLI's
             ``optimizer`` class_path / init_args).
         lr_scheduler: optional LR scheduler factory.
-        ema_decay: if set, an EMA of the weights (Lightning's EMAWeightAveraging, integer and
-            float buffers not averaged) is used for validation, checkpoints and sampling.
+        ema_decay: if set, an EMA of the parameters (:class:`diffkit.ema.EMA`, Lightning's
+            EMAWeightAveraging with buffers kept live) is used for validation, checkpoints and sampling.
         sample_steps: reverse steps for validation samples (None: all T).
         sample_eta: DDIM's eta for Gaussian fields in validation samples (None: ancestral).
         num_eval_samples: samples drawn at each validation epoch end for the sample metrics
@@ -219,11 +219,6 @@ class DiffusionModule(pl.LightningModule):
         per_example, t, output, noised = self._forward_loss(x0)
         n = t.shape[0]
         self.log("val/loss", per_example.mean(), prog_bar=True, batch_size=n, sync_dist=True)
-        # Unbiased one-sample estimate of the NLL bound: L_T + T * L_{t-1}, t ~ U{1..T}.
-        vlb = self.process.vlb(output, x0, noised.x_t, t, self.param)
-        bound = self.process.prior_term(x0) + self.process.num_steps * vlb
-        per_elem = bound / self.process.num_elements(x0)
-        self.log("val/nll_bits_per_element", per_elem.mean() / math.log(2), batch_size=n, sync_dist=True)
         if self._eval_count < 2 * self.num_eval_samples:
             keep = min(n, 2 * self.num_eval_samples - self._eval_count)
             self._eval_buffer.append(_to(_take(x0, keep), "cpu"))
@@ -244,15 +239,18 @@ class DiffusionModule(pl.LightningModule):
         n = _batch_size(data) // 2
         if n < 2:
             return
+        # The full bound L_T + sum_t L_{t-1} (T denoiser calls) on the held-out examples.
+        gen = torch.Generator(self.device).manual_seed(self.global_step)
+        bound = nll_bound(self.process, self.denoiser, _to(_take(data, n), self.device), self.param, generator=gen)
+        self.log("val/nll_bits_per_element", bound.bits_per_element.mean(), sync_dist=True)
         from diffkit.metrics.quality import sample_quality
 
         reference, fresh = _take(data, n), {k: v[n : 2 * n] for k, v in data.items()} if isinstance(data, Mapping) else data[n : 2 * n]
-        gen = torch.Generator(self.device).manual_seed(self.global_step)
         samples = _to(self.sample(n, num_steps=self.sample_steps, eta=self.sample_eta, generator=gen, shape_like=reference), "cpu")
         for name, value in sample_quality(samples, reference).items():
-            self.log(f"val/{name}", value)
+            self.log(f"val/{name}", value, sync_dist=True)
         for name, value in sample_quality(fresh, reference).items():
-            self.log(f"val/{name}_floor", value)
+            self.log(f"val/{name}_floor", value, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.denoiser.parameters())
@@ -263,7 +261,7 @@ class DiffusionModule(pl.LightningModule):
     def configure_callbacks(self) -> list:
         if self.ema_decay is None:
             return []
-        return [EMAWeightAveraging(decay=self.ema_decay, use_buffers=False)]
+        return [EMA(decay=self.ema_decay)]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["diffkit"] = {"process": repr(self.process), "data_shape": self.data_shape, "reference": self.reference}
