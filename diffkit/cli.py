@@ -40,6 +40,8 @@ def load_plugins() -> dict[str, Any]:
 
 
 def _prepare() -> None:
+    # Lightning 2.6 calls jsonargparse APIs deprecated in 4.49; the warnings are not the user's to fix.
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     # A console script does not put the working directory on sys.path; users' own modules
     # next to their configs must import by dotted path.
     cwd = os.getcwd()

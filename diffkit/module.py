@@ -8,6 +8,7 @@ multi-device training are Lightning's.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, Optional, Union
 
@@ -99,7 +100,12 @@ class DiffusionModule(pl.LightningModule):
             raise ValueError(f"ema_decay: expected a value in (0, 1) or None, got {ema_decay}")
         if num_eval_samples < 0:
             raise ValueError(f"num_eval_samples: expected >= 0, got {num_eval_samples}")
-        self.save_hyperparameters()
+        with warnings.catch_warnings():
+            # Under LightningCLI the saved hyperparameters are the parsed config (class_path /
+            # init_args), from which load_from_checkpoint rebuilds process and denoiser.
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module` and is already saved")
+            self.save_hyperparameters()
+        self._drop_unserializable_hparams()
         self.process = process
         self.denoiser = denoiser
         self.param = process.get_parametrization(parametrization)
@@ -121,6 +127,27 @@ class DiffusionModule(pl.LightningModule):
         self._eval_count = 0
 
     # ------------------------------------------------------------------ helpers
+    def _drop_unserializable_hparams(self) -> None:
+        """Keep only plain values (a CLI config's class_path dicts, numbers, strings).
+
+        Objects passed in Python (a process, a denoiser, an optimizer class) would be pickled
+        into the checkpoint and break ``weights_only`` loading; such checkpoints are loaded with
+        ``DiffusionModule.load_from_checkpoint(path, process=..., denoiser=...)`` instead.
+        """
+
+        def plain(v: Any) -> bool:
+            if isinstance(v, (str, int, float, bool, type(None))):
+                return True
+            if isinstance(v, (list, tuple)):
+                return all(plain(x) for x in v)
+            if isinstance(v, Mapping):
+                return all(isinstance(k, str) and plain(x) for k, x in v.items())
+            return False
+
+        for store in (self._hparams, self._hparams_initial):
+            for key in [k for k, v in store.items() if not plain(v)]:
+                del store[key]
+
     def _params(self) -> list[Parametrization]:
         return list(self.param.values()) if isinstance(self.param, dict) else [self.param]
 
