@@ -122,6 +122,7 @@ class DiffusionModule(pl.LightningModule):
         self.validate_inputs = validate_inputs
         self.data_shape: Any = None  # per-example shape(s), recorded from the data
         self.reference: Any = None  # a few held-out examples, kept in checkpoints for plots
+        self.size_counts: Tensor | None = None  # (N + 1,) node-count histogram of masked data
         self._output_checked = False
         self._eval_buffer: list = []
         self._eval_count = 0
@@ -178,6 +179,11 @@ class DiffusionModule(pl.LightningModule):
                 self.data_shape = {k: tuple(v.shape[1:]) for k, v in x0.items()}
             else:
                 self.data_shape = tuple(x0.shape[1:])
+        mask_key = getattr(self.process, "mask_key", None)
+        if self.training and isinstance(x0, Mapping) and mask_key in x0 and self.current_epoch == 0:
+            # Node counts of the first epoch: sampling draws each sample's size from them.
+            counts = torch.bincount(x0[mask_key].sum(1).cpu(), minlength=x0[mask_key].shape[1] + 1)
+            self.size_counts = counts if self.size_counts is None else self.size_counts + counts
 
     def _check_output(self, output: Any, x_t: Any) -> None:
         if self._output_checked:
@@ -291,7 +297,12 @@ class DiffusionModule(pl.LightningModule):
         return [EMA(decay=self.ema_decay)]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["diffkit"] = {"process": repr(self.process), "data_shape": self.data_shape, "reference": self.reference}
+        checkpoint["diffkit"] = {
+            "process": repr(self.process),
+            "data_shape": self.data_shape,
+            "reference": self.reference,
+            "size_counts": self.size_counts,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         info = checkpoint.get("diffkit")
@@ -305,6 +316,7 @@ class DiffusionModule(pl.LightningModule):
             )
         self.data_shape = info.get("data_shape")
         self.reference = info.get("reference")
+        self.size_counts = info.get("size_counts")
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -325,7 +337,8 @@ class DiffusionModule(pl.LightningModule):
             num_steps: reverse steps (None: all T).
             generator: a torch.Generator on this module's device, for reproducibility.
             eta: DDIM's eta for Gaussian fields (None: ancestral).
-            mask: (B, N) bool node mask for padded data (graphs).
+            mask: (B, N) bool node mask for padded data (graphs); default: sizes drawn from
+                the node counts of the training data (see :meth:`sample_mask`).
             shape_like: an example batch whose per-example shapes to use (default: the shapes
                 recorded from the training data, saved in checkpoints).
             progress: show a progress bar.
@@ -337,6 +350,8 @@ class DiffusionModule(pl.LightningModule):
             raise ValueError(f"num_samples: expected >= 1, got {num_samples}")
         self._check_stride(num_steps)
         shape = self._sample_shape(num_samples, shape_like)
+        if mask is None and self.size_counts is not None:
+            mask = self.sample_mask(num_samples, generator)
         training = self.denoiser.training
         self.denoiser.eval()
         try:
@@ -346,6 +361,14 @@ class DiffusionModule(pl.LightningModule):
             )
         finally:
             self.denoiser.train(training)
+
+    def sample_mask(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """(B, N) bool node masks whose sizes follow the training data's node counts."""
+        if self.size_counts is None:
+            raise ValueError("sample_mask: no node counts recorded; train on masked (graph) data first or pass mask=")
+        probs = self.size_counts.double() / self.size_counts.sum()
+        sizes = torch.multinomial(probs.to(self.device), num_samples, replacement=True, generator=generator)
+        return torch.arange(probs.numel() - 1, device=self.device) < sizes.unsqueeze(1)
 
     def _sample_shape(self, num_samples: int, shape_like: Any) -> Any:
         if shape_like is not None:
