@@ -10,12 +10,14 @@ split with a seeded generator, and offers ``sample_reference(n, seed)`` for fres
 """
 
 from diffkit.data._base import SampledDataModule, TensorDictDataset
+from diffkit.data.graphs import GraphDataModule
 from diffkit.data.mixture import EntropyEstimate, GaussianMixture, GaussianMixtureDataModule, well_separated_mixture
 from diffkit.data.tables import TableDataModule, categorical_fields, numeric_fields, sample_table, table_class_marginals
 from diffkit.data.tokens import MarkovChain, MarkovTokensDataModule, random_transition_matrix, stationary_distribution
 from diffkit.data.toy2d import TOY2D, Toy2DDataModule, checkerboard, eight_gaussians, swiss_roll, two_moons
 
 __all__ = [
+    "GraphDataModule",
     "SampledDataModule",
     "TensorDictDataset",
     "TOY2D",

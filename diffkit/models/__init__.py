@@ -6,11 +6,13 @@ back as logits (..., num_outputs).
 """
 
 from diffkit.models.embeddings import SinusoidalEmbedding, TimeEmbedding, timestep_embedding
+from diffkit.models.graph_transformer import GraphTransformer
 from diffkit.models.mlp import MLPDenoiser
 from diffkit.models.table import TableDenoiser
 from diffkit.models.transformer import TokenTransformer
 
 __all__ = [
+    "GraphTransformer",
     "MLPDenoiser",
     "TokenTransformer",
     "TableDenoiser",
