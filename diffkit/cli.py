@@ -147,10 +147,10 @@ def main(args: list[str] | None = None) -> None:
     Args:
         args: command-line arguments (default: ``sys.argv[1:]``); tests pass them in-process.
     """
-    args = sys.argv[1:] if args is None else list(args)
+    argv = sys.argv[1:] if args is None else list(args)
     _prepare()
-    if args and args[0] == "sample":
-        ns = _sample_parser().parse_args(args[1:])
+    if argv and argv[0] == "sample":
+        ns = _sample_parser().parse_args(argv[1:])
         sample_from_checkpoint(
             ns.ckpt_path, ns.num_samples, ns.num_steps, ns.eta, ns.seed, ns.output,
             None if ns.no_plot else ns.plot, ns.device, not ns.no_progress,

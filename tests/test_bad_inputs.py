@@ -96,11 +96,7 @@ CASES: list[Case] = [
     Case("float-ids-validate", "CategoricalProcess.validate_x0(float32 ids)", lambda tmp: cat().validate_x0(IDS.float()), TypeError,
          r"x0: expected int64 class ids for a categorical field, got dtype torch\.float32"),
     Case("float-ids-q_sample", "CategoricalProcess(K=4).q_sample(float32 ids of shape (3, 5), t)", lambda tmp: cat().q_sample(IDS.float(), 2), TypeError,
-         r"x0: expected int64 class ids",
-         bug="CategoricalProcess.q_sample -> marginal -> _probs reads any float x0 as probabilities: the message is "
-             "'x0: probabilities need a last dim of 4 (or 4), got 5', and float ids of shape (B, K) pass silently as "
-             "probabilities (x_t loses the last dim). Fix: q_sample validates x0 as ids (validate_x0) before marginal; "
-             "the '(or 4)' repeats when num_states == num_classes. (Also tests/test_categorical.py::test_float_ids_raise_type_error.)"),
+         r"x0: expected int64 class ids"),
     Case("ids-out-of-range", "q_sample(ids with a 7, K=4)", lambda tmp: cat().q_sample(IDS + 4, 2), ValueError,
          r"x0: found class id \d+, expected ids in \[0, 4\)"),
     Case("negative-ids", "q_sample(ids with -5)", lambda tmp: cat().q_sample(IDS - 5, 2), ValueError,

@@ -73,13 +73,6 @@ def test_gaussian_alpha_bar_near_1_and_near_0_within_float32_range() -> None:
     gaussian_edge_checks(proc, dtype=torch.float64)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (catastrophic cancellation): GaussianProcess.alpha_bar_at casts alpha_bar_t to float32 before "
-    "gaussian_posterior / eps_from_x0 form 1 - alpha_bar_t; for betas below ~float32 eps (1e-8, accepted by "
-    "NoiseSchedule.from_betas) 1 - alpha_bar_t is 0 and the posterior variance, the kl/hybrid losses and the eps "
-    "target are NaN. Fix: tabulate 1 - alpha_bar (and the posterior coefficients) in float64, cast last.",
-)
 def test_gaussian_alpha_bar_within_float32_eps_of_1() -> None:
     gaussian_edge_checks(GaussianProcess(5, [1e-8] * 5))
 
@@ -142,19 +135,10 @@ def test_categorical_losses_elbo_terms_and_posteriors_at_the_edges(K, T, kind) -
 @pytest.mark.parametrize("K, T, kind", EDGE_CASES, ids=[f"K{k}-T{t}-{c}" for k, t, c in EDGE_CASES])
 def test_categorical_extreme_logits_keep_losses_finite(K, T, kind) -> None:
     # Reverse rows with extreme logits for kernels with zeros (absorbing, marginal with zero
-    # frequencies): test_reverse_rows_with_extreme_logits_for_kernels_with_zeros (strict xfail).
+    # frequencies): test_reverse_rows_with_extreme_logits_for_kernels_with_zeros.
     categorical_edge_checks(categorical_process(K, T, kind), scale=1e4, check_reverse=kind == "uniform")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (reverse row of zeros): mixing_posterior weights x0 by p(x0) / Qbar_t[x0, x_t] and _normalize "
-    "divides by sum.clamp_min(tiny); for absorbing noise an unmasked x_t = b is consistent with x0 = b only, so "
-    "when softmax gives p(x0 = b) = 0 (logit gap > ~104 in float32, e.g. +-1e4) the row sums to 0, and for gaps "
-    "of ~88-104 (denormal p) to < 1. Fix: weight in log space (log_softmax - log Qbar_t[x0, x_t], softmax over the "
-    "consistent x0), or fall back to uniform weights over the consistent x0 when their total mass is 0. "
-    "The same holds for a data-marginal transition with zero-frequency classes (pi[b] = 0).",
-)
 @pytest.mark.parametrize("K, T, kind", [(2, 4000, "absorbing"), (1024, 4000, "absorbing"), (8, 100, "absorbing"), (2, 4000, "marginal"), (1024, 100, "marginal")])
 def test_reverse_rows_with_extreme_logits_for_kernels_with_zeros(K, T, kind) -> None:
     proc = categorical_process(K, T, kind)

@@ -90,14 +90,31 @@ def mixing_posterior(x_t: Tensor, x0_probs: Tensor, alpha_bar_t: Tensor, alpha_b
     Returns:
         (B, ..., K) probabilities of x_s.
     """
-    onehot_t = F.one_hot(x_t, pi.shape[0]).to(x0_probs.dtype)  # (B, ..., K)
+    dt = x0_probs.dtype
+    pi = pi.to(dt)
+    onehot_t = F.one_hot(x_t, pi.shape[0]).to(dt)  # (B, ..., K)
     pi_xt = pi[x_t].unsqueeze(-1)  # (B, ..., 1)
+    # Scalars in the alpha_bar's dtype (float64 from the process), cast once.
     alpha_ts = alpha_bar_t / alpha_bar_s
-    like_ts = alpha_ts * onehot_t + (1 - alpha_ts) * pi_xt
-    like_t = alpha_bar_t * onehot_t + (1 - alpha_bar_t) * pi_xt
-    w = torch.where(like_t > 0, x0_probs / like_t.clamp_min(torch.finfo(like_t.dtype).tiny), torch.zeros_like(like_t))
-    mixed = alpha_bar_s * w + (1 - alpha_bar_s) * pi * w.sum(-1, keepdim=True)
+    like_ts = alpha_ts.to(dt) * onehot_t + (1 - alpha_ts).to(dt) * pi_xt
+    like_t = alpha_bar_t.to(dt) * onehot_t + (1 - alpha_bar_t).to(dt) * pi_xt
+    w = _consistent_weights(x0_probs, like_t)
+    mixed = alpha_bar_s.to(dt) * w + (1 - alpha_bar_s).to(dt) * pi * w.sum(-1, keepdim=True)
     return _normalize(like_ts * mixed)
+
+
+def _consistent_weights(x0_probs: Tensor, like_t: Tensor) -> Tensor:
+    """w(x0) = p'(x0) / Qbar_t[x0, x_t], p' = p renormalized over the x0 consistent with x_t.
+
+    Renormalizing first keeps the mixture a distribution even when p(x0 | x_t) puts (numerically)
+    zero mass on every consistent x0; then p' is uniform over them.
+    """
+    consistent = like_t > 0
+    p = torch.where(consistent, x0_probs, torch.zeros_like(x0_probs))
+    mass = p.sum(-1, keepdim=True)
+    uniform = consistent.to(p.dtype)
+    p = torch.where(mass > 0, p / torch.where(mass > 0, mass, torch.ones_like(mass)), uniform / uniform.sum(-1, keepdim=True))
+    return torch.where(consistent, p / torch.where(consistent, like_t, torch.ones_like(like_t)), torch.zeros_like(p))
 
 
 def categorical_posterior(x_t: Tensor, x0_probs: Tensor, Q_ts: Tensor, Qbar_s: Tensor, Qbar_t: Tensor) -> Tensor:
@@ -117,7 +134,7 @@ def categorical_posterior(x_t: Tensor, x0_probs: Tensor, Q_ts: Tensor, Qbar_s: T
     like_ts = Q_ts.transpose(1, 2)[rows, xt]  # (B, N, K): Q_{t|s}[x_s, x_t] over x_s
     like_t = Qbar_t.transpose(1, 2)[rows, xt]  # (B, N, K): Qbar_t[x0, x_t] over x0
     p = x0_probs.reshape(B, -1, K)  # (B, N, K)
-    w = torch.where(like_t > 0, p / like_t.clamp_min(torch.finfo(like_t.dtype).tiny), torch.zeros_like(like_t))
+    w = _consistent_weights(p, like_t)
     mixed = torch.bmm(w, Qbar_s)  # (B, N, K)
     return _normalize(like_ts * mixed).reshape(*x_t.shape, K)
 
@@ -190,8 +207,8 @@ class MixingTransition(nn.Module):
         return mixing_marginal(x_s_probs, alpha_ts, self.pi.to(x_s_probs.dtype))
 
     def posterior(self, x_t: Tensor, x0_probs: Tensor, t: Tensor, s: Tensor) -> Tensor:
-        nd, dt = x0_probs.ndim, x0_probs.dtype
-        return mixing_posterior(x_t, x0_probs, self._alpha(t, nd, dt), self._alpha(s, nd, dt), self.pi.to(dt))
+        nd = x0_probs.ndim
+        return mixing_posterior(x_t, x0_probs, expand_to(self.alpha_bar[t], nd), expand_to(self.alpha_bar[s], nd), self.pi)
 
     def prior(self, num_classes: int) -> Tensor:
         """(K,) u Qbar_T with u uniform over the data classes: p(x_T), finite KL for every kind."""
@@ -476,6 +493,7 @@ class CategoricalProcess(ForwardProcess):
         Returns:
             Noised(x_t (B, ...) int64, Gumbel noise (B, ..., num_states)).
         """
+        self.validate_x0(x0)
         probs = self.marginal(x0, t)
         if noise is not None and noise.shape != probs.shape:
             raise ValueError(f"noise: expected Gumbel noise of shape {tuple(probs.shape)}, got {tuple(noise.shape)}")

@@ -92,11 +92,14 @@ def gaussian_posterior(x_t: Tensor, x0: Tensor, alpha_bar_t: Tensor, alpha_bar_s
     Returns:
         GaussianParams: mean (B, ...), variance (B, 1, ..., 1) (0 where s = 0).
     """
+    # Coefficients in the dtype of the alpha_bar arguments (pass float64 to avoid the
+    # cancellation in 1 - alpha_{t|s} at small t), cast to the data's dtype before use.
     alpha_ts = alpha_bar_t / alpha_bar_s
     coef_x0 = alpha_bar_s.sqrt() * (1 - alpha_ts) / (1 - alpha_bar_t)
     coef_xt = alpha_ts.sqrt() * (1 - alpha_bar_s) / (1 - alpha_bar_t)
     variance = (1 - alpha_ts) * (1 - alpha_bar_s) / (1 - alpha_bar_t)
-    return GaussianParams(coef_x0 * x0 + coef_xt * x_t, variance)
+    dt = x_t.dtype
+    return GaussianParams(coef_x0.to(dt) * x0 + coef_xt.to(dt) * x_t, variance.to(dt))
 
 
 def x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar_t: Tensor) -> Tensor:
@@ -370,7 +373,8 @@ class GaussianProcess(ForwardProcess):
         return self._posterior(x_t, x0, t, s)
 
     def _posterior(self, x_t: Tensor, x0: Tensor, t: Tensor, s: Tensor) -> GaussianParams:
-        return gaussian_posterior(x_t, x0, self.alpha_bar_at(t, x_t), self.alpha_bar_at(s, x_t))
+        ndim = x_t.ndim
+        return gaussian_posterior(x_t, x0, expand_to(self.alpha_bar[t], ndim), expand_to(self.alpha_bar[s], ndim))
 
     def q_sample(self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
         """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, eps ~ N(0, I) (Ho et al. eq. 4).
@@ -414,7 +418,7 @@ class GaussianProcess(ForwardProcess):
             if eta < 0:
                 raise ValueError(f"eta: expected eta >= 0, got {eta}")
             return ddim_reverse(x_t, x0_hat, ab_t, ab_s, eta)
-        mean = gaussian_posterior(x_t, x0_hat, ab_t, ab_s).mean
+        mean = self._posterior(x_t, x0_hat, t, s).mean
         return GaussianParams(mean, self.reverse_variance_at(t, s, x_t))
 
     def reverse_sample(self, p: GaussianParams, s: Tensor, generator: torch.Generator | None = None) -> Tensor:
