@@ -247,7 +247,7 @@ def test_id_errors(float64, cat_ref) -> None:
     with pytest.raises(ValueError, match="0..T"):
         proc.posterior(torch.tensor([0, 1]), torch.tensor([0, 1]), T + 1)
     with pytest.raises(ValueError, match="num_classes"):
-        CategoricalProcess(1, 10)
+        CategoricalProcess(0, 10)
     with pytest.raises(ValueError, match="transition"):
         CategoricalProcess(3, 10, transition="gaussian")  # type: ignore[arg-type]
 

@@ -319,7 +319,8 @@ class CategoricalProcess(ForwardProcess):
     """Categorical diffusion over ``num_classes`` classes (D3PM, Austin et al. 2021; DiGress).
 
     Args:
-        num_classes: K >= 2 data classes; data are int64 ids in [0, K).
+        num_classes: K >= 1 data classes; data are int64 ids in [0, K). K = 1 (with "uniform") is
+            the constant field of unlabelled graph nodes: never noised, zero loss.
         num_steps: T >= 1.
         transition: "uniform" (pi = 1/K), "absorbing" (pi = e_mask; adds one mask state with id
             ``num_classes``, so probabilities have K + 1 entries), "marginal" (pi = the data's
@@ -343,8 +344,8 @@ class CategoricalProcess(ForwardProcess):
         marginals: Union[Sequence[float], Tensor, None] = None,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes: expected an int >= 2, got {num_classes!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
         self.num_classes = num_classes
         if isinstance(transition, (Tensor, list, tuple)):
             Q = self._check_matrices(torch.as_tensor(transition, dtype=torch.float64), num_classes, num_steps)
