@@ -8,6 +8,7 @@ multi-device training are Lightning's.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Mapping
 from typing import Any, Optional, Union
@@ -126,6 +127,19 @@ class DiffusionModule(pl.LightningModule):
         self._output_checked = False
         self._eval_buffer: list = []
         self._eval_count = 0
+
+    def __deepcopy__(self, memo: dict) -> DiffusionModule:
+        """Deep copy (EMA's averaged model) sharing the trainer and the optimizer factories.
+
+        Under DDP these hold process-group locks that cannot be copied; the averaged copy needs
+        none of them.
+        """
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        shared = ("optimizer_factory", "lr_scheduler_factory", "_trainer", "_fabric", "_device_mesh")
+        for key, value in self.__dict__.items():
+            object.__setattr__(new, key, value if key in shared else copy.deepcopy(value, memo))
+        return new
 
     # ------------------------------------------------------------------ helpers
     def _drop_unserializable_hparams(self) -> None:
