@@ -138,7 +138,9 @@ class TokenTransformer(nn.Module):
         self.seq_len = seq_len
         self.num_steps = num_steps
         self.token_embed = nn.Embedding(num_states, d_model)
-        self.pos_embed = nn.Parameter(torch.randn(seq_len, d_model) * 0.02)
+        # Same scale as the token embeddings (nn.Embedding: N(0, 1)); at std 0.02 the positions
+        # are drowned by the tokens and the model stays at unigram level (benchmarks/categorical).
+        self.pos_embed = nn.Parameter(torch.randn(seq_len, d_model))
         self.time_embed = TimeEmbedding(num_steps, d_model)
         self.blocks = nn.ModuleList(AdaLNBlock(d_model, heads, dropout) for _ in range(depth))
         self.norm_out = nn.LayerNorm(d_model, elementwise_affine=False)

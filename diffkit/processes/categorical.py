@@ -304,7 +304,12 @@ class CategoricalPreviousStep(PreviousStepParametrization):
         self.check_single_step(t, s)
         if eta is not None:
             raise ValueError("eta: DDIM's eta applies to Gaussian fields only")
-        return output.softmax(-1)
+        probs = output.softmax(-1)
+        if process.num_states > process.num_classes:
+            # x_0 is data: the absorbing mask state has probability 0 at s = 0.
+            final = expand_to(s == 0, probs.ndim) & (torch.arange(process.num_states, device=probs.device) >= process.num_classes)
+            probs = _normalize(probs.masked_fill(final, 0.0))
+        return probs
 
     def simple_loss(self, process, output, x0, x_t, t, noise):
         q = process._posterior(x_t, x0, t, t - 1)
