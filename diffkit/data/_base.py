@@ -104,7 +104,36 @@ class TensorDictDataset(Dataset):
         return self.data[index]
 
 
-class SampledDataModule(lightning.LightningDataModule, abc.ABC):
+class SplitLoaders:
+    """train / val / test DataLoaders over ``self.split(name)`` (a Tensor or dict batch).
+
+    Needs ``split(name)``, ``seed``, ``batch_size`` and ``num_workers`` on the data module.
+    """
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled batches of the train split, in an order fixed by ``seed``."""
+        generator = seeded_generator(stream_seed(self.seed, "shuffle"))
+        return self._loader("train", shuffle=True, generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        """Batches of the val split, in order."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Batches of the test split, in order."""
+        return self._loader("test", shuffle=False)
+
+    def _loader(self, name: str, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+        return DataLoader(
+            TensorDictDataset(self.split(name)),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+        )
+
+
+class SampledDataModule(SplitLoaders, lightning.LightningDataModule, abc.ABC):
     """A data module whose splits are fixed-size draws from a known distribution.
 
     Subclasses implement :meth:`draw`; this base draws the train, val and test splits once in
@@ -179,25 +208,3 @@ class SampledDataModule(lightning.LightningDataModule, abc.ABC):
         if name not in self._splits:
             raise ValueError(f"Expected `name` to be one of {list(self._splits)}, but got {name!r}.")
         return self._splits[name]
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled batches of the train split, in an order fixed by ``seed``."""
-        generator = seeded_generator(stream_seed(self.seed, "shuffle"))
-        return self._loader("train", shuffle=True, generator=generator)
-
-    def val_dataloader(self) -> DataLoader:
-        """Batches of the val split, in order."""
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Batches of the test split, in order."""
-        return self._loader("test", shuffle=False)
-
-    def _loader(self, name: str, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
-        return DataLoader(
-            TensorDictDataset(self.split(name)),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            num_workers=self.num_workers,
-        )

@@ -33,9 +33,8 @@ import numpy as np
 import torch
 from scipy.spatial import Delaunay
 from torch import Tensor
-from torch.utils.data import DataLoader
 
-from diffkit.data._base import TensorDictDataset, check_positive, check_seed, seeded_generator, stream_seed
+from diffkit.data._base import SplitLoaders, check_positive, check_seed, stream_seed
 from diffkit.graphs import node_count_distribution, to_dense, type_marginals
 
 __all__ = [
@@ -354,7 +353,7 @@ def _split(graphs: list[nx.Graph], spec: GraphDatasetSpec, seed: int) -> dict[st
     return out
 
 
-class GraphDataModule(lightning.LightningDataModule):
+class GraphDataModule(SplitLoaders, lightning.LightningDataModule):
     """A named synthetic graph dataset, as dense batches {"X", "E", "mask"} (``diffkit.graphs``).
 
     The dataset's ``n_graphs`` graphs are generated with ``seed`` (or read from the cache), then
@@ -480,25 +479,3 @@ class GraphDataModule(lightning.LightningDataModule):
             raise ValueError(f"Expected `field` to be 'X' or 'E', but got {field!r}.")
         node_freq, edge_freq = type_marginals(self.split("train"), self.num_node_types, self.num_edge_types)
         return node_freq if field == "X" else edge_freq
-
-    # -- loaders
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled batches of the train split, in an order fixed by ``seed``."""
-        return self._loader("train", shuffle=True, generator=seeded_generator(stream_seed(self.seed, "shuffle")))
-
-    def val_dataloader(self) -> DataLoader:
-        """Batches of the val split, in order."""
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Batches of the test split, in order."""
-        return self._loader("test", shuffle=False)
-
-    def _loader(self, name: str, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
-        return DataLoader(
-            TensorDictDataset(self.split(name)),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            num_workers=self.num_workers,
-        )
