@@ -93,8 +93,10 @@ def sample(
         from tqdm.auto import tqdm
 
         pairs = tqdm(pairs, desc="sampling", leave=False)
+    # The schedule was checked once above (ints, 0 <= s < t <= T), so each jump goes to the
+    # unchecked step with (t, s) as ints: per-jump scalar coefficients, no per-step validation.
     for t_i, s_i in pairs:
         t = torch.full((batch,), t_i, dtype=torch.long, device=device)
         s = torch.full((batch,), s_i, dtype=torch.long, device=device)
-        x = process.step(denoiser(x, t), x, t, s, param, generator=generator, eta=eta)
+        x = process._step(denoiser(x, t), x, t, s, param, generator, eta, (t_i, s_i))
     return x

@@ -120,9 +120,11 @@ def test_speed_outputs(quick: Path) -> None:
     assert cases == {(m, k, s) for m, sizes in (("mlp", ("256", "4096")), ("transformer", ("16", "1024"))) for k in ("train", "sample") for s in sizes}
     assert all(t["met"] in ("True", "False") and float(t["ratio"]) > 0 for t in targets)
     memory = read_csv(quick / "speed" / "memory.csv")
-    per_element = [float(m["step_bytes_per_BLK"]) for m in memory]
     # O(B·L·K): bytes per B·L·K element do not grow with K (a B·L·K·K tensor would grow them K-fold).
-    assert max(per_element) < 1.5 * min(per_element)
+    # They may shrink: the step also keeps a few O(B·L) per-element scalars, visible at small K.
+    for noise in {m["noise"] for m in memory}:
+        rows = sorted((int(m["K"]), float(m["step_bytes_per_BLK"])) for m in memory if m["noise"] == noise)
+        assert all(later < 1.5 * earlier for (_, earlier), (_, later) in zip(rows, rows[1:])), rows
     assert max(float(m["step_peak_bytes"]) for m in memory) < min(float(m["BLKK_float32_bytes"]) for m in memory if int(m["K"]) >= 256)
 
 

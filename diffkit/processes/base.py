@@ -58,9 +58,21 @@ def as_timesteps(t: Tensor | int, batch_size: int, num_steps: int, device: torch
         TypeError: a float or bool tensor (times are integer steps).
         ValueError: wrong shape, or a value outside {0, ..., T}.
     """
+    return _times(t, batch_size, num_steps, device, name)[0]
+
+
+def _times(t: Tensor | int, batch_size: int, num_steps: int, device: torch.device | None, name: str) -> tuple[Tensor, int, int]:
+    """:func:`as_timesteps`, also returning min(t) and max(t) (one reduction, none for an int)."""
+    if type(t) is Tensor and t.dtype == torch.long and t.shape == (batch_size,) and (device is None or t.device == device) and batch_size:
+        lo_t, hi_t = torch.aminmax(t)  # the common case: already a (B,) int64 tensor in place
+        lo, hi = int(lo_t), int(hi_t)
+        if lo < 0 or hi > num_steps:
+            raise ValueError(f"{name}: expected values in 0..T = 0..{num_steps}, got min {lo}, max {hi}")
+        return t, lo, hi
     if isinstance(t, bool):
         raise TypeError(f"{name}: expected an int or an int64 tensor, got bool")
     if isinstance(t, int):
+        lo = hi = t
         t = torch.full((batch_size,), t, dtype=torch.long, device=device)
     elif isinstance(t, Tensor):
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
@@ -70,11 +82,16 @@ def as_timesteps(t: Tensor | int, batch_size: int, num_steps: int, device: torch
             t = t.expand(batch_size)
         if t.shape != (batch_size,):
             raise ValueError(f"{name}: expected shape ({batch_size},) to match the batch, got {tuple(t.shape)}")
+        if t.numel():
+            lo_t, hi_t = torch.aminmax(t)
+            lo, hi = int(lo_t), int(hi_t)
+        else:
+            lo, hi = 0, 0
     else:
         raise TypeError(f"{name}: expected an int or an int64 tensor, got {type(t).__name__}")
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) > num_steps):
-        raise ValueError(f"{name}: expected values in 0..T = 0..{num_steps}, got min {int(t.min())}, max {int(t.max())}")
-    return t
+    if batch_size and (lo < 0 or hi > num_steps):
+        raise ValueError(f"{name}: expected values in 0..T = 0..{num_steps}, got min {lo}, max {hi}")
+    return t, lo, hi
 
 
 class ForwardProcess(nn.Module, abc.ABC):
@@ -167,11 +184,27 @@ class ForwardProcess(nn.Module, abc.ABC):
         Raises:
             ValueError: if any s >= t, s < 0 or t > T.
         """
-        t = self.timesteps(t, batch_size, device)
-        s = t - 1 if s is None else self.timesteps(s, batch_size, device, name="s")
-        if bool((s >= t).any()):
-            raise ValueError(f"s: expected 0 <= s < t for a reverse jump, got s = {s.tolist()} and t = {t.tolist()}")
+        t, s, _ = self._step_pair(t, s, batch_size, device)
         return t, s
+
+    def _step_pair(self, t: Tensor | int, s: Tensor | int | None, batch_size: int, device: torch.device | None) -> tuple[Tensor, Tensor, tuple[int, int] | None]:
+        """:meth:`step_pair`, also returning (t, s) as ints when every example shares them (else None).
+
+        One reduction and host sync per tensor argument (none for ints); the elementwise s < t check
+        only runs when t or s varies over the batch.
+        """
+        t, t_lo, t_hi = _times(t, batch_size, self.num_steps, device, "t")
+        if s is None:
+            s, s_lo, s_hi = t - 1, t_lo - 1, t_hi - 1
+        else:
+            s, s_lo, s_hi = _times(s, batch_size, self.num_steps, device, "s")
+        if t_lo == t_hi and s_lo == s_hi:
+            if not 0 <= s_lo < t_lo and batch_size:
+                raise ValueError(f"s: expected 0 <= s < t for a reverse jump, got s = {s.tolist()} and t = {t.tolist()}")
+            return t, s, (t_lo, s_lo)
+        if s_lo < 0 or bool((s >= t).any()):
+            raise ValueError(f"s: expected 0 <= s < t for a reverse jump, got s = {s.tolist()} and t = {t.tolist()}")
+        return t, s, None
 
     @staticmethod
     def reduce(values: Tensor, mask: Tensor | None = None, how: Literal["sum", "mean"] = "sum") -> Tensor:
@@ -185,6 +218,8 @@ class ForwardProcess(nn.Module, abc.ABC):
         Returns:
             (B,) tensor.
         """
+        if mask is None and how == "mean" and values.is_floating_point():
+            return values.reshape(values.shape[0], -1).mean(1)  # = sum / count, one op (and autograd node)
         if mask is not None:
             mask = mask.expand_as(values)
             values = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
@@ -212,7 +247,16 @@ class ForwardProcess(nn.Module, abc.ABC):
     def step(self, output: Tensor, x_t: Tensor, t: Tensor | int, s: Tensor | int | None = None, parametrization: str | Parametrization = "x0", generator: torch.Generator | None = None, eta: float | None = None) -> Tensor:
         """One reverse step: x_s ~ p(x_s | x_t) from a network output (s defaults to t - 1)."""
         param = self.get_parametrization(parametrization)
-        t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
+        t, s, same = self._step_pair(t, s, x_t.shape[0], x_t.device)
+        return self._step(output, x_t, t, s, param, generator, eta, same)
+
+    def _step(self, output: Any, x_t: Any, t: Tensor, s: Tensor, param: Any, generator: torch.Generator | None = None, eta: float | None = None, same: tuple[int, int] | None = None) -> Any:
+        """:meth:`step` without argument checks: ``param`` resolved, t and s validated (B,) int64.
+
+        ``same`` is (t, s) as ints when every example shares them (the sampling loop's case), which
+        lets a process use per-jump scalar coefficients; None when they vary over the batch.
+        Overrides must draw exactly what ``reverse_sample(param.reverse(...))`` would (same law).
+        """
         return self.reverse_sample(param.reverse(self, output, x_t, t, s, eta=eta), s, generator)
 
     def vlb_terms(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, parametrization: Parametrization) -> Tensor:
@@ -250,17 +294,19 @@ class ForwardProcess(nn.Module, abc.ABC):
           Austin et al. 2021 use 1e-2 with the categorical cross-entropy).
         """
         param = self.get_parametrization(parametrization)
+        self._check_loss_inputs(param, output, x0, x_t)
         t = self.timesteps(t, x_t.shape[0], x_t.device)
         if kind not in ("simple", "kl", "hybrid"):
             raise ValueError(f"kind: unknown loss {kind!r}; expected one of ['hybrid', 'kl', 'simple']")
-        total = torch.zeros(t.shape[0], device=t.device)
+        total = None  # no zeros + add: one autograd node less per training step
         if kind in ("simple", "hybrid"):
-            total = total + self.reduce(param.simple_loss(self, output, x0, x_t, t, noise), mask, "mean")
+            total = self.reduce(param.simple_loss(self, output, x0, x_t, t, noise), mask, "mean")
         if kind in ("kl", "hybrid"):
             weight = 1.0 if kind == "kl" else hybrid_weight
             vlb = self.reduce(self.vlb_terms(output, x0, x_t, t, param), mask, "mean") * self.num_steps
-            total = total + weight * vlb
-        return total
+            total = weight * vlb if total is None else total + weight * vlb
+        # As before, when the sum started from float32 zeros: half-precision losses come back in float32.
+        return total.float() if total.dtype in (torch.float16, torch.bfloat16) else total
 
     def prior_term(self, x0: Tensor, mask: Tensor | None = None) -> Tensor:
         """L_T = KL(q(x_T | x0) || p(x_T)) summed over elements: (B,) nats."""
@@ -268,5 +314,30 @@ class ForwardProcess(nn.Module, abc.ABC):
 
     def vlb(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor | int, parametrization: str | Parametrization, mask: Tensor | None = None) -> Tensor:
         """L_{t-1} summed over elements: (B,) nats."""
+        param = self.get_parametrization(parametrization)
+        self._check_loss_inputs(param, output, x0, x_t)
         t = self.timesteps(t, x_t.shape[0], x_t.device)
-        return self.reduce(self.vlb_terms(output, x0, x_t, t, self.get_parametrization(parametrization)), mask)
+        return self.reduce(self.vlb_terms(output, x0, x_t, t, param), mask)
+
+    def _check_loss_inputs(self, param: Parametrization, output: Tensor, x0: Tensor, x_t: Tensor) -> None:
+        """Shapes and dtypes of :meth:`loss` / :meth:`vlb` inputs (metadata only: no device sync).
+
+        Raises:
+            TypeError: output is not a floating-point Tensor, or x0 / x_t are not Tensors.
+            ValueError: x_t's shape differs from x0's, or output's from the parametrization's
+                :meth:`~diffkit.parametrizations.Parametrization.output_shape` for x_t.
+        """
+        for name, value in (("x0", x0), ("x_t", x_t)):
+            if not isinstance(value, Tensor):
+                raise TypeError(f"{name}: expected a Tensor, got {type(value).__name__}")
+        if x_t.shape != x0.shape:
+            raise ValueError(f"x_t: shape {tuple(x_t.shape)} does not match x0 {tuple(x0.shape)}")
+        if not isinstance(output, Tensor) or not output.is_floating_point():
+            found = f"dtype {output.dtype}" if isinstance(output, Tensor) else type(output).__name__
+            raise TypeError(f"output: expected a floating-point Tensor from the denoiser, got {found}")
+        expected = tuple(param.output_shape(self, x_t))
+        if tuple(output.shape) != expected:
+            raise ValueError(
+                f"output: shape {tuple(output.shape)} does not match the {param.name!r} parametrization of "
+                f"{type(self).__name__}, which expects {expected} for x_t of shape {tuple(x_t.shape)}"
+            )

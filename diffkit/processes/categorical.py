@@ -43,6 +43,7 @@ __all__ = [
     "categorical_posterior",
     "categorical_kl",
     "gumbel_sample",
+    "inverse_cdf_sample",
     "CategoricalX0",
     "CategoricalPreviousStep",
 ]
@@ -90,6 +91,71 @@ def mixing_posterior(x_t: Tensor, x0_probs: Tensor, alpha_bar_t: Tensor, alpha_b
     Returns:
         (B, ..., K) probabilities of x_s.
     """
+    u = _mixing_posterior_unnormalized(x_t, x0_probs, alpha_bar_t, alpha_bar_s, pi)
+    if u is None:
+        return _mixing_posterior_dense(x_t, x0_probs, alpha_bar_t, alpha_bar_s, pi)
+    total = u.sum(-1, keepdim=True).clamp_min(torch.finfo(u.dtype).tiny)
+    return u.div_(total) if _may_write(x0_probs) else u / total
+
+
+def _may_write(x: Tensor) -> bool:
+    """Whether results derived from ``x`` may be edited in place (no autograd graph to keep)."""
+    return not (torch.is_grad_enabled() and x.requires_grad)
+
+
+def _mixing_posterior_unnormalized(x_t: Tensor, x0_probs: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor) -> Tensor | None:
+    """:func:`mixing_posterior` up to a positive factor per element, in two passes over (B, ..., K).
+
+    With n = x_t, the likelihood Qbar_t[x0, n] = ab_t [x0 = n] + base_t, base_t = (1 - ab_t) pi[n],
+    is one constant off the diagonal, so every term of (C3)-(C4) is a per-element scalar times p,
+    pi or e_n. For base_t > 0 (every x0 consistent with n), with p' = p / sum(p), q = p'[n],
+    r = 1 / base_t, peak = ab_t + base_t, base_ts = (1 - alpha_{t|s}) pi[n]:
+        w = r p' + (1 / peak - r) q e_n,   S = sum(w) = r (1 - q) + q / peak
+        u(x) = base_ts (ab_s r p'(x) + (1 - ab_s) S pi(x))                     for x != n
+        u(n) = (base_ts + alpha_{t|s}) (ab_s q / peak + (1 - ab_s) S pi[n])   (no cancellation)
+    For base_t = 0 only x0 = n is consistent: q = 1, r = 0, so u = u(n) e_n. The per-element
+    scalars are formed in float64.
+
+    Returns:
+        (B, ..., K) non-negative weights, or None where the dense formula must decide (some p with
+        zero mass, or an x_t that no x0 can produce: 0 / 0 cases).
+    """
+    dt = x0_probs.dtype
+    f64 = torch.float64
+    ab_t, ab_s = alpha_bar_t.to(f64).squeeze(-1), alpha_bar_s.to(f64).squeeze(-1)  # broadcast against x_t
+    # Which x0 are consistent with x_t is decided on the data dtype's values, as the dense formula
+    # does (a pi entry or a likelihood that underflows there is 0).
+    pi_dt = pi.to(device=x0_probs.device, dtype=dt)
+    pi_n = pi_dt[x_t]
+    base_dt = (1 - ab_t).to(dt) * pi_n
+    all_consistent = base_dt > 0
+    peak_positive = (ab_t.to(dt) + base_dt) > 0
+    pi_n = pi_n.to(f64)
+    base_t = (1 - ab_t) * pi_n
+    peak = ab_t + base_t
+    ids = x_t.unsqueeze(-1)
+    mass = x0_probs.sum(-1).to(f64)
+    if bool(((all_consistent & ~(mass > 0)) | ~peak_positive).any()):
+        return None
+    q = torch.where(all_consistent, x0_probs.gather(-1, ids).squeeze(-1).to(f64) / mass, 1.0)
+    r = torch.where(all_consistent, 1 / base_t, 0.0)
+    alpha_ts = ab_t / ab_s
+    base_ts = (1 - alpha_ts) * pi_n
+    S = r * (1 - q) + q / peak
+    coef_p = (base_ts * ab_s * r / mass).to(dt).unsqueeze(-1)
+    coef_pi = (base_ts * (1 - ab_s) * S).to(dt).unsqueeze(-1)
+    u_n = ((base_ts + alpha_ts) * (ab_s * q / peak + (1 - ab_s) * S * pi_n)).to(dt).unsqueeze(-1)
+    u = x0_probs * coef_p
+    if _may_write(x0_probs):
+        u.addcmul_(coef_pi, pi_dt).scatter_(-1, ids, u_n)
+    else:
+        u = torch.addcmul(u, coef_pi, pi_dt).scatter(-1, ids, u_n)
+    return u
+
+
+def _mixing_posterior_dense(x_t: Tensor, x0_probs: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor) -> Tensor:
+    """:func:`mixing_posterior` term by term over (B, ..., K): the reference the fast path is tested
+    against, and the fallback for its 0 / 0 cases."""
     dt = x0_probs.dtype
     pi = pi.to(dt)
     onehot_t = F.one_hot(x_t, pi.shape[0]).to(dt)  # (B, ..., K)
@@ -168,6 +234,49 @@ def gumbel_sample(log_probs: Tensor, noise: Tensor | None = None, generator: tor
     return (log_probs + noise).argmax(-1), noise
 
 
+def inverse_cdf_sample(weights: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Draw ids from Cat(weights / sum(weights)) over the last dim with one uniform per row.
+
+    Inverse CDF in two levels, so the only pass over all of (..., K) is one blocked sum: split the
+    K classes into blocks of ~sqrt(K), pick a block by the CDF of the block sums at u * total, then
+    a class inside it by the CDF of its weights (cumulated in float64) at the remainder. One uniform
+    per row instead of K random numbers (Gumbel-max). A class of weight 0 is never drawn (rounding
+    between the block sum and the block's own CDF is clamped to the block's last positive class); a
+    row of zeros (or NaN) draws uniformly, as the Gumbel-max of equal log-probabilities does.
+    Probabilities are exact up to the float rounding of the block sums (float32: ~1e-7 relative).
+
+    Args:
+        weights: (..., K) non-negative, need not be normalized.
+
+    Returns:
+        (...) int64 ids.
+    """
+    K = weights.shape[-1]
+    lead = weights.shape[:-1]
+    w = weights.reshape(-1, K)
+    R, device, f64 = w.shape[0], w.device, torch.float64
+    size = max(1, math.isqrt(K))  # block size
+    full = K // size
+    sums = w[:, : full * size].reshape(R, full, size).sum(-1)
+    if full * size < K:
+        sums = torch.cat([sums, w[:, full * size :].sum(-1, keepdim=True)], 1)
+    cdf = sums.to(f64).cumsum(-1)  # (R, blocks)
+    total = cdf[:, -1:]
+    u = torch.rand((R, 1), dtype=f64, device=device, generator=generator)
+    v = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))  # strictly below the total
+    block = torch.searchsorted(cdf, v, right=True).clamp_max(cdf.shape[1] - 1)  # (R, 1)
+    before = torch.where(block > 0, cdf.gather(1, (block - 1).clamp_min(0)), 0.0)
+    offsets = torch.arange(size, device=device)
+    cols = block * size + offsets  # (R, size)
+    inner = torch.where(cols < K, w.gather(1, cols.clamp_max(K - 1)), 0).to(f64)
+    pick = torch.searchsorted(inner.cumsum(-1), v - before, right=True)
+    last = torch.where(inner > 0, offsets, -1).amax(-1, keepdim=True)
+    ids = (block * size + torch.minimum(pick, last)).squeeze(-1)
+    uniform = (u.squeeze(-1) * K).long().clamp_max(K - 1)
+    ok = (total.squeeze(-1) > 0) & (ids >= 0) & (ids < K)
+    return torch.where(ok, ids, uniform).reshape(lead)
+
+
 def _log(p: Tensor) -> Tensor:
     return p.clamp_min(torch.finfo(p.dtype).tiny).log()
 
@@ -205,6 +314,29 @@ class MixingTransition(nn.Module):
     def transition(self, x_s_probs: Tensor, t: Tensor, s: Tensor) -> Tensor:
         alpha_ts = expand_to(self.alpha_bar[t] / self.alpha_bar[s], x_s_probs.ndim).to(x_s_probs.dtype)
         return mixing_marginal(x_s_probs, alpha_ts, self.pi.to(x_s_probs.dtype))
+
+    def sample_marginal(self, x0: Tensor, t: Tensor, u: Tensor) -> Tensor:
+        """x_t ~ alpha_bar_t e_x0 + (1 - alpha_bar_t) pi from uniforms u (shape of x0), in float64:
+        keep x0 where u < alpha_bar_t, else the inverse CDF of pi at (u - alpha_bar_t) / (1 - alpha_bar_t)
+        (uniform on [0, 1) given u >= alpha_bar_t)."""
+        ab = expand_to(self.alpha_bar[t], x0.ndim)
+        u = u.to(torch.float64)
+        cdf, last = self._pi_cdf()
+        v = ((u - ab) / (1 - ab)).clamp(0, 1) * cdf[-1]
+        # The first class whose cdf exceeds v; never past the last class with pi > 0 (rounding).
+        draw = torch.searchsorted(cdf, v, right=True).clamp_max(last)
+        return torch.where(u < ab, x0, draw)
+
+    def _pi_cdf(self) -> tuple[Tensor, int]:
+        """(cumsum(pi) in float64, the last id with pi > 0), cached until pi changes."""
+        pi = self.pi
+        key = (pi.data_ptr(), pi._version, pi.device)
+        cached = self.__dict__.get("_cdf_cache")
+        if cached is None or cached[0] != key:
+            positive = (pi > 0).nonzero()
+            last = int(positive.max()) if positive.numel() else pi.shape[0] - 1
+            cached = self.__dict__["_cdf_cache"] = (key, pi.cumsum(0), last)
+        return cached[1], cached[2]
 
     def posterior(self, x_t: Tensor, x0_probs: Tensor, t: Tensor, s: Tensor) -> Tensor:
         nd = x0_probs.ndim
@@ -282,7 +414,8 @@ class CategoricalX0(X0BasedParametrization):
 
     def x0_from_output(self, process, output, x_t, t):
         probs = output.float().softmax(-1) if output.dtype in (torch.float16, torch.bfloat16) else output.softmax(-1)
-        return F.pad(probs, (0, process.num_states - process.num_classes))
+        extra = process.num_states - process.num_classes
+        return F.pad(probs, (0, extra)) if extra else probs
 
     def simple_loss(self, process, output, x0, x_t, t, noise):
         logits = output.float() if output.dtype in (torch.float16, torch.bfloat16) else output
@@ -443,13 +576,55 @@ class CategoricalProcess(ForwardProcess):
             raise ValueError(f"{name}: found class id {bad}, expected ids in [0, {high}){hint}")
 
     def _probs(self, x: Tensor, name: str = "x0") -> Tensor:
-        """Ids -> one-hot (..., num_states) float; probabilities (..., num_classes or num_states) -> padded."""
+        """Ids -> one-hot (..., num_states) float; probabilities (..., num_classes or num_states) -> padded.
+
+        Public entry points only (marginal, posterior): probabilities are checked to be a
+        distribution, which costs a device sync; inner loops use :meth:`_posterior` / the kernel.
+        """
         if x.is_floating_point():
             if x.shape[-1] not in (self.num_classes, self.num_states):
                 raise ValueError(f"{name}: probabilities need a last dim of {self.num_classes} (or {self.num_states}), got {x.shape[-1]}")
+            self._check_distribution(x, name)
             return F.pad(x, (0, self.num_states - x.shape[-1]))
         self.validate_x0(x, name)
         return F.one_hot(x, self.num_states).to(torch.get_default_dtype())
+
+    @staticmethod
+    def _check_distribution(x: Tensor, name: str) -> None:
+        """Raise unless every row (last dim) of ``x`` is finite, >= 0 and sums to 1.
+
+        The tolerance on the sums is max(1e-4, K * the dtype's eps), so float32 / bfloat16
+        softmax outputs pass.
+        """
+        K = x.shape[-1]
+        if x.numel() == 0:
+            return
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name}: expected probabilities over the {K} classes in the last dim, found NaN or inf (not finite)")
+        low = float(x.min())
+        if low < 0:
+            raise ValueError(f"{name}: expected probabilities >= 0 in the last dim, found a negative value {low:.4g}")
+        sums = x.double().sum(-1)
+        tol = max(1e-4, K * torch.finfo(x.dtype).eps)
+        worst = float((sums - 1).abs().max())
+        if worst > tol:
+            raise ValueError(
+                f"{name}: expected probabilities whose rows (last dim) sum to 1 within {tol:.1e}, found sums from "
+                f"{float(sums.min()):.4g} to {float(sums.max()):.4g}"
+            )
+
+    def _check_reachable(self, x_t: Tensor, x0: Tensor, t: Tensor) -> None:
+        """Raise unless q(x_t | x0) > 0 for every element (ids x0; computed in float64)."""
+        like = self.kernel.marginal(F.one_hot(x0, self.num_states).to(torch.float64), t)
+        like = like.gather(-1, x_t.unsqueeze(-1)).squeeze(-1)  # q(x_t | x0), shape of x_t
+        bad = like <= 0
+        if bool(bad.any()):
+            first = tuple(int(i) for i in bad.nonzero()[0])
+            raise ValueError(
+                f"x_t: id {int(x_t[first])} at index {first} cannot come from x0 = {int(x0[first])} at t = {int(t[first[0]])} "
+                f"(q(x_t | x0) = 0 under transition={self.kind!r}; {int(bad.sum())} element(s) like this), so "
+                "q(x_s | x_t, x0) is undefined; pass an x_t that q(x_t | x0) can produce, or x0 as probabilities"
+            )
 
     # -- primitives
     def marginal(self, x0: Tensor, t: Tensor | int) -> Tensor:
@@ -480,6 +655,10 @@ class CategoricalProcess(ForwardProcess):
 
         Returns:
             (B, ..., num_states) probabilities of x_s.
+
+        Raises:
+            ValueError: probabilities that are not a distribution (NaN / inf, negative, rows
+                not summing to 1); ids x0 that cannot produce x_t (q(x_t | x0) = 0).
         """
         self._ensure_ready()
         self._check_ids(x_t, "x_t", self.num_states)
@@ -487,6 +666,8 @@ class CategoricalProcess(ForwardProcess):
         if x0_probs.shape[:-1] != x_t.shape:
             raise ValueError(f"x0: shape {tuple(x0.shape)} does not match x_t {tuple(x_t.shape)}")
         t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
+        if not x0.is_floating_point():
+            self._check_reachable(x_t, x0, t)
         return self.kernel.posterior(x_t, x0_probs, t, s)
 
     def _posterior(self, x_t: Tensor, x0: Tensor, t: Tensor, s: Tensor) -> Tensor:
@@ -494,12 +675,34 @@ class CategoricalProcess(ForwardProcess):
         return self.kernel.posterior(x_t, x0_probs, t, s)
 
     def q_sample(self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
-        """x_t ~ Cat(x0 Qbar_t) by Gumbel-max.
+        """x_t ~ Cat(x0 Qbar_t).
+
+        Mixing transitions (uniform, absorbing, marginal) draw one uniform u per element: x_t = x0
+        where u < alpha_bar_t, else the inverse CDF of pi at (u - alpha_bar_t) / (1 - alpha_bar_t),
+        i.e. exactly alpha_bar_t e_x0 + (1 - alpha_bar_t) pi, in O(B·L) work and memory. Matrix
+        transitions (and given Gumbel noise of shape (B, ..., num_states)) use Gumbel-max over
+        x0 Qbar_t.
 
         Returns:
-            Noised(x_t (B, ...) int64, Gumbel noise (B, ..., num_states)).
+            Noised(x_t (B, ...) int64, noise): the float64 uniforms (B, ...) for mixing
+            transitions, else the Gumbel noise (B, ..., num_states); passing it back reproduces x_t.
         """
         self.validate_x0(x0)
+        probs_shape = (*x0.shape, self.num_states)
+        gumbel = noise is not None and tuple(noise.shape) == probs_shape
+        if isinstance(self.kernel, MixingTransition) and not gumbel:
+            self._ensure_ready()
+            t = self.timesteps(t, x0.shape[0], x0.device)
+            if noise is None:
+                noise = torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=generator)
+            elif noise.shape != x0.shape:
+                raise ValueError(
+                    f"noise: expected Gumbel noise of shape {probs_shape}, got {tuple(noise.shape)} (a mixing "
+                    f"transition also takes one uniform per element, shape {tuple(x0.shape)})"
+                )
+            elif not noise.is_floating_point():
+                raise TypeError(f"noise: expected floating-point uniforms in [0, 1), got dtype {noise.dtype}")
+            return Noised(self.kernel.sample_marginal(x0, t, noise), noise)
         probs = self.marginal(x0, t)
         if noise is not None and noise.shape != probs.shape:
             raise ValueError(f"noise: expected Gumbel noise of shape {tuple(probs.shape)}, got {tuple(noise.shape)}")
@@ -532,8 +735,32 @@ class CategoricalProcess(ForwardProcess):
         return self.kernel.posterior(x_t, x0_hat, t, s)
 
     def reverse_sample(self, p: Tensor, s: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """x_s ~ Cat(p): (B, ...) int64."""
-        return gumbel_sample(_log(p), generator=generator)[0]
+        """x_s ~ Cat(p): (B, ...) int64, by the inverse CDF (:func:`inverse_cdf_sample`)."""
+        return inverse_cdf_sample(p, generator)
+
+    def _step(self, output, x_t, t, s, param, generator=None, eta=None, same=None):
+        """The x0 parametrization under mixing noise: softmax, the posterior weights of
+        :func:`_mixing_posterior_unnormalized` (no normalization pass) and one inverse-CDF draw per
+        element; the same law as reverse_sample(param.reverse(...))."""
+        fast = (
+            eta is None
+            and isinstance(self.kernel, MixingTransition)
+            and isinstance(param, CategoricalX0)
+            and type(param).x0_from_output is CategoricalX0.x0_from_output
+            and isinstance(output, Tensor)
+            and output.is_floating_point()
+            and output.shape == (*x_t.shape, self.num_classes)
+        )
+        if not fast:
+            return super()._step(output, x_t, t, s, param, generator, eta, same)
+        x0_hat = param.x0_from_output(self, output, x_t, t)
+        nd = x0_hat.ndim
+        ab = self.kernel.alpha_bar
+        ab_t, ab_s = expand_to(ab[t], nd), expand_to(ab[s], nd)
+        weights = _mixing_posterior_unnormalized(x_t, x0_hat, ab_t, ab_s, self.kernel.pi)
+        if weights is None:
+            weights = _mixing_posterior_dense(x_t, x0_hat, ab_t, ab_s, self.kernel.pi)
+        return inverse_cdf_sample(weights, generator)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, num_steps={self.num_steps}, transition={self.kind!r}"

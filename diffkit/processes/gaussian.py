@@ -23,6 +23,7 @@ import math
 from typing import ClassVar, Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from diffkit.parametrizations import PreviousStepParametrization, X0BasedParametrization
@@ -181,13 +182,26 @@ class _GaussianX0Based(X0BasedParametrization):
     def output_shape(self, process: ForwardProcess, x_t: Tensor) -> tuple[int, ...]:
         return tuple(x_t.shape)
 
+    def reverse(self, process, output, x_t, t, s, eta=None):
+        # Built-in targets are linear in (output, x_t): mean = P output + Q x_t with P, Q formed in
+        # float64 (no float32 x0_hat that over- or underflows where alpha_bar_t is tiny).
+        coefs = process._jump_coefficients(self, t, s, eta, None, x_t, output) if isinstance(process, GaussianProcess) else None
+        if coefs is None:
+            return super().reverse(process, output, x_t, t, s, eta=eta)
+        P, Q, var, _ = coefs
+        return GaussianParams(P * output + Q * x_t, var)
+
     def oracle_output(self, process: GaussianProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
         if noise is None:
             noise = eps_from_x0(x_t, x0, process.alpha_bar_at(t, x_t))
         return self.target(process, x0, x_t, t, noise)
 
     def simple_loss(self, process: GaussianProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
-        sq = (output - self.oracle_output(process, x0, x_t, t, noise)) ** 2
+        target = self.oracle_output(process, x0, x_t, t, noise)
+        if target.shape == output.shape and target.dtype == output.dtype:
+            sq = F.mse_loss(output, target, reduction="none")  # (output - target) ** 2 in one autograd node
+        else:
+            sq = (output - target) ** 2
         if self.min_snr_gamma is None:
             return sq
         snr = process.snr_at(t, x_t)
@@ -266,6 +280,51 @@ class GaussianPreviousStep(PreviousStepParametrization):
         return (output - self.oracle_output(process, x0, x_t, t, noise)) ** 2
 
 
+#: x0_from_output of each built-in x0-based target -> (a_out, a_x) with x0_hat = a_out output + a_x x_t,
+#: as functions of alpha_bar_t (float or float64 tensor) and a sqrt. A subclass that overrides
+#: x0_from_output is not in this table and takes the general path.
+_X0_LINEAR = {
+    EpsParametrization.x0_from_output: lambda ab, sqrt: (-sqrt(1 - ab) / sqrt(ab), 1 / sqrt(ab)),  # (G4)
+    X0Parametrization.x0_from_output: lambda ab, sqrt: (1.0, 0.0),
+    VParametrization.x0_from_output: lambda ab, sqrt: (-sqrt(1 - ab), sqrt(ab)),  # (G6)
+}
+
+
+def _jump_terms(ab_t, ab_s, s_zero, x0_linear, eta, forward_variance: bool, sqrt, clamp0, select):
+    """(P, Q, var, sigma) of p(x_s | x_t) = N(P output + Q x_t, var I), sampled with std sigma.
+
+    Written once for Python floats (one jump shared by the batch) and float64 tensors (per-example
+    jumps). ``x0_linear`` None: the output is the mean itself (previous-step). Same formulas as
+    ``reverse_from_x0`` / ``ddim_reverse`` / ``reverse_variance_at`` / ``reverse_sample``, with the
+    x0 estimate folded into the coefficients:
+        mean = c0 x0_hat + ct x_t (G3),  x0_hat = a_out output + a_x x_t  =>  P = c0 a_out, Q = c0 a_x + ct
+        DDIM: mean = sqrt(ab_s) x0_hat + d (x_t - sqrt(ab_t) x0_hat) / sqrt(1 - ab_t), d = sqrt(1 - ab_s - sigma^2)
+    """
+    alpha_ts = ab_t / ab_s
+    forward = 1 - alpha_ts
+    posterior = forward * (1 - ab_s) / (1 - ab_t)
+    if eta is None:
+        var = forward if forward_variance else select(s_zero, forward, posterior)
+    else:
+        var = eta**2 * posterior
+    if x0_linear is None:
+        P, Q = 1.0, 0.0
+    else:
+        a_out, a_x = x0_linear(ab_t, sqrt)
+        if eta is None:
+            c0 = sqrt(ab_s) * forward / (1 - ab_t)
+            ct = sqrt(alpha_ts) * (1 - ab_s) / (1 - ab_t)
+        else:
+            ct = sqrt(clamp0(1 - ab_s - var)) / sqrt(1 - ab_t)
+            c0 = sqrt(ab_s) - ct * sqrt(ab_t)
+        P, Q = c0 * a_out, c0 * a_x + ct
+    return P, Q, var, select(s_zero, 0.0, sqrt(var))
+
+
+_SCALAR_OPS = (math.sqrt, lambda v: max(v, 0.0), lambda c, a, b: a if c else b)
+_TENSOR_OPS = (torch.sqrt, lambda v: v.clamp_min(0), torch.where)
+
+
 # ------------------------------------------------------------------------ process
 ReverseVariance = Literal["posterior", "forward"]
 
@@ -276,7 +335,9 @@ class GaussianProcess(ForwardProcess):
 
     Args:
         num_steps: T >= 1.
-        schedule: "cosine" | "linear", a NoiseSchedule, or T betas. alpha_bar_T must be > 0.
+        schedule: "cosine" | "linear", a NoiseSchedule, or T betas. alpha_bar_T must be at
+            least float32's smallest normal number (~1.2e-38), so sqrt(alpha_bar_t) is nonzero
+            in float32.
         reverse_variance: variance of p(x_s | x_t): "posterior" (beta tilde, var of (G3)) or
             "forward" (1 - alpha_{t|s}, Ho et al.'s sigma_t^2 = beta_t). The decoder p(x0 | x_1)
             always uses beta_1, since the posterior variance is 0 at s = 0.
@@ -293,6 +354,13 @@ class GaussianProcess(ForwardProcess):
         sched = make_schedule(schedule, num_steps)
         if sched.alpha_bar[-1] <= 0:
             raise ValueError("schedule: a Gaussian process needs alpha_bar_T > 0 (x0 = (x_t - ...) / sqrt(alpha_bar_t) divides by it)")
+        if sched.alpha_bar[-1] < torch.finfo(torch.float32).tiny:
+            raise ValueError(
+                f"schedule: alpha_bar_T = {sched.alpha_bar[-1].item():.3g} is below float32's smallest normal number "
+                f"{torch.finfo(torch.float32).tiny:.3g}, so it is 0 in float32 data and x0 = (x_t - ...) / sqrt(alpha_bar_t) "
+                "divides by 0 (NaN / inf losses near t = T); a Gaussian process needs alpha_bar_T >= 1.2e-38: use "
+                "fewer steps or smaller betas"
+            )
         if reverse_variance not in ("posterior", "forward"):
             raise ValueError(f"reverse_variance: unknown choice {reverse_variance!r}; expected one of ['forward', 'posterior']")
         self.reverse_variance = reverse_variance
@@ -388,8 +456,19 @@ class GaussianProcess(ForwardProcess):
             noise = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=generator)
         else:
             self._check_pair(x0, noise, "x0", "noise")
-        ab = self.alpha_bar_at(t, x0)
-        return Noised(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, noise)
+        # sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t): square roots taken in float64, one look-up.
+        coef = self._marginal_table(x0.dtype)[t].reshape(t.shape[0], 2, *([1] * (x0.ndim - 1)))
+        return Noised(coef[:, 0] * x0 + coef[:, 1] * noise, noise)
+
+    def _marginal_table(self, dtype: torch.dtype) -> Tensor:
+        """(T + 1, 2) [sqrt(alpha_bar), sqrt(1 - alpha_bar)] formed in float64, cast to ``dtype`` once."""
+        cache = self._jump_cache()
+        key = ("marginal", dtype)
+        table = cache.get(key)
+        if table is None:
+            ab = self.alpha_bar
+            table = cache[key] = torch.stack([ab.sqrt(), (1 - ab).sqrt()], 1).to(dtype)
+        return table
 
     def prior_sample(self, shape, *, device=None, generator=None, mask=None, dtype: torch.dtype | None = None) -> Tensor:
         """x_T ~ N(0, I) of the given shape (B, ...) in ``dtype`` (default: torch's default
@@ -426,6 +505,74 @@ class GaussianProcess(ForwardProcess):
         z = torch.randn(p.mean.shape, dtype=p.mean.dtype, device=p.mean.device, generator=generator)
         noisy = expand_to(s > 0, p.mean.ndim)
         return p.mean + torch.where(noisy, p.variance.sqrt() * z, torch.zeros_like(z))
+
+    # -- the reverse step as P output + Q x_t + sigma z, coefficients formed in float64
+    def _jump_coefficients(self, param, t: Tensor, s: Tensor, eta: float | None, same: tuple[int, int] | None, x_t: Tensor, output: Tensor):
+        """(P, Q, var, sigma) for a built-in parametrization (see :func:`_jump_terms`), else None.
+
+        ``same`` = (t, s) ints: Python floats, cached per jump; otherwise (B, 1, ..., 1) tensors in
+        x_t's dtype, computed from float64 look-ups. None (use the general path) for other
+        parametrizations, or an output whose shape or dtype differs from x_t's.
+        """
+        if isinstance(param, GaussianPreviousStep):
+            x0_linear = None
+            if same is None or same[0] - same[1] != 1:
+                param.check_single_step(t, s)
+            if eta is not None:
+                raise ValueError("eta: DDIM's eta needs an x0 estimate; the 'previous-step' parametrization has none")
+        else:
+            x0_linear = _X0_LINEAR.get(type(param).x0_from_output) if isinstance(param, _GaussianX0Based) else None
+            if x0_linear is None:
+                return None
+            if eta is not None and eta < 0:
+                raise ValueError(f"eta: expected eta >= 0, got {eta}")
+        if not isinstance(output, Tensor) or output.shape != x_t.shape or output.dtype != x_t.dtype or not x_t.is_floating_point():
+            return None
+        forward_variance = self.reverse_variance == "forward"
+        if same is not None:
+            key = (x0_linear, eta, forward_variance, same)
+            cache = self._jump_cache()
+            coefs = cache.get(key)
+            if coefs is None:
+                ab = self._alpha_bar_list
+                try:
+                    coefs = _jump_terms(ab[same[0]], ab[same[1]], same[1] == 0, x0_linear, eta, forward_variance, *_SCALAR_OPS)
+                except (ZeroDivisionError, ValueError, OverflowError):  # a degenerate schedule: the tensor path gives inf / nan like the formulas
+                    coefs = None
+                if coefs is not None:
+                    cache[key] = coefs
+            if coefs is not None:
+                return coefs
+        ab_t, ab_s = self.alpha_bar[t], self.alpha_bar[s]
+        terms = _jump_terms(ab_t, ab_s, s == 0, x0_linear, eta, forward_variance, *_TENSOR_OPS)
+        table = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=ab_t.device).expand(ab_t.shape) for v in terms], 1)
+        table = table.to(x_t.dtype).reshape(t.shape[0], 4, *([1] * (x_t.ndim - 1)))
+        return table.unbind(1)
+
+    def _jump_cache(self) -> dict:
+        """Per-jump scalar coefficients; rebuilt when the alpha_bar table is replaced or edited."""
+        ab, state = self.alpha_bar, self.__dict__
+        if state.get("_jump_source") is not ab or state["_jump_version"] != ab._version:
+            state["_jump_source"], state["_jump_version"] = ab, ab._version
+            state["_alpha_bar_list"] = ab.tolist()
+            state["_jump_cache_dict"] = {}
+        cache = state["_jump_cache_dict"]
+        if len(cache) > 100_000:
+            cache.clear()
+        return cache
+
+    def _step(self, output, x_t, t, s, param, generator=None, eta=None, same=None):
+        """x_s = P output + Q x_t + sigma z in three fused ops; the same law, and the same draw of z
+        from ``generator``, as reverse_sample(param.reverse(...))."""
+        coefs = self._jump_coefficients(param, t, s, eta, same, x_t, output)
+        if coefs is None:
+            return super()._step(output, x_t, t, s, param, generator, eta, same)
+        P, Q, _, sigma = coefs
+        z = torch.randn(x_t.shape, dtype=x_t.dtype, device=x_t.device, generator=generator)
+        if isinstance(P, float):
+            x = output * P if Q == 0.0 else torch.add(x_t * Q, output, alpha=P)
+            return x.add_(z, alpha=sigma) if sigma != 0.0 else x
+        return torch.addcmul(torch.addcmul(Q * x_t, P, output), sigma, z)
 
     def extra_repr(self) -> str:
         return f"num_steps={self.num_steps}, reverse_variance={self.reverse_variance!r}"

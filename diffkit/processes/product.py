@@ -232,11 +232,18 @@ class ProductProcess(ForwardProcess):
 
     def step(self, output, x_t, t, s=None, parametrization="x0", generator=None, eta=None):
         """One reverse step on every field, then symmetry and padding restored."""
-        mask = self._mask(x_t)
-        dists = self.reverse(output, x_t, t, s, parametrization, eta)
+        params = self.get_parametrization(parametrization)
         first = x_t[next(iter(self.fields))]
-        _, s = self.step_pair(t, s, first.shape[0], first.device)
-        out = {f: self._settle(f, p.reverse_sample(dists[f], s, generator), x_t[f], mask) for f, p in self.fields.items()}
+        t, s, same = self._step_pair(t, s, first.shape[0], first.device)
+        return self._step(output, x_t, t, s, params, generator, eta, same)
+
+    def _step(self, output, x_t, t, s, param, generator=None, eta=None, same=None):
+        """Each field's own (unchecked) step, in field order, then symmetry and padding restored."""
+        mask = self._mask(x_t)
+        out = {
+            f: self._settle(f, p._step(output[f], x_t[f], t, s, param[f], generator, eta if p.supports_eta else None, same), x_t[f], mask)
+            for f, p in self.fields.items()
+        }
         return self._with_mask(out, mask)
 
     def loss(self, output, x0, x_t, t, noise, parametrization, kind: LossKind = "simple", hybrid_weight: float = 1e-3, mask=None) -> Tensor:

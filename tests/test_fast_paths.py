@@ -1,0 +1,253 @@
+"""The fast paths of issue 5 against the reference paths they replace.
+
+* Gaussian: the fused step x_s = P output + Q x_t + sigma z (per-jump float64 coefficients, cached
+  for a jump shared by the batch) against x0_from_output -> reverse_from_x0 -> reverse_sample in
+  float64, with the same generator (so the same z): equal up to rounding. The sampling loop
+  against a loop of reference steps.
+* Categorical: the two-pass mixing posterior against the term-by-term (dense) one; the two-level
+  inverse-CDF sampler, the fused categorical step and the O(B·L) q_sample against exact
+  probabilities (frequency checks with fixed seeds, 5 binomial standard errors per cell).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from diffkit import CategoricalProcess, GaussianProcess, NoiseSchedule, sample
+from diffkit.processes.categorical import (
+    _mixing_posterior_dense,
+    _mixing_posterior_unnormalized,
+    inverse_cdf_sample,
+    mixing_posterior,
+)
+from diffkit.processes.gaussian import GaussianParams
+
+
+# ----------------------------------------------------------------------------------- Gaussian
+def reference_step(proc: GaussianProcess, name: str, output, x_t, t, s, eta, generator, z_dtype=None):
+    """The pre-issue-5 path, written out: x0_hat, the posterior mean and variance, then the draw."""
+    param = proc.get_parametrization(name)
+    if name == "previous-step":
+        p = GaussianParams(output, proc.reverse_variance_at(t, s, x_t))
+    else:
+        p = proc.reverse_from_x0(x_t, param.x0_from_output(proc, output, x_t, t), t, s, eta=eta)
+    z = torch.randn(p.mean.shape, dtype=z_dtype or p.mean.dtype, generator=generator).to(p.mean.dtype)
+    return p.mean + torch.where((s > 0).reshape(-1, *([1] * (x_t.ndim - 1))), p.variance.sqrt() * z, torch.zeros_like(z)), p
+
+
+JUMPS = [(1, 0), (2, 1), (37, 36), (50, 0), (50, 49), (50, 20), (13, 3)]
+
+
+@pytest.mark.parametrize("schedule, reverse_variance", [("cosine", "posterior"), ("linear", "forward"), ("linear", "posterior")])
+@pytest.mark.parametrize("name, eta", [("eps", None), ("x0", None), ("v", None), ("eps", 0.0), ("v", 0.5), ("x0", 1.0), ("previous-step", None)])
+def test_fused_gaussian_step_equals_the_reference_path(schedule, reverse_variance, name, eta) -> None:
+    T, B = 50, 6
+    proc = GaussianProcess(T, schedule, reverse_variance=reverse_variance)
+    g = torch.Generator().manual_seed(0)
+    x_t = torch.randn(B, 3, 2, generator=g, dtype=torch.float64)
+    out = torch.randn(B, 3, 2, generator=g, dtype=torch.float64)
+    jumps = [j for j in JUMPS if name != "previous-step" or j[0] - j[1] == 1]
+    for t_i, s_i in jumps:
+        t, s = torch.full((B,), t_i), torch.full((B,), s_i)
+        expected, p = reference_step(proc, name, out, x_t, t, s, eta, torch.Generator().manual_seed(7))
+        # Shared jump, as ints and as constant tensors (the scalar, cached coefficients) ...
+        for args in ((t_i, s_i), (t, s)):
+            got = proc.step(out, x_t, *args, parametrization=name, eta=eta, generator=torch.Generator().manual_seed(7))
+            torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+        # ... the unchecked step with the jump given, and float32 data.
+        got = proc._step(out, x_t, t, s, proc.get_parametrization(name), torch.Generator().manual_seed(7), eta, (t_i, s_i))
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+        got32 = proc.step(out.float(), x_t.float(), t, s, parametrization=name, eta=eta, generator=torch.Generator().manual_seed(7))
+        assert got32.dtype == torch.float32
+        expected32, _ = reference_step(proc, name, out, x_t, t, s, eta, torch.Generator().manual_seed(7), torch.float32)
+        torch.testing.assert_close(got32.double(), expected32, rtol=1e-5, atol=1e-5)
+        # The distribution itself (reverse): same mean and variance.
+        rev = proc.reverse(out, x_t, t, s, parametrization=name, eta=eta)
+        torch.testing.assert_close(rev.mean, p.mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(rev.variance.expand_as(p.variance), p.variance, rtol=1e-12, atol=0)
+    # Per-example jumps (the tensor path) in one batch.
+    pairs = [j for j in itertools.islice(itertools.cycle(jumps), B)]
+    t, s = torch.tensor([a for a, _ in pairs]), torch.tensor([b for _, b in pairs])
+    expected, p = reference_step(proc, name, out, x_t, t, s, eta, torch.Generator().manual_seed(3))
+    got = proc.step(out, x_t, t, s, parametrization=name, eta=eta, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(proc.reverse(out, x_t, t, s, name, eta=eta).mean, p.mean, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_step_is_not_used_for_a_custom_x0_from_output() -> None:
+    from diffkit.processes.gaussian import EpsParametrization
+
+    class Clipped(EpsParametrization):
+        def x0_from_output(self, process, output, x_t, t):
+            return super().x0_from_output(process, output, x_t, t).clamp(-1, 1)
+
+    proc = GaussianProcess(20)
+    g = torch.Generator().manual_seed(0)
+    x_t, out = 5 * torch.randn(4, 2, generator=g), torch.randn(4, 2, generator=g)
+    t, s = torch.full((4,), 10), torch.full((4,), 9)
+    p = proc.reverse_from_x0(x_t, Clipped().x0_from_output(proc, out, x_t, t), t, s)
+    got = proc.reverse(out, x_t, t, s, Clipped())
+    torch.testing.assert_close(got.mean, p.mean, rtol=0, atol=0)
+
+
+def test_scalar_coefficient_cache_follows_the_schedule_table() -> None:
+    proc = GaussianProcess(10, "linear")
+    x_t, out = torch.ones(2, 1, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.float64)
+    before = proc.step(out, x_t, 5, 4, "x0", eta=0.0)
+    proc.alpha_bar.mul_(0.5).index_fill_(0, torch.tensor([0]), 1.0)  # edit the table in place
+    after = proc.step(out, x_t, 5, 4, "x0", eta=0.0)
+    ab = proc.alpha_bar
+    # x0 = 0: DDIM's eta = 0 mean is sqrt(1 - ab_s) / sqrt(1 - ab_t) x_t.
+    torch.testing.assert_close(after, ((1 - ab[4]) / (1 - ab[5])).sqrt() * x_t, rtol=1e-12, atol=0)
+    assert not torch.equal(before, after)
+
+
+@pytest.mark.parametrize("eta", [None, 0.0])
+def test_sampling_loop_equals_a_loop_of_reference_steps(eta) -> None:
+    T, B = 30, 5
+    proc = GaussianProcess(T, "cosine")
+
+    def denoiser(x, t):  # any deterministic function of (x_t, t)
+        return torch.sin(x) * (t.to(x.dtype) / T).reshape(-1, 1)
+
+    ts = [30, 21, 9, 4, 0]
+    got = sample(proc, denoiser, (B, 2), "eps", timesteps=ts, generator=torch.Generator().manual_seed(5), eta=eta)
+    g = torch.Generator().manual_seed(5)
+    x = proc.prior_sample((B, 2), generator=g, dtype=torch.get_default_dtype())
+    for t_i, s_i in zip(ts[:-1], ts[1:]):
+        t, s = torch.full((B,), t_i), torch.full((B,), s_i)
+        x, _ = reference_step(proc, "eps", denoiser(x, t), x, t, s, eta, g)
+    torch.testing.assert_close(got, x, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------- categorical
+def mixing_cases():
+    """(process, pi) for uniform, absorbing and marginal noise with zeros in pi."""
+    yield CategoricalProcess(6, 40, "uniform", "cosine")
+    yield CategoricalProcess(6, 40, "absorbing", "linear")
+    yield CategoricalProcess(6, 40, "marginal", "cosine", marginals=[0.0, 1, 2, 0, 3, 0])
+    yield CategoricalProcess(6, 40, "uniform", NoiseSchedule.from_betas(torch.full((40,), 1e-9, dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", range(4))
+def test_two_pass_mixing_posterior_equals_the_dense_one(case, dtype) -> None:
+    proc = list(mixing_cases())[case]
+    kernel = proc.kernel
+    g = torch.Generator().manual_seed(case)
+    B, L, N, K = 12, 9, proc.num_states, proc.num_classes
+    t = torch.tensor([1, 2, 3, 5, 10, 20, 39, 40, 40, 40, 7, 1])
+    s = torch.tensor([0, 1, 0, 4, 9, 3, 38, 0, 39, 20, 6, 0])
+    x_t = torch.randint(0, N, (B, L), generator=g)
+    logits = 6 * torch.randn(B, L, K, generator=g, dtype=torch.float64)
+    logits[0] = -1e4  # all mass on class 0 (or underflowed) in example 0
+    logits[0, :, 0] = 0
+    probs = F.pad(logits.softmax(-1), (0, N - K)).to(dtype)
+    probs[1, 0] = F.one_hot(x_t[1, 0].clamp_max(K - 1), N).to(dtype)  # a one-hot x0 distribution
+    ab_t = kernel.alpha_bar[t].reshape(B, 1, 1)
+    ab_s = kernel.alpha_bar[s].reshape(B, 1, 1)
+    dense = _mixing_posterior_dense(x_t, probs, ab_t, ab_s, kernel.pi)
+    fast = mixing_posterior(x_t, probs, ab_t, ab_s, kernel.pi)
+    u = _mixing_posterior_unnormalized(x_t, probs, ab_t, ab_s, kernel.pi)
+    assert u is not None and bool((u >= 0).all())
+    tol = dict(rtol=0, atol=1e-12) if dtype == torch.float64 else dict(rtol=0, atol=2e-6)
+    torch.testing.assert_close(fast, dense, **tol)
+    torch.testing.assert_close(u / u.sum(-1, keepdim=True), dense, **tol)
+    # Through the process (kernel.posterior) with autograd on: the out-of-place branch.
+    leaf = probs.clone().requires_grad_(True)
+    with torch.enable_grad():
+        post = kernel.posterior(x_t, leaf, t, s)
+        post.sum().backward()
+    torch.testing.assert_close(post.detach(), dense, **tol)
+    assert bool(torch.isfinite(leaf.grad).all())
+
+
+def test_mixing_posterior_falls_back_to_the_dense_formula_on_zero_mass() -> None:
+    proc = CategoricalProcess(4, 10, "uniform")
+    x_t = torch.tensor([[0, 1, 2]])
+    probs = torch.zeros(1, 3, 4)
+    ab_t, ab_s = proc.kernel.alpha_bar[5].reshape(1, 1, 1), proc.kernel.alpha_bar[4].reshape(1, 1, 1)
+    assert _mixing_posterior_unnormalized(x_t, probs, ab_t, ab_s, proc.kernel.pi) is None
+    torch.testing.assert_close(mixing_posterior(x_t, probs, ab_t, ab_s, proc.kernel.pi), _mixing_posterior_dense(x_t, probs, ab_t, ab_s, proc.kernel.pi))
+
+
+def assert_frequencies(ids: torch.Tensor, probs: torch.Tensor, what: str) -> None:
+    """ids (n,) drawn from probs (K,): every class within 5 binomial standard errors, and classes
+    of probability 0 never drawn."""
+    n, K = ids.shape[0], probs.shape[0]
+    freq = torch.bincount(ids, minlength=K).double() / n
+    p = probs.double() / probs.double().sum()
+    assert freq.shape[0] == K, f"{what}: an id out of range"
+    assert bool((freq[p == 0] == 0).all()), f"{what}: drew a class of probability 0"
+    bad = (freq - p).abs() > 5 * (p * (1 - p) / n).sqrt() + 1e-12
+    assert not bool(bad.any()), f"{what}: frequencies {freq[bad].tolist()} vs probabilities {p[bad].tolist()}"
+
+
+@pytest.mark.parametrize("K", [1, 2, 5, 17, 64, 1025])
+def test_inverse_cdf_sampler_frequencies(K) -> None:
+    g = torch.Generator().manual_seed(K)
+    n = 40000
+    w = torch.rand(K, generator=g) ** 3
+    w[torch.randperm(K, generator=g)[: K // 3]] = 0  # zeros anywhere, including (maybe) the ends
+    if K > 1:
+        w[-1] = 0
+        w[0] = 1e-30 * (K > 2)  # tiny but positive
+    if not bool((w > 0).any()):
+        w[0] = 1.0
+    for scale, dtype in ((1.0, torch.float32), (1e-20, torch.float32), (3.0, torch.float64)):
+        ids = inverse_cdf_sample((scale * w).to(dtype).expand(n, K), torch.Generator().manual_seed(1))
+        assert ids.shape == (n,) and ids.dtype == torch.long
+        assert_frequencies(ids, w, f"K={K} scale={scale} {dtype}")
+    # Leading dims kept; a row of zeros draws uniformly (as Gumbel-max of equal log-probabilities).
+    zero = inverse_cdf_sample(torch.zeros(200, 50, K), torch.Generator().manual_seed(2))
+    assert zero.shape == (200, 50)
+    assert_frequencies(zero.flatten(), torch.ones(K), f"K={K} zeros")
+
+
+def test_inverse_cdf_sampler_is_reproducible_and_depends_on_the_seed() -> None:
+    w = torch.rand(64, 300, generator=torch.Generator().manual_seed(0))
+    a = inverse_cdf_sample(w, torch.Generator().manual_seed(1))
+    b = inverse_cdf_sample(w, torch.Generator().manual_seed(1))
+    c = inverse_cdf_sample(w, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_categorical_step_draws_from_the_exact_reverse_distribution(case) -> None:
+    proc = list(mixing_cases())[case]
+    g = torch.Generator().manual_seed(10 + case)
+    n, L, K, N = 30000, 3, proc.num_classes, proc.num_states
+    logits = (2 * torch.randn(1, L, K, generator=g)).expand(n, L, K)
+    for t_i, s_i in ((40, 39), (12, 0), (3, 1), (1, 0)):
+        x_t = torch.randint(0, N, (1, L), generator=g).expand(n, L).contiguous()
+        t, s = torch.full((n,), t_i), torch.full((n,), s_i)
+        exact = _mixing_posterior_dense(
+            x_t[:1], F.pad(logits[:1].softmax(-1), (0, N - K)).double(),
+            proc.kernel.alpha_bar[t_i].reshape(1, 1, 1), proc.kernel.alpha_bar[s_i].reshape(1, 1, 1), proc.kernel.pi,
+        )[0]  # (L, N)
+        ids = proc.step(logits, x_t, t, s, "x0", generator=g)
+        for j in range(L):
+            assert_frequencies(ids[:, j], exact[j], f"{proc.kind} t={t_i} s={s_i} element {j}")
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_mixing_q_sample_frequencies_and_noise_round_trip(case) -> None:
+    proc = list(mixing_cases())[case]
+    g = torch.Generator().manual_seed(20 + case)
+    n, K = 30000, proc.num_classes
+    x0 = torch.tensor([[0, 1, K - 1]]).expand(n, 3).contiguous()
+    for t_i in (1, 7, 25, 40):
+        out = proc.q_sample(x0, t_i, generator=g)
+        assert out.noise.shape == x0.shape
+        exact = proc.marginal(x0[:1], t_i)[0]  # (3, N)
+        for j in range(3):
+            assert_frequencies(out.x_t[:, j], exact[j], f"{proc.kind} t={t_i} element {j}")
+        assert torch.equal(proc.q_sample(x0, t_i, noise=out.noise).x_t, out.x_t)
+    # Gumbel noise of shape (..., N) still selects the Gumbel-max path and reproduces itself.
+    gumbel = -torch.log(-torch.log(torch.rand(n, 3, proc.num_states, generator=g)))
+    a = proc.q_sample(x0, 5, noise=gumbel)
+    assert torch.equal(a.noise, gumbel) and torch.equal(proc.q_sample(x0, 5, noise=gumbel).x_t, a.x_t)
