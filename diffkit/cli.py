@@ -54,17 +54,59 @@ def _prepare() -> None:
     load_plugins()
 
 
+def _resumed_config_name(log_dir: str, filename: str, exists: Any) -> str:
+    """``config-resumed-<n>.yaml`` (from ``config.yaml``): the first n >= 1 with no such file."""
+    stem, dot, suffix = filename.rpartition(".")
+    stem, suffix = (stem, f".{suffix}") if dot else (filename, "")
+    n = 1
+    while exists(os.path.join(log_dir, f"{stem}-resumed-{n}{suffix}")):
+        n += 1
+    return f"{stem}-resumed-{n}{suffix}"
+
+
 def _cli_class():
+    from lightning.fabric.utilities.cloud_io import get_filesystem
     from lightning.pytorch import LightningDataModule
-    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
     from diffkit.module import DiffusionModule
+
+    class ResumeAwareSaveConfig(SaveConfigCallback):
+        """Lightning's SaveConfigCallback (never overwrites), except that a resumed fit
+        (``--ckpt_path`` given and found) keeps the run's ``config.yaml`` and saves its own config
+        next to it as ``config-resumed-<n>.yaml``. A new run into a directory that already holds a
+        ``config.yaml`` is still refused, so a previous run's config and checkpoints are safe."""
+
+        def _resuming(self, trainer: Any) -> bool:
+            # trainer.ckpt_path is only set after setup(); the parsed fit config has it already.
+            ckpt_path = self.config.get("ckpt_path") if hasattr(self.config, "get") else None
+            if ckpt_path is None:
+                return False
+            if ckpt_path == "last":  # resumes only if a last*.ckpt exists (else Lightning starts anew)
+                finders = [getattr(cb, "_find_last_checkpoints", None) for cb in trainer.checkpoint_callbacks]
+                return any(find is not None and find(trainer) for find in finders)
+            return True
+
+        def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+            if not self.already_saved and self.save_to_log_dir and stage == "fit" and self._resuming(trainer):
+                log_dir = trainer.log_dir  # broadcasts the directory
+                assert log_dir is not None
+                name = None
+                if trainer.is_global_zero:
+                    fs = get_filesystem(log_dir)
+                    if fs.isfile(os.path.join(log_dir, self.config_filename)):
+                        name = _resumed_config_name(log_dir, self.config_filename, fs.isfile)
+                name = trainer.strategy.broadcast(name)
+                if name is not None:
+                    self.config_filename = name
+            super().setup(trainer, pl_module, stage)
 
     class DiffkitCLI(LightningCLI):
         def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
             super().__init__(
                 DiffusionModule,
                 LightningDataModule,
+                save_config_callback=ResumeAwareSaveConfig,
                 subclass_mode_data=True,
                 parser_kwargs={"parser_mode": "omegaconf"},
                 save_config_kwargs={"overwrite": False},

@@ -9,11 +9,13 @@ multi-device training are Lightning's.
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from collections.abc import Mapping
 from typing import Any, Optional, Union
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
@@ -49,6 +51,58 @@ def _to(x: Any, device: torch.device | str) -> Any:
     return {k: v.to(device) for k, v in x.items()} if isinstance(x, Mapping) else x.to(device)
 
 
+def process_fingerprint(process: nn.Module) -> dict[str, dict[str, Any]]:
+    """What defines a process beyond its repr: its non-persistent buffers, summarized.
+
+    Non-persistent buffers are the tables a process builds from its arguments (the schedule's
+    alpha_bar, transition matrices Q / Qbar, a fixed stationary distribution); checkpoints do not
+    hold them, so a model built with other arguments would silently use other tables. Persistent
+    buffers (e.g. class frequencies filled from data) are in the state dict and are not included.
+
+    Returns:
+        buffer name -> {"shape": [...], "dtype": str, "stats": [4 floats]}, the stats being
+        float64 projections of the values on fixed cosine vectors (compared with a tolerance, so
+        last-bit differences between machines do not count as a different process).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for prefix, module in process.named_modules():
+        for name, buf in module._buffers.items():
+            if buf is None or name not in module._non_persistent_buffers_set:
+                continue
+            values = buf.detach().to("cpu", torch.float64).flatten()
+            n = values.numel()
+            pos = (torch.arange(n, dtype=torch.float64) + 0.5) / max(n, 1)
+            finite = torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+            stats = [float((finite * torch.cos(torch.pi * k * pos)).sum()) for k in range(3)]
+            stats.append(float(torch.isfinite(values).sum()))
+            out[f"{prefix}.{name}" if prefix else name] = {"shape": list(buf.shape), "dtype": str(buf.dtype), "stats": stats}
+    return out
+
+
+def _fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences between two :func:`process_fingerprint` results."""
+    diffs = []
+    for name in sorted(set(saved) | set(current)):
+        a, b = saved.get(name), current.get(name)
+        if a is None or b is None:
+            diffs.append(f"{name}: {'only in this model' if a is None else 'only in the checkpoint'}")
+        elif list(a["shape"]) != list(b["shape"]):
+            diffs.append(f"{name}: shape {tuple(a['shape'])} in the checkpoint, {tuple(b['shape'])} in this model")
+        elif not all(abs(x - y) <= 1e-9 + 1e-8 * max(abs(x), abs(y)) for x, y in zip(a["stats"], b["stats"])):
+            diffs.append(f"{name}: same shape {tuple(a['shape'])}, different values (e.g. another schedule or other transition matrices)")
+    return diffs
+
+
+# Random streams of the module's own generators (see DiffusionModule, "Randomness").
+_TRAIN_STREAM, _VAL_STREAM = 1, 2
+
+
+def _mix_seed(*parts: int) -> int:
+    """A 63-bit seed from non-negative ints (numpy's SeedSequence): independent streams per key."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
+    return ((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
 class DiffusionModule(pl.LightningModule):
     """Train and sample a diffusion model for any ForwardProcess.
 
@@ -70,6 +124,20 @@ class DiffusionModule(pl.LightningModule):
         num_eval_samples: samples drawn at each validation epoch end for the sample metrics
             (0 disables them); the floor uses as many fresh validation examples.
         validate_inputs: check every training batch (dtype, range, NaN) before using it.
+        noise_seed: seed of the module's own random streams of t and noise (below); None: the
+            seed that ``seed_everything`` set (env ``PL_GLOBAL_SEED``, i.e. ``seed_everything:``
+            of a CLI config), else ``torch.initial_seed()``. (Not named ``seed``, which a data
+            module's hyperparameters often hold: Lightning refuses to log clashing values.)
+
+    Randomness: training draws t and the noise from a module-owned ``torch.Generator`` on the
+    module's device, re-seeded before every training step from (noise_seed, global rank, number of
+    training steps taken so far). So DDP ranks draw different t and noise, the draws do not
+    depend on torch's global RNG (nor on validation, data loading or anything else that uses it),
+    and a checkpoint only needs the seed and the step count (``checkpoint["diffkit"]["rng"]``) to
+    resume the exact stream on every rank; a resumed run keeps its checkpoint's seed. Validation
+    draws from a second generator re-seeded from (seed, global rank) at every validation epoch
+    start, so every validation sees the same t and noise and never touches the training stream.
+    (The validation-end NLL bound and samples keep their own generator seeded by the global step.)
 
     Raises:
         ValueError: a parametrization the process does not accept, an unknown loss.
@@ -89,6 +157,7 @@ class DiffusionModule(pl.LightningModule):
         sample_eta: Optional[float] = None,
         num_eval_samples: int = 1000,
         validate_inputs: bool = True,
+        noise_seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         if not isinstance(process, ForwardProcess):
@@ -101,6 +170,8 @@ class DiffusionModule(pl.LightningModule):
             raise ValueError(f"ema_decay: expected a value in (0, 1) or None, got {ema_decay}")
         if num_eval_samples < 0:
             raise ValueError(f"num_eval_samples: expected >= 0, got {num_eval_samples}")
+        if noise_seed is not None and (isinstance(noise_seed, bool) or not isinstance(noise_seed, int) or noise_seed < 0):
+            raise ValueError(f"noise_seed: expected a non-negative int or None, got {noise_seed!r}")
         with warnings.catch_warnings():
             # Under LightningCLI the saved hyperparameters are the parsed config (class_path /
             # init_args), from which load_from_checkpoint rebuilds process and denoiser.
@@ -127,6 +198,11 @@ class DiffusionModule(pl.LightningModule):
         self._output_checked = False
         self._eval_buffer: list = []
         self._eval_count = 0
+        self.noise_seed = noise_seed
+        self._rng_seed: int | None = None  # resolved when fit starts, or restored from a checkpoint
+        self._train_draws = 0  # training steps drawn so far: the position in the training stream
+        self._train_gen: torch.Generator | None = None
+        self._val_gen: torch.Generator | None = None
 
     def __deepcopy__(self, memo: dict) -> DiffusionModule:
         """Deep copy (EMA's averaged model) sharing the trainer and the optimizer factories.
@@ -138,6 +214,8 @@ class DiffusionModule(pl.LightningModule):
         memo[id(self)] = new
         shared = ("optimizer_factory", "lr_scheduler_factory", "_trainer", "_fabric", "_device_mesh")
         for key, value in self.__dict__.items():
+            if key in ("_train_gen", "_val_gen"):
+                value = None  # the copy re-creates its own from the seed when it needs one
             object.__setattr__(new, key, value if key in shared else copy.deepcopy(value, memo))
         return new
 
@@ -213,11 +291,48 @@ class DiffusionModule(pl.LightningModule):
             self.param.check_output(self.process, output, x_t)
         self._output_checked = True
 
+    # ------------------------------------------------------------------ random streams
+    def _base_seed(self) -> int:
+        """The seed of the module's streams: ``noise_seed``, else PL_GLOBAL_SEED, else torch.initial_seed()."""
+        if self._rng_seed is None:
+            if self.noise_seed is not None:
+                self._rng_seed = int(self.noise_seed)
+            elif os.environ.get("PL_GLOBAL_SEED", "").strip().lstrip("-").isdigit():
+                self._rng_seed = int(os.environ["PL_GLOBAL_SEED"]) % (1 << 63)
+            else:
+                self._rng_seed = torch.initial_seed() % (1 << 63)
+        return self._rng_seed
+
+    def _seeded(self, attr: str, *key: int) -> torch.Generator:
+        gen = getattr(self, attr)
+        if gen is None or gen.device != self.device:
+            gen = torch.Generator(self.device)
+            setattr(self, attr, gen)
+        gen.manual_seed(_mix_seed(self._base_seed(), self.global_rank, *key))
+        return gen
+
+    def _next_train_generator(self) -> torch.Generator:
+        """The training generator, re-seeded for the next training step (seed, rank, step)."""
+        gen = self._seeded("_train_gen", _TRAIN_STREAM, self._train_draws)
+        self._train_draws += 1
+        return gen
+
+    def _draw_generator(self) -> torch.Generator:
+        """Where _forward_loss draws t and noise: the training step's generator, or validation's."""
+        if self.training:
+            return self._train_gen if self._train_gen is not None else self._next_train_generator()
+        return self._val_gen if self._val_gen is not None else self._seeded("_val_gen", _VAL_STREAM)
+
     def _forward_loss(self, x0: Any) -> tuple[Tensor, Tensor, Any, Any]:
-        """Draw t and x_t, call the denoiser; returns (per-example loss, t, output, x_t)."""
+        """Draw t and x_t, call the denoiser; returns (per-example loss, t, output, x_t).
+
+        t and the noise come from the module's generators (see the class docstring), never from
+        torch's global RNG.
+        """
         batch = _batch_size(x0)
-        t = self.process.sample_timesteps(batch, device=self.device)
-        noised = self.process.q_sample(x0, t)
+        gen = self._draw_generator()
+        t = self.process.sample_timesteps(batch, device=self.device, generator=gen)
+        noised = self.process.q_sample(x0, t, generator=gen)
         output = self.denoiser(noised.x_t, t)
         self._check_output(output, noised.x_t)
         loss = self.process.loss(output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight)
@@ -225,6 +340,7 @@ class DiffusionModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_fit_start(self) -> None:
+        self._base_seed()  # resolve now (a checkpoint being resumed has already restored its own)
         self._fill_marginals()
 
     def _fill_marginals(self) -> None:
@@ -249,6 +365,7 @@ class DiffusionModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x0 = self._unpack(batch)
         self._record_shape(x0)
+        self._next_train_generator()
         per_example, t, _, _ = self._forward_loss(x0)
         loss = per_example.mean()
         if not torch.isfinite(loss):
@@ -273,6 +390,7 @@ class DiffusionModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._eval_buffer, self._eval_count = [], 0
+        self._seeded("_val_gen", _VAL_STREAM)  # the same t and noise at every validation
 
     def on_validation_epoch_end(self) -> None:
         if not self._eval_buffer:
@@ -311,26 +429,57 @@ class DiffusionModule(pl.LightningModule):
         return [EMA(decay=self.ema_decay)]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store ``checkpoint["diffkit"]``: the process's repr and fingerprint
+        (:func:`process_fingerprint`), the data shape, reference examples, node counts, and
+        ``rng = {"seed", "train_steps"}``, the position of the training stream."""
         checkpoint["diffkit"] = {
             "process": repr(self.process),
+            "process_fingerprint": process_fingerprint(self.process),
             "data_shape": self.data_shape,
             "reference": self.reference,
             "size_counts": self.size_counts,
+            "rng": {"seed": self._rng_seed, "train_steps": self._train_draws},
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Check the checkpoint's process against this model's (repr, then fingerprint) and
+        restore what :meth:`on_save_checkpoint` stored.
+
+        Raises:
+            ValueError: the checkpoint was trained with a different process (the message names
+                what differs). A checkpoint without a fingerprint (older diffkit) loads with a
+                warning after the repr check alone.
+        """
         info = checkpoint.get("diffkit")
         if info is None:
             return
+        mismatch = (
+            "checkpoint: it was trained with a different process.\n"
+            f"  checkpoint: {info['process']}\n  this model: {repr(self.process)}\n"
+        )
         if info["process"] != repr(self.process):
-            raise ValueError(
-                "checkpoint: it was trained with a different process.\n"
-                f"  checkpoint: {info['process']}\n  this model: {repr(self.process)}\n"
-                "Build the model from the run's saved config.yaml, or start a new run"
+            raise ValueError(mismatch + "Build the model from the run's saved config.yaml, or start a new run")
+        saved = info.get("process_fingerprint")
+        if saved is None:
+            warnings.warn(
+                "checkpoint: has no process fingerprint (written by an older diffkit); only repr(process) was compared, "
+                "so a different schedule or transition matrix would go unnoticed",
+                stacklevel=2,
             )
+        else:
+            diffs = _fingerprint_differences(saved, process_fingerprint(self.process))
+            if diffs:
+                raise ValueError(
+                    mismatch + "".join(f"  differs: process.{d}\n" for d in diffs)
+                    + "Build the model from the run's saved config.yaml (same schedule and transition), or start a new run"
+                )
         self.data_shape = info.get("data_shape")
         self.reference = info.get("reference")
         self.size_counts = info.get("size_counts")
+        rng = info.get("rng")
+        if rng is not None and rng.get("seed") is not None:
+            self._rng_seed = int(rng["seed"])
+            self._train_draws = int(rng["train_steps"])
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

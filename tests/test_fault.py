@@ -6,7 +6,9 @@ The killed run is a real subprocess (``python -c "from diffkit.cli import main; 
 the resume runs in-process (LIGHTNING-NOTES.md: a Lightning import costs ~10 s per process). A
 ``helpers.reliability.Throttle`` callback slows steps to >= 50 ms so the kill lands mid-run, and
 ``StepLog`` records the step each run starts from, which proves the second run resumed rather
-than started over.
+than started over. The resumed run ends with exactly the weights of an uninterrupted run: the
+shipped data modules' train loader resumes mid-epoch (``ResumableDataLoader``) and t / noise
+come from DiffusionModule's checkpointed streams.
 """
 
 from __future__ import annotations
@@ -121,22 +123,33 @@ def test_sigkill_mid_epoch_then_resume_with_ckpt_path_last(tmp_path, monkeypatch
     assert final["global_step"] == MAX_STEPS
     assert starts(tmp_path) == [0, killed_at], "the second run must resume from the checkpoint, not start over"
     assert "current_model_state" in final and "averaging_state" in final  # the EMA survived the kill too
+    # The train loader is resumable mid-epoch and t / noise come from the module's checkpointed
+    # streams, so kill + resume trains exactly what one uninterrupted run trains.
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    fit_in_process(monkeypatch, straight, ["fit", "--config", str(config(straight))])
+    ref = torch.load(straight / "ckpts" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ref["global_step"] == MAX_STEPS
+    for key in ("current_model_state", "state_dict"):  # raw weights, EMA weights
+        for name, value in ref[key].items():
+            assert torch.equal(final[key][name], value), f"{key}[{name!r}]: the resumed run differs from an uninterrupted one"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="BUG (resume refused by SaveConfigCallback): DiffkitCLI passes save_config_kwargs={'overwrite': False}; "
-    "the config is saved to trainer.log_dir, which is default_root_dir when the run has no logger (or a logger with a "
-    "fixed version), so `diffkit fit --config X --ckpt_path last` stops with 'SaveConfigCallback expected .../config.yaml "
-    "to NOT exist'. Fix: when fit gets a ckpt_path, allow an existing config.yaml (overwrite, or save as "
-    "config-resumed-<n>.yaml); or refuse only when the existing file differs from the new config.",
-)
 def test_resume_a_run_without_logger_with_ckpt_path_last(tmp_path, monkeypatch) -> None:
+    """Without a logger the config is saved in default_root_dir itself: a resume keeps the run's
+    config.yaml and writes its own as config-resumed-<n>.yaml; a new run there is still refused."""
     cfg = config(tmp_path, logger=False, max_steps=EVERY)
     fit_in_process(monkeypatch, tmp_path, ["fit", "--config", str(cfg)])
     assert global_step(tmp_path / "ckpts" / "last.ckpt") == EVERY
+    original = (tmp_path / "config.yaml").read_text()
     fit_in_process(monkeypatch, tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last", f"--trainer.max_steps={2 * EVERY}"])
+    assert global_step(tmp_path / "ckpts" / "last.ckpt") == 2 * EVERY
+    assert (tmp_path / "config.yaml").read_text() == original, "the run's own config.yaml must not change"
+    resumed = yaml.safe_load((tmp_path / "config-resumed-1.yaml").read_text())
+    assert resumed["ckpt_path"] == "last" and resumed["trainer"]["max_steps"] == 2 * EVERY
+    # A new run (no ckpt_path) into the same directory would overwrite the run: refused.
+    with pytest.raises(RuntimeError, match="config.yaml to NOT exist"):
+        fit_in_process(monkeypatch, tmp_path, ["fit", "--config", str(cfg), f"--trainer.max_steps={3 * EVERY}"])
     assert global_step(tmp_path / "ckpts" / "last.ckpt") == 2 * EVERY
 
 

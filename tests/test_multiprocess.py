@@ -86,14 +86,6 @@ def test_validation_metrics_sync_across_processes(runs, name) -> None:
     torch.testing.assert_close(two, one, rtol=1e-5, atol=1e-6, msg=f"{name}: 2 processes {float(two)} vs 1 process {float(one)}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (duplicate draws across ranks): DiffusionModule._forward_loss draws t and the noise from torch's "
-    "global RNG, which is identically seeded in every DDP worker (seed_everything, or torch's fixed default seed in "
-    "spawned processes); every rank uses the same t and noise for its own rows, so a global batch of W x B examples "
-    "covers only B distinct (t, noise) draws. Fix: a module-owned generator seeded from (seed, global_rank) "
-    "(see test_resume.py), passed to sample_timesteps and q_sample.",
-)
 def test_ranks_draw_different_timesteps(runs) -> None:
     rank0, rank1 = runs["drawn"]
     assert rank0.shape == rank1.shape == (STEPS, PER_RANK_BATCH)

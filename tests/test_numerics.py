@@ -9,7 +9,8 @@ arguments:
   ``precision="bf16-mixed"``);
 * network outputs of +-1e4 (logits far beyond where softmax underflows).
 
-The edges that break today are strict xfails naming the bug (see their ``reason``).
+Schedules no float32 computation can handle (alpha_bar_T below float32's smallest normal) are
+refused when a Gaussian process is built, with a message naming the value and the limit.
 """
 
 from __future__ import annotations
@@ -77,14 +78,13 @@ def test_gaussian_alpha_bar_within_float32_eps_of_1() -> None:
     gaussian_edge_checks(GaussianProcess(5, [1e-8] * 5))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (float32 underflow): GaussianProcess accepts any alpha_bar_T > 0 (checked in float64), but "
-    "alpha_bar_at casts to float32, where alpha_bar_T = 1e-50 is 0: x0_from_eps divides by 0 and the kl loss is NaN "
-    "at t = T. Fix: reject alpha_bar_T below float32's smallest normal (~1.2e-38) with a message, or compute in float64.",
-)
 def test_gaussian_alpha_bar_below_float32_range() -> None:
-    gaussian_edge_checks(GaussianProcess(3, NoiseSchedule.from_alpha_bar([1.0, 0.5, 1e-20, 1e-50])))
+    """alpha_bar_T = 1e-50 is 0 in float32, where x0_from_eps divides by sqrt(alpha_bar_T): no float32
+    computation can give finite eps-losses at t = T, so the schedule is refused when the process is
+    built, naming the value and the limit; the smallest float32 normal itself is accepted and finite."""
+    with pytest.raises(ValueError, match=r"schedule: alpha_bar_T = 1e-50 is below float32's smallest normal number 1\.18e-38"):
+        GaussianProcess(3, NoiseSchedule.from_alpha_bar([1.0, 0.5, 1e-20, 1e-50]))
+    gaussian_edge_checks(GaussianProcess(3, NoiseSchedule.from_alpha_bar([1.0, 0.5, 1e-20, 1.2e-38])))
 
 
 # ------------------------------------------------------------------------------ categorical

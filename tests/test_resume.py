@@ -6,16 +6,18 @@ state (``torch.equal``), for a Gaussian model (MLPDenoiser, eps) and a categoric
 What it takes, as found here:
 
 * the data order must be a function of (seed, epoch): ``helpers.reliability.EpochSeededSampler``
-  (Lightning calls ``set_epoch``). diffkit's own ``SampledDataModule`` re-seeds its shuffling
-  generator in every new fit, so a resumed run replays epoch 0's order: strict xfail below.
-* the resume point must be an epoch end: Lightning restarts a non-resumable loader at the
-  epoch's first batch, so a mid-epoch resume feeds the epoch's first batches again: strict xfail.
-* torch's global RNG state must be restored: DiffusionModule draws t and the noise from it and
-  nothing checkpoints it. ``helpers.reliability.RestoreGlobalRNG`` does it for the passing test;
-  without it the run is not exact: strict xfail naming the bug.
-* no validation between the checkpoint and the next training step: validation draws its t and
-  noise from the same global RNG, so it shifts the training draws. It does so in any run: the
-  same seed trains different weights with and without validation (strict xfail, same bug).
+  here, diffkit's ``EpochShuffleSampler`` in the shipped data modules (Lightning calls
+  ``set_epoch``), so a run resumed at epoch k sees epoch k's order, not epoch 0's.
+* a mid-epoch resume point needs a resumable loader: Lightning restarts a plain DataLoader at
+  the epoch's first batch. diffkit's ``ResumableDataLoader`` (the shipped data modules' train
+  loader, also used by ``RowsDataModule``) saves how many batches it yielded and skips them on
+  resume.
+* t and the noise come from DiffusionModule's own generators, re-seeded per training step from
+  (seed, rank, step) and checkpointed as ``checkpoint["diffkit"]["rng"]``; torch's global RNG
+  does not matter (``helpers.reliability.RestoreGlobalRNG`` is kept for the first test, and
+  ``test_resume_is_bit_exact_without_restoring_the_rng_by_hand`` runs without it).
+* validation draws from a separate generator re-seeded at every validation epoch, so the same
+  seed trains the same weights with and without validation.
 
 The resumed run re-seeds the global RNG with the run's seed first, as ``seed_everything`` does at
 the start of every ``diffkit fit``.
@@ -156,27 +158,11 @@ def test_long_resume_is_bit_exact(tmp_path, name) -> None:
     assert_same_training_state(full, resumed, total)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (resume draws different t / noise): DiffusionModule._forward_loss draws t "
-    "(process.sample_timesteps(..., generator=None)) and the noise (q_sample without a generator) from torch's "
-    "global RNG, which no checkpoint holds; a resumed run re-seeded by seed_everything replays the first half's "
-    "draws. Fix: a module-owned torch.Generator (seeded from the run seed and the global rank), passed to "
-    "sample_timesteps and q_sample, with its get_state() saved in on_save_checkpoint and restored in on_load_checkpoint.",
-)
 def test_resume_is_bit_exact_without_restoring_the_rng_by_hand(tmp_path) -> None:
     full, resumed, _, _ = run_both_ways(tmp_path, gaussian_model, gaussian_rows, rng=False)
     assert_same_training_state(full, resumed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (shuffle order after resume): SampledDataModule.train_dataloader (diffkit/data/_base.py) builds "
-    "DataLoader(shuffle=True, generator=seeded_generator(stream_seed(seed, 'shuffle'))) afresh in every fit, so a run "
-    "resumed at epoch k replays epoch 0's order instead of epoch k's. Fix: a sampler whose order is a function of "
-    "(seed, epoch) with set_epoch(), which Lightning calls every epoch (like tests/helpers EpochSeededSampler or "
-    "DistributedSampler(num_replicas=1, rank=0, seed=...)).",
-)
 def test_shipped_data_module_order_survives_resume(tmp_path) -> None:
     def toy() -> Toy2DDataModule:
         return Toy2DDataModule(name="swiss_roll", num_train=ROWS, num_val=16, batch_size=BATCH, seed=0)
@@ -187,32 +173,111 @@ def test_shipped_data_module_order_survives_resume(tmp_path) -> None:
     assert all(torch.equal(a, b) for (_, a), b in zip(seen_resumed, tail)), "the resumed run saw other batches"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LIMITATION (Lightning, non-resumable loader): resuming from a mid-epoch checkpoint restarts the "
-    "epoch's loader at its first batch while the step and batch counters continue, so the rest of the epoch is fed "
-    "the epoch's first batches again (Lightning warns 'resuming from a checkpoint that ended before the epoch ended'). "
-    "Checkpoint at epoch ends for exact resumes, or give the data modules a loader with state_dict / load_state_dict.",
-)
-def test_resume_in_the_middle_of_an_epoch_is_bit_exact(tmp_path) -> None:
-    full, resumed, seen_full, seen_resumed = run_both_ways(tmp_path, gaussian_model, gaussian_rows, resume_at=2)
+def shipped_toy() -> Toy2DDataModule:
+    return Toy2DDataModule(name="swiss_roll", num_train=ROWS, num_val=16, batch_size=BATCH, seed=0)
+
+
+@pytest.mark.parametrize("build_data", [gaussian_rows, shipped_toy], ids=["rows", "shipped-toy2d"])
+def test_resume_in_the_middle_of_an_epoch_is_bit_exact(tmp_path, build_data) -> None:
+    full, resumed, seen_full, seen_resumed = run_both_ways(tmp_path, gaussian_model, build_data, resume_at=2)
     tail = [b for s, b in seen_full if s >= 2]
+    assert len(seen_resumed) == len(tail) == N - 2
     assert all(torch.equal(a, b) for (_, a), b in zip(seen_resumed, tail)), "the resumed run saw other batches"
     assert_same_training_state(full, resumed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (validation consumes the training RNG): DiffusionModule.validation_step calls _forward_loss, which "
-    "draws t and noise from torch's global RNG, the stream training draws from; so the trained weights depend on "
-    "how often validation runs (check_val_every_n_epoch, limit_val_batches), and a run resumed from a checkpoint "
-    "written before an epoch-end validation diverges even with the RNG state restored. Fix: draw validation t / noise "
-    "from a separate generator seeded per validation run (as on_validation_epoch_end already does for the NLL bound), "
-    "and training draws from a module-owned, checkpointed generator.",
-)
 def test_validation_does_not_change_the_training_trajectory(tmp_path) -> None:
     train(tmp_path / "quiet", gaussian_model(), gaussian_rows(), N, N)
     train(tmp_path / "validated", gaussian_model(), gaussian_rows(), N, N, validate=True)
     quiet = torch.load(tmp_path / "quiet" / f"step={N}.ckpt", weights_only=False)
     validated = torch.load(tmp_path / "validated" / f"step={N}.ckpt", weights_only=False)
     assert_identical(quiet["current_model_state"], validated["current_model_state"], "raw weights")
+
+
+# ------------------------------------------------------------------------------ the pieces, directly
+def test_epoch_shuffle_sampler_is_a_pure_function_of_seed_and_epoch() -> None:
+    from torch.utils.data import DataLoader
+
+    from diffkit.data import EpochShuffleSampler
+    from diffkit.data._base import seeded_generator, stream_seed
+
+    n, seed = 37, 5
+    # The order of pass e of the former DataLoader(shuffle=True, generator=seeded shuffle stream) ...
+    old = DataLoader(range(n), batch_size=n, shuffle=True, generator=seeded_generator(stream_seed(seed, "shuffle")))
+    passes = [next(iter(old)).tolist() for _ in range(4)]
+    # ... is epoch e's order, iterated in sequence or reached directly by set_epoch (a resume).
+    sampler = EpochShuffleSampler(n, seed)
+    assert [list(sampler) for _ in range(4)] == passes
+    for e in (3, 0, 2):
+        fresh = EpochShuffleSampler(n, seed)
+        fresh.set_epoch(e)
+        assert list(fresh) == passes[e]
+    assert len(set(map(tuple, passes))) == 4
+
+
+def test_resumable_loader_skips_the_batches_served_in_the_same_epoch_only() -> None:
+    from diffkit.data import EpochShuffleSampler, ResumableDataLoader
+
+    def loader() -> ResumableDataLoader:
+        return ResumableDataLoader(list(range(20)), batch_size=4, sampler=EpochShuffleSampler(20, 1))
+
+    first = loader()
+    first.sampler.set_epoch(2)
+    it = iter(first)
+    served = [next(it).tolist() for _ in range(3)]
+    state = first.state_dict()
+    assert state == {"epoch": 2, "batches": 3}
+    full = loader()
+    full.sampler.set_epoch(2)
+    whole = [b.tolist() for b in full]
+    assert served == whole[:3] and len(full) == 5
+    # Resumed in epoch 2: the remaining two batches; len() stays the epoch's (Lightning counts on it).
+    resumed = loader()
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(2)
+    assert len(resumed) == 5
+    assert [b.tolist() for b in resumed] == whole[3:]
+    assert resumed.state_dict() == {"epoch": 2, "batches": 5}
+    # A state from another epoch (or a finished pass) skips nothing.
+    other = loader()
+    other.load_state_dict(state)
+    other.sampler.set_epoch(3)
+    assert len(list(other)) == 5
+    done = loader()
+    done.load_state_dict({"epoch": 2, "batches": 5})
+    done.sampler.set_epoch(2)
+    assert [b.tolist() for b in done] == whole
+
+
+def test_checkpoint_holds_the_noise_stream_and_the_process_fingerprint(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)  # an earlier seed_everything in this process sets it
+    train(tmp_path, gaussian_model(), gaussian_rows(), 2, 2, rng=False)
+    info = torch.load(tmp_path / "step=2.ckpt", weights_only=True)["diffkit"]
+    assert info["rng"] == {"seed": RUN_SEED, "train_steps": 2}  # torch.manual_seed(RUN_SEED), no PL_GLOBAL_SEED
+    assert set(info["process_fingerprint"]) == {"alpha_bar"}
+    assert info["process_fingerprint"]["alpha_bar"]["shape"] == [31]
+
+
+def test_noise_seed_fixes_the_stream(tmp_path, monkeypatch) -> None:
+    """noise_seed wins over PL_GLOBAL_SEED and torch's global seed; other seeds train differently."""
+    monkeypatch.setenv("PL_GLOBAL_SEED", "123")
+
+    def weights(noise_seed, global_seed, root):
+        torch.manual_seed(0)
+        model = DiffusionModule(GaussianProcess(30), MLPDenoiser(2, 30, hidden=32, depth=2), "eps", num_eval_samples=0, noise_seed=noise_seed)
+        torch.manual_seed(global_seed)
+        make_trainer(root, max_steps=N, deterministic=True).fit(model, gaussian_rows())
+        return model.denoiser.state_dict()
+
+    a, b, c = weights(11, 1, tmp_path / "a"), weights(11, 2, tmp_path / "b"), weights(12, 1, tmp_path / "c")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_checkpoint_without_a_fingerprint_loads_with_a_warning(tmp_path) -> None:
+    train(tmp_path, gaussian_model(), gaussian_rows(), 2, 2, rng=False)
+    ckpt = torch.load(tmp_path / "step=2.ckpt", weights_only=False)
+    del ckpt["diffkit"]["process_fingerprint"]  # as written by diffkit before the fingerprint
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    with pytest.warns(UserWarning, match="checkpoint: has no process fingerprint"):
+        train(tmp_path / "resumed", gaussian_model(), gaussian_rows(), 4, 4, ckpt_path=tmp_path / "old.ckpt", rng=False)

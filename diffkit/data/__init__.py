@@ -6,10 +6,12 @@
 - ``tables``: a mixed numeric / categorical table with real dependence and ``TableDataModule``.
 
 Every data module draws its train / val / test splits once in ``setup()``, shuffles the train
-split with a seeded generator, and offers ``sample_reference(n, seed)`` for fresh true data.
+split in an order fixed by (seed, epoch) through a loader that resumes mid-epoch
+(``EpochShuffleSampler``, ``ResumableDataLoader``), and offers ``sample_reference(n, seed)`` for
+fresh true data.
 """
 
-from diffkit.data._base import SampledDataModule, TensorDictDataset
+from diffkit.data._base import EpochShuffleSampler, ResumableDataLoader, SampledDataModule, TensorDictDataset
 from diffkit.data.graphs import GraphDataModule
 from diffkit.data.mixture import EntropyEstimate, GaussianMixture, GaussianMixtureDataModule, well_separated_mixture
 from diffkit.data.tables import TableDataModule, categorical_fields, numeric_fields, sample_table, table_class_marginals
@@ -20,6 +22,8 @@ __all__ = [
     "GraphDataModule",
     "SampledDataModule",
     "TensorDictDataset",
+    "EpochShuffleSampler",
+    "ResumableDataLoader",
     "TOY2D",
     "Toy2DDataModule",
     "swiss_roll",

@@ -9,17 +9,20 @@ never share random numbers, and changing ``num_train`` leaves the val split unch
 from __future__ import annotations
 
 import abc
-from typing import Union
+from collections.abc import Iterator
+from typing import Any, Union
 
 import lightning
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 __all__ = [
     "Batch",
     "TensorDictDataset",
+    "EpochShuffleSampler",
+    "ResumableDataLoader",
     "SampledDataModule",
     "check_positive",
     "check_seed",
@@ -104,6 +107,128 @@ class TensorDictDataset(Dataset):
         return self.data[index]
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """Indices 0..n-1 in a random order that is a pure function of (seed, epoch).
+
+    Epoch ``e``'s order is the ``torch.randperm(n)`` of pass e of a CPU generator seeded with
+    ``stream_seed(seed, "shuffle")``, each pass drawing one int64 first (the workers' base seed)
+    then the permutation: exactly what ``DataLoader(shuffle=True, generator=that generator)``
+    gives in its e-th pass (single-process loading). So an uninterrupted run sees the same batches
+    as with that loader, and a run resumed at epoch e sees epoch e's order (not epoch 0's).
+    Lightning calls :meth:`set_epoch` at every epoch start (and forwards it through
+    ``DistributedSamplerWrapper`` under DDP); iterating again without ``set_epoch`` moves on to
+    the next epoch. Consecutive epochs cost one ``randperm``; jumping to epoch e (a resume)
+    replays e permutations once.
+
+    Args:
+        num_rows: n, the dataset length.
+        seed: the data module's non-negative seed.
+    """
+
+    def __init__(self, num_rows: int, seed: int) -> None:
+        self.num_rows = num_rows
+        self.seed = seed
+        self.epoch = 0
+        self._cache: tuple[int, torch.Generator] | None = None  # (epochs drawn, generator after them)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s order for the next pass."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def permutation(self, epoch: int) -> Tensor:
+        """(n,) int64: epoch ``epoch``'s order."""
+        if self._cache is not None and self._cache[0] <= epoch:
+            drawn, gen = self._cache
+        else:
+            drawn, gen = 0, seeded_generator(stream_seed(self.seed, "shuffle"))
+        for _ in range(epoch - drawn + 1):
+            torch.empty((), dtype=torch.int64).random_(generator=gen)  # a DataLoader pass's base seed
+            order = torch.randperm(self.num_rows, generator=gen)
+        self._cache = (epoch + 1, gen)
+        return order
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.permutation(self.epoch)
+        self.epoch += 1
+        return iter(order.tolist())
+
+
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` that Lightning can resume in the middle of an epoch.
+
+    It counts the batches it has yielded in the current pass; Lightning 2.6 saves
+    :meth:`state_dict` in every checkpoint (``loops.fit_loop.state_dict.combined_loader``) and,
+    on ``fit(ckpt_path=...)``, calls :meth:`load_state_dict` before the first pass, which then
+    skips the batches the interrupted run had already used (their indices only: no data is
+    loaded for them). The skip applies only when the resumed pass is the same epoch as the saved
+    one (the sampler's ``epoch``, set by Lightning's ``set_epoch``) and the saved pass was not
+    finished, so a checkpoint written at an epoch end resumes at the next epoch's first batch.
+    Exact for map-style datasets, whose batches depend only on the sampler's indices. With a
+    sampler that has no ``epoch`` (no ``set_epoch``), epochs cannot be told apart: a pass cut
+    short by ``limit_train_batches`` and saved at its end would be skipped into the next pass.
+    """
+
+    _batches_yielded: int = 0
+    _pass_epoch: Any = None
+    _resume: dict[str, Any] | None = None
+    _skip_now: int = 0
+
+    def _sampler_epoch(self) -> Any:
+        return getattr(self.sampler, "epoch", None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """{"epoch": the current pass's sampler epoch (or None), "batches": batches yielded in it}."""
+        return {"epoch": self._pass_epoch, "batches": self._batches_yielded}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Skip ``state_dict["batches"]`` batches at the start of the next pass if it is the same epoch."""
+        self._resume = dict(state_dict)
+
+    @property
+    def _index_sampler(self):  # noqa: ANN202 (DataLoader's own private hook)
+        base = super()._index_sampler
+        return _SkipFirst(base, self._skip_now) if self._skip_now else base
+
+    def __iter__(self):  # noqa: ANN204
+        return self._counting_iter()
+
+    def _counting_iter(self) -> Iterator[Any]:
+        # A generator: runs at the first next(), after Lightning's set_epoch for this epoch.
+        epoch = self._sampler_epoch()
+        skip, resume, self._resume = 0, self._resume, None
+        if resume is not None and resume.get("epoch") == epoch and 0 < resume.get("batches", 0) < len(self):
+            skip = int(resume["batches"])
+        self._pass_epoch, self._batches_yielded = epoch, skip
+        self._skip_now = skip
+        try:
+            iterator = super().__iter__()
+        finally:
+            self._skip_now = 0
+        for batch in iterator:
+            self._batches_yielded += 1
+            yield batch
+
+
+class _SkipFirst:
+    """An index (batch) sampler whose first pass drops its first ``skip`` items (later passes are whole)."""
+
+    def __init__(self, base: Any, skip: int) -> None:
+        self.base, self.skip = base, skip
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __iter__(self) -> Iterator[Any]:
+        skip, self.skip = self.skip, 0
+        iterator = iter(self.base)
+        for _ in range(skip):
+            next(iterator, None)
+        return iterator
+
+
 class SplitLoaders:
     """train / val / test DataLoaders over ``self.split(name)`` (a Tensor or dict batch).
 
@@ -111,9 +236,19 @@ class SplitLoaders:
     """
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled batches of the train split, in an order fixed by ``seed``."""
-        generator = seeded_generator(stream_seed(self.seed, "shuffle"))
-        return self._loader("train", shuffle=True, generator=generator)
+        """Shuffled batches of the train split, in an order fixed by (``seed``, epoch).
+
+        A :class:`ResumableDataLoader` over an :class:`EpochShuffleSampler`: a run resumed from
+        a checkpoint (at an epoch end or in the middle of an epoch) sees the same batches as an
+        uninterrupted one.
+        """
+        data = TensorDictDataset(self.split("train"))
+        return ResumableDataLoader(
+            data,
+            batch_size=self.batch_size,
+            sampler=EpochShuffleSampler(len(data), self.seed),
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         """Batches of the val split, in order."""
@@ -138,7 +273,8 @@ class SampledDataModule(SplitLoaders, lightning.LightningDataModule, abc.ABC):
 
     Subclasses implement :meth:`draw`; this base draws the train, val and test splits once in
     :meth:`setup` (the test split is an independent draw of ``num_val`` examples) and serves them.
-    The train loader shuffles with a generator seeded from ``seed``; val and test do not shuffle.
+    The train loader shuffles in an order fixed by (``seed``, epoch) and resumes mid-epoch
+    (:class:`ResumableDataLoader`); val and test do not shuffle.
 
     Args:
         num_train: number of training examples, >= 1.

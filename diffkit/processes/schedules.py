@@ -69,13 +69,31 @@ def cosine_alpha_bar(num_steps: int, offset: float = 0.008, max_beta: float = 0.
     steps = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
     f = torch.cos((steps + offset) / (1 + offset) * math.pi / 2) ** 2
     betas = (1 - f[1:] / f[:-1]).clamp(max=max_beta)
-    return _alpha_bar_from_betas(betas)
+    alpha_bar = _alpha_bar_from_betas(betas)
+    _check_underflow(alpha_bar, "the cosine schedule")
+    return alpha_bar
 
 
 def _alpha_bar_from_betas(betas: Tensor) -> Tensor:
     """alpha_bar[t] = prod_{i <= t} (1 - beta_i): (T,) -> (T + 1,), alpha_bar[0] = 1."""
     one = torch.ones(1, dtype=torch.float64)
     return torch.cat([one, torch.cumprod(1 - betas.to(torch.float64), dim=0)])
+
+
+def _check_underflow(alpha_bar: Tensor, source: str) -> None:
+    """Raise if the float64 product prod(1 - beta) reaches 0 before t = T.
+
+    Every beta_t may be valid on its own while the cumulative product underflows float64
+    (e.g. 300 betas of 0.999): the rest of the table is then 0 and cannot strictly decrease.
+    """
+    zeros = torch.nonzero(alpha_bar[:-1] <= 0)
+    if zeros.numel():
+        t0, T = int(zeros[0]), alpha_bar.numel() - 1
+        raise ValueError(
+            f"alpha_bar: the product of (1 - beta_t) from {source} underflows float64 to 0 at t = {t0} of T = {T} "
+            f"(alpha_bar[{t0 - 1}] = {alpha_bar[t0 - 1].item():.3g}), so alpha_bar[{t0}..{T}] are all 0 although every "
+            "beta_t is in (0, 1); use smaller betas or fewer steps"
+        )
 
 
 def _check_num_steps(num_steps: int) -> None:
@@ -143,7 +161,8 @@ class NoiseSchedule:
         """Schedule from user-given betas beta_1..beta_T.
 
         Raises:
-            ValueError: if a beta lies outside the open interval (0, 1) or the list is empty.
+            ValueError: if a beta lies outside the open interval (0, 1), the list is empty, or
+                prod(1 - beta) underflows float64 to 0 before t = T.
         """
         b = torch.as_tensor(betas, dtype=torch.float64)
         if b.ndim != 1 or b.numel() < 1:
@@ -152,7 +171,9 @@ class NoiseSchedule:
         if outside.any():
             i = int(torch.nonzero(outside)[0])
             raise ValueError(f"betas: expected every beta_t in the open interval (0, 1), got beta_{i + 1} = {b[i].item()}")
-        return cls(_alpha_bar_from_betas(b))
+        alpha_bar = _alpha_bar_from_betas(b)
+        _check_underflow(alpha_bar, "the given betas")
+        return cls(alpha_bar)
 
     @classmethod
     def from_alpha_bar(cls, alpha_bar: Tensor | Sequence[float]) -> NoiseSchedule:

@@ -6,7 +6,8 @@ Everything here is importable by name, so ``ddp_spawn`` can pickle it into worke
   (seed, epoch); Lightning calls ``set_epoch`` at every epoch start, so a resumed run sees the
   same order as an uninterrupted one (a ``DataLoader(shuffle=True, generator=g)`` does not: a new
   run re-seeds ``g`` and replays epoch 0's order).
-* :class:`RowsDataModule`: a Tensor (or dict of Tensors) served in fixed-size batches.
+* :class:`RowsDataModule`: a Tensor (or dict of Tensors) served in fixed-size batches, by
+  diffkit's :class:`~diffkit.data._base.ResumableDataLoader` (resumable mid-epoch).
 * :class:`RestoreGlobalRNG`: keeps torch's global CPU RNG state in checkpoints, the state
   ``DiffusionModule`` draws t and the noise from (see tests/test_resume.py).
 * :class:`FixedDrawModule`: a DiffusionModule whose t and noise for an example are fixed in
@@ -31,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
-from diffkit.data._base import TensorDictDataset
+from diffkit.data._base import ResumableDataLoader, TensorDictDataset
 from diffkit.module import DiffusionModule
 
 __all__ = [
@@ -124,7 +125,7 @@ class RowsDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = TensorDictDataset(self._rows(self.train))
         sampler = None if self.shuffle_seed is None else EpochSeededSampler(len(ds), self.shuffle_seed)
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler)
+        return ResumableDataLoader(ds, batch_size=self.batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(TensorDictDataset(self._rows(self.val)), batch_size=self.batch_size)
