@@ -378,28 +378,50 @@ class DiffusionModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_epoch_start()
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val", metrics=not self.trainer.sanity_checking)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """``diffkit test``: the validation metrics (loss, exact NLL bound, sample quality) on the
+        test split, logged as ``test/...``."""
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_epoch_start()
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def _eval_step(self, batch: Any, stage: str) -> None:
         x0 = self._unpack(batch)
         self._record_shape(x0)
         per_example, t, output, noised = self._forward_loss(x0)
         n = t.shape[0]
-        self.log("val/loss", per_example.mean(), prog_bar=True, batch_size=n, sync_dist=True)
+        self.log(f"{stage}/loss", per_example.mean(), prog_bar=True, batch_size=n, sync_dist=True)
         if self._eval_count < 2 * self.num_eval_samples:
             keep = min(n, 2 * self.num_eval_samples - self._eval_count)
             self._eval_buffer.append(_to(_take(x0, keep), "cpu"))
             self._eval_count += keep
 
-    def on_validation_epoch_start(self) -> None:
+    def _eval_epoch_start(self) -> None:
         self._eval_buffer, self._eval_count = [], 0
-        self._seeded("_val_gen", _VAL_STREAM)  # the same t and noise at every validation
+        self._seeded("_val_gen", _VAL_STREAM)  # the same t and noise at every validation / test
 
-    def on_validation_epoch_end(self) -> None:
+    def _eval_epoch_end(self, stage: str, metrics: bool = True) -> None:
+        """The NLL bound and sample metrics on the examples buffered by :meth:`_eval_step`:
+        the first half is the reference, the second half the data-vs-data floor."""
         if not self._eval_buffer:
             return
         data = _cat(self._eval_buffer)
         self._eval_buffer, self._eval_count = [], 0
         if self.reference is None:
             self.reference = _take(data, self.num_eval_samples)
-        if self.trainer.sanity_checking or self.num_eval_samples == 0:
+        if not metrics or self.num_eval_samples == 0:
             return
         n = _batch_size(data) // 2
         if n < 2:
@@ -407,15 +429,15 @@ class DiffusionModule(pl.LightningModule):
         # The full bound L_T + sum_t L_{t-1} (T denoiser calls) on the held-out examples.
         gen = torch.Generator(self.device).manual_seed(self.global_step)
         bound = nll_bound(self.process, self.denoiser, _to(_take(data, n), self.device), self.param, generator=gen)
-        self.log("val/nll_bits_per_element", bound.bits_per_element.mean(), sync_dist=True)
+        self.log(f"{stage}/nll_bits_per_element", bound.bits_per_element.mean(), sync_dist=True)
         from diffkit.metrics.quality import sample_quality
 
         reference, fresh = _take(data, n), {k: v[n : 2 * n] for k, v in data.items()} if isinstance(data, Mapping) else data[n : 2 * n]
         samples = _to(self.sample(n, num_steps=self.sample_steps, eta=self.sample_eta, generator=gen, shape_like=reference), "cpu")
         for name, value in sample_quality(samples, reference).items():
-            self.log(f"val/{name}", value, sync_dist=True)
+            self.log(f"{stage}/{name}", value, sync_dist=True)
         for name, value in sample_quality(fresh, reference).items():
-            self.log(f"val/{name}_floor", value, sync_dist=True)
+            self.log(f"{stage}/{name}_floor", value, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.denoiser.parameters())

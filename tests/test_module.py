@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -174,3 +176,22 @@ def test_bad_constructor_arguments_are_named() -> None:
         DiffusionModule(GaussianProcess(10), MLPDenoiser(2, 10), "eps", ema_decay=1.5)
     with pytest.raises(TypeError, match="process: expected a ForwardProcess"):
         DiffusionModule("gaussian", MLPDenoiser(2, 10))
+
+
+def test_trainer_test_reports_the_validation_metrics_on_the_test_split(tmp_path) -> None:
+    from diffkit.data import Toy2DDataModule
+
+    dm = Toy2DDataModule("swiss_roll", num_train=128, num_val=32, batch_size=32)
+    model = gaussian_module(sample_steps=5)
+    tr = trainer(tmp_path, max_steps=2, limit_val_batches=0)
+    tr.fit(model, dm)
+    evaluator = trainer(tmp_path, limit_test_batches=1)
+    (val,) = evaluator.validate(model, dm, verbose=False)
+    (test,) = evaluator.test(model, dm, verbose=False)
+    for key in ("loss", "nll_bits_per_element", "mmd", "mmd_floor"):
+        assert math.isfinite(test[f"test/{key}"]), key
+        assert f"val/{key}" in val
+    # Another split, the same estimator: the test numbers are not the validation numbers.
+    assert test["test/loss"] != val["val/loss"]
+    # The test split is an independent draw: its data-vs-data floor is a real (positive) MMD.
+    assert test["test/mmd_floor"] > 0
