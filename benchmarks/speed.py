@@ -60,6 +60,14 @@ FULL = Config(1000, (256, 4096), (300, 60), (16, 1024), ("uniform", "absorbing")
 
 TARGETS = {("mlp", "train", 256): 1.05, ("mlp", "sample", 256): 1.10, ("mlp", "train", 4096): "noise", ("mlp", "sample", 4096): "noise"}
 CATEGORICAL_TARGET = 1.25
+# diffusers rows (2-D MLP, batch 256): candidate name -> (kind, diffkit's candidate on the same work,
+# the ratio to the bare forward measured by the issue author).
+DIFFUSERS_ROWS = {
+    "diffusers DDPMScheduler": ("sample", "diffkit", 1.57),
+    "diffusers DDIMScheduler": ("sample", "diffkit DDIM", 1.36),
+    "diffusers add_noise": ("train", "diffkit", 1.05),
+}
+DIFFUSERS_REFERENCE_BATCH = 256
 
 
 # ------------------------------------------------------------------ cases
@@ -135,16 +143,30 @@ def _loss_backward(loss_fn, output):
     loss_fn(leaf).backward()
 
 
+def _diffusers_available() -> bool:
+    """Whether the optional ``diffusers`` comparison can run (the 'bench' extra)."""
+    return importlib.util.find_spec("diffusers") is not None
+
+
 def _diffusers_sampling(net, x_t, t_c, T, gen) -> dict:
-    if importlib.util.find_spec("diffusers") is None:
+    """diffusers' DDPMScheduler.step / DDIMScheduler.step (eta = 0) after the same MLP's forward,
+    on the same jump as diffkit's step: diffusers' timestep k (0..T-1, alphas_cumprod[k]) is diffkit's
+    t = k + 1 (alpha_bar[k + 1]; squaredcos_cap_v2 is diffkit's cosine schedule), so t_c -> t_c - 1
+    with all T inference steps. {} without diffusers.
+
+    Args:
+        net: the MLP, called as net(x_t (B, 2), t (B,)).
+        x_t: (B, 2); t_c: (B,) diffkit timesteps, all equal.
+    """
+    if not _diffusers_available():
         return {}
     from diffusers import DDIMScheduler, DDPMScheduler
 
     kw = dict(num_train_timesteps=T, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon", clip_sample=False)
-    ddpm, ddim = DDPMScheduler(**kw), DDIMScheduler(**kw)
+    ddpm, ddim = DDPMScheduler(**kw), DDIMScheduler(**kw)  # DDPM: variance_type "fixed_small" = diffkit's posterior variance
     ddpm.set_timesteps(T)
     ddim.set_timesteps(T)
-    t_int = int(t_c[0])
+    t_int = int(t_c[0]) - 1
 
     @torch.no_grad()
     def ddpm_step():
@@ -158,7 +180,13 @@ def _diffusers_sampling(net, x_t, t_c, T, gen) -> dict:
 
 
 def _diffusers_training(net, x0, T, gen) -> dict:
-    if importlib.util.find_spec("diffusers") is None:
+    """The training step written with DDPMScheduler.add_noise: t uniform in diffusers' [0, T), noise,
+    add_noise, the MLP, MSE to the noise, backward, AdamW step (on a copy of net). {} without diffusers.
+
+    Args:
+        net: the MLP; x0: (B, 2) data.
+    """
+    if not _diffusers_available():
         return {}
     from diffusers import DDPMScheduler
 
@@ -283,7 +311,7 @@ def _breakdown(parts: dict, rounds: int, warmup: int, label: str) -> list[dict]:
 def run(settings: Settings) -> Report:
     cfg = QUICK if settings.quick else FULL
     rows, parts, diffkit_fns = [], [], {}
-    diffusers_found = importlib.util.find_spec("diffusers") is not None
+    diffusers_found = _diffusers_available()
     if not diffusers_found:
         print("  speed: diffusers is not importable; skipping the DDPMScheduler / DDIMScheduler comparison "
               "(install the optional 'bench' extra, e.g. pip install diffusers, in a separate environment to include it)", flush=True)
@@ -308,6 +336,9 @@ def run(settings: Settings) -> Report:
     for t in targets:
         print(f"  target {t['model']} {t['kind']} {t['size']} {t['noise']}: ratio {t['ratio']:.3f} [{t['ci_low']:.3f}, {t['ci_high']:.3f}] "
               f"(A/A {t['aa_ratio']:.3f}), target {t['target']}: {'met' if t['met'] else 'MISSED'}", flush=True)
+    for c in _diffusers_comparison(rows):
+        print(f"  diffusers mlp {c['kind']} {c['size']}: {c['diffusers']} {c['diffusers_ratio']:.3f}x bare "
+              f"(issue reference {c['reference']}), {c['diffkit']} {c['diffkit_ratio']:.3f}x bare", flush=True)
     return _report(settings, cfg, rows, targets, parts, memory, profiles, diffusers_found)
 
 
@@ -333,16 +364,38 @@ def _case(r: dict) -> str:
     return f"TokenTransformer L=64, K={r['size']}, {r['noise']}, {r['kind']} step"
 
 
+def _diffusers_comparison(rows: list[dict]) -> list[dict]:
+    """One row per diffusers candidate measured: its ratio to the bare forward beside diffkit's on
+    the same work (same case, same rounds) and the issue author's reference; [] without diffusers."""
+    out = []
+    for r in rows:
+        if r["model"] != "mlp" or r["candidate"] not in DIFFUSERS_ROWS:
+            continue
+        kind, ours, reference = DIFFUSERS_ROWS[r["candidate"]]
+        mine = next(m for m in rows if m["model"] == "mlp" and m["kind"] == kind and m["size"] == r["size"] and m["candidate"] == ours)
+        out.append({"kind": kind, "size": r["size"], "diffusers": r["candidate"], "diffusers_ratio": r["ratio"],
+                    "diffusers_ci_low": r["ci_low"], "diffusers_ci_high": r["ci_high"], "diffkit": ours,
+                    "diffkit_ratio": mine["ratio"], "diffkit_ci_low": mine["ci_low"], "diffkit_ci_high": mine["ci_high"],
+                    "reference": f"{reference:.2f}x" if r["size"] == DIFFUSERS_REFERENCE_BATCH else "—"})
+    return out
+
+
 def _report(settings: Settings, cfg: Config, rows, targets, parts, memory, profiles, diffusers_found: bool) -> Report:
-    for name, data in (("results.csv", rows), ("targets.csv", targets), ("breakdown.csv", parts), ("memory.csv", memory), ("profiles.csv", profiles)):
+    comparison = _diffusers_comparison(rows)
+    for name, data in (("results.csv", rows), ("targets.csv", targets), ("diffusers.csv", comparison), ("breakdown.csv", parts), ("memory.csv", memory), ("profiles.csv", profiles)):
         if data:
             write_csv(settings.out / name, data)
     write_csv(settings.out / "results_raw.csv", rows)
-    tables = [_targets_table(targets, cfg), _candidates_table(rows, diffusers_found), _parts_table(parts), _memory_table(memory)]
+    tables = [_targets_table(targets, cfg), _diffusers_table(comparison, diffusers_found), _candidates_table(rows, diffusers_found),
+              _parts_table(parts), _memory_table(memory)]
     if profiles:
         tables.append(_profile_table(profiles))
     plots = [_plot_ratios(settings, targets), _plot_memory(settings, memory)]
     findings = [f"{_case(t)}: {t['ratio']:.3f}x [{t['ci_low']:.3f}, {t['ci_high']:.3f}] vs target {t['target']}: {'met' if t['met'] else 'MISSED'}" for t in targets]
+    findings += [f"2-D MLP, batch {c['size']}, {c['kind']} step: {c['diffusers']} {c['diffusers_ratio']:.3f}x the bare step "
+                 f"(issue reference {c['reference']}) vs {c['diffkit']} {c['diffkit_ratio']:.3f}x" for c in comparison]
+    if not diffusers_found:
+        findings.append("diffusers not importable: no diffusers comparison (optional 'bench' extra).")
     per_elem = [m["step_bytes_per_BLK"] for m in memory]
     findings.append(f"process.step peak allocation: {min(per_elem):.1f}-{max(per_elem):.1f} bytes per B·L·K element for K = "
                     f"{min(cfg.memory_classes)}..{max(cfg.memory_classes)} (not growing with K: O(B·L·K), not O(B·L·K·K); "
@@ -365,6 +418,23 @@ def _targets_table(targets: list[dict], cfg: Config) -> Table:
         f"d_model {cfg.d_model}, depth {cfg.depth}.",
     ]
     return Table("Speed: targets (diffkit step / bare step)", ["case", "diffkit (ms)", "bare (ms)", "ratio [95% CI]", "A/A", "target", "status"], rows, notes)
+
+
+def _diffusers_table(comparison: list[dict], diffusers_found: bool) -> Table:
+    body = [[f"2-D MLP, batch {c['size']}, {c['kind']} step", f"{c['diffkit']}: {c['diffkit_ratio']:.3f} [{c['diffkit_ci_low']:.3f}, {c['diffkit_ci_high']:.3f}]",
+             f"{c['diffusers']}: {c['diffusers_ratio']:.3f} [{c['diffusers_ci_low']:.3f}, {c['diffusers_ci_high']:.3f}]", c["reference"],
+             f"{c['diffusers_ratio'] / c['diffkit_ratio']:.3f}"] for c in comparison]
+    if diffusers_found:
+        notes = ["Ratios to the same bare step (the MLP's forward for sampling; forward + MSE + backward + AdamW for training), timed in the "
+                 "same interleaved rounds. Sampling: DDPMScheduler.step (fixed_small variance = diffkit's posterior variance) and "
+                 "DDIMScheduler.step (eta = 0) with squaredcos_cap_v2 = diffkit's cosine schedule, T steps, on the same jump as "
+                 "diffkit's step (diffusers' timestep k is diffkit's t = k + 1); training: t, noise, DDPMScheduler.add_noise, MSE to "
+                 f"the noise. Issue reference: the diffusers ratios measured by the issue author at batch {DIFFUSERS_REFERENCE_BATCH}."]
+    else:
+        notes = ["diffusers is not importable here, so this comparison was skipped; install the optional 'bench' extra "
+                 "(pip install -e '.[bench]') to include it."]
+    return Table("Speed: diffkit vs diffusers on the same MLP (ratio to the bare step, 95% CI)",
+                 ["case", "diffkit", "diffusers", "issue reference (diffusers)", "diffusers / diffkit"], body, notes)
 
 
 def _candidates_table(rows: list[dict], diffusers_found: bool) -> Table:

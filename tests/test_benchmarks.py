@@ -136,3 +136,45 @@ def test_docs_collect_every_suite(quick: Path) -> None:
     images = sorted(p.name for p in (quick / "docs" / "img").iterdir())
     assert images and all(name.startswith("bench_") and name.endswith(".png") for name in images)
     assert all(f"(img/{name})" in text for name in images)
+
+
+def test_speed_without_diffusers_skips_its_rows(monkeypatch, capsys) -> None:
+    """diffusers absent (simulated: find_spec answers None for it): no diffusers candidates, the
+    comparison table says why, and the suite prints the skip message."""
+    import importlib.util
+
+    from benchmarks import speed
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None if name.split(".")[0] == "diffusers" else real(name, *a, **k))
+    assert not speed._diffusers_available()
+    cases = speed.mlp_cases(8, 50)
+    assert not any("diffusers" in name for kind in ("train", "sample") for name in cases[kind])
+    table = speed._diffusers_table(speed._diffusers_comparison([]), False)
+    assert table.rows == [] and "not importable" in table.notes[0]
+    monkeypatch.setattr(speed, "mlp_cases", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop after the message")))
+    with pytest.raises(RuntimeError, match="stop after the message"):
+        speed.run(type("S", (), {"quick": True})())
+    assert "diffusers is not importable" in capsys.readouterr().out
+
+
+def test_diffusers_rows_drive_the_same_jump_and_are_compared() -> None:
+    """With diffusers: its DDIM step equals diffkit's DDIM step on the same MLP output (same jump,
+    cosine = squaredcos_cap_v2), every row runs, and each diffusers ratio sits beside diffkit's."""
+    pytest.importorskip("diffusers")
+    from benchmarks import speed
+
+    cases = speed.mlp_cases(8, 1000)
+    ours, theirs = cases["sample"]["diffkit DDIM"](), cases["sample"]["diffusers DDIMScheduler"]()
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)
+    assert cases["sample"]["diffusers DDPMScheduler"]().shape == ours.shape
+    cases["train"]["diffusers add_noise"]()
+    rows = [{"model": "mlp", "kind": kind, "size": 256, "candidate": name, "ratio": r, "ci_low": r - 0.1, "ci_high": r + 0.1}
+            for kind, name, r in (("sample", "diffkit", 1.1), ("sample", "diffkit DDIM", 1.05), ("train", "diffkit", 1.02),
+                                  ("sample", "diffusers DDPMScheduler", 1.6), ("sample", "diffusers DDIMScheduler", 1.3),
+                                  ("train", "diffusers add_noise", 1.04))]
+    comparison = speed._diffusers_comparison(rows)
+    assert [(c["diffusers"], c["diffkit"], c["reference"]) for c in comparison] == [
+        ("diffusers DDPMScheduler", "diffkit", "1.57x"), ("diffusers DDIMScheduler", "diffkit DDIM", "1.36x"), ("diffusers add_noise", "diffkit", "1.05x")]
+    table = speed._diffusers_table(comparison, True)
+    assert len(table.rows) == 3 and table.rows[0][-1] == f"{1.6 / 1.1:.3f}"

@@ -7,6 +7,9 @@
 * Categorical: the two-pass mixing posterior against the term-by-term (dense) one; the two-level
   inverse-CDF sampler, the fused categorical step and the O(B·L) q_sample against exact
   probabilities (frequency checks with fixed seeds, 5 binomial standard errors per cell).
+* The fused categorical sampler (block sums of p, no (B, L, S) weights; large K) against the
+  two-pass weights + inverse_cdf_sample under the same uniforms: the same ids.
+* Per-example single Gaussian jumps (s = t - 1) from a cached table, bitwise equal to the formulas.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from diffkit import CategoricalProcess, GaussianProcess, NoiseSchedule, sample
+from diffkit.processes import categorical
 from diffkit.processes.categorical import (
     _mixing_posterior_dense,
     _mixing_posterior_unnormalized,
+    _mixing_step_sample,
     inverse_cdf_sample,
     mixing_posterior,
 )
@@ -104,6 +109,27 @@ def test_scalar_coefficient_cache_follows_the_schedule_table() -> None:
     # x0 = 0: DDIM's eta = 0 mean is sqrt(1 - ab_s) / sqrt(1 - ab_t) x_t.
     torch.testing.assert_close(after, ((1 - ab[4]) / (1 - ab[5])).sqrt() * x_t, rtol=1e-12, atol=0)
     assert not torch.equal(before, after)
+
+
+@pytest.mark.parametrize("name, eta", [("eps", None), ("v", 0.5), ("x0", 1.0), ("previous-step", None)])
+def test_per_example_single_steps_use_a_table_equal_to_the_per_example_formulas(name, eta) -> None:
+    """s = t - 1 per example (KL / hybrid losses): rows of the cached (T + 1, 4) table, bitwise equal
+    to the per-example float64 formulas, and rebuilt when the schedule table is edited in place."""
+    from diffkit.processes.gaussian import _TENSOR_OPS, _X0_LINEAR, _jump_terms
+
+    proc = GaussianProcess(40, "cosine")
+    param = proc.get_parametrization(name)
+    x0_linear = None if name == "previous-step" else _X0_LINEAR[type(param).x0_from_output]
+    t = torch.randint(1, 41, (64,), generator=torch.Generator().manual_seed(0))
+    t[:2] = torch.tensor([1, 40])
+    x = torch.zeros(64, 3, dtype=torch.float64)
+    for _ in range(2):
+        ab = proc.alpha_bar
+        expected = _jump_terms(ab[t], ab[t - 1], t == 1, x0_linear, eta, False, *_TENSOR_OPS)
+        got = proc._jump_coefficients(param, t, t - 1, eta, None, x, x)
+        for g, e in zip(got, expected):
+            assert torch.equal(g.reshape(-1), torch.as_tensor(e, dtype=torch.float64).expand(64))
+        proc.alpha_bar.mul_(0.9).index_fill_(0, torch.tensor([0]), 1.0)  # edit the table in place
 
 
 @pytest.mark.parametrize("eta", [None, 0.0])
@@ -232,6 +258,82 @@ def test_categorical_step_draws_from_the_exact_reverse_distribution(case) -> Non
         ids = proc.step(logits, x_t, t, s, "x0", generator=g)
         for j in range(L):
             assert_frequencies(ids[:, j], exact[j], f"{proc.kind} t={t_i} s={s_i} element {j}")
+
+
+def fused_cases():
+    """mixing_cases() plus class counts with a short last block (K = 10, 1000) and K = 1024."""
+    yield from mixing_cases()
+    yield CategoricalProcess(10, 40, "absorbing", "cosine")
+    yield CategoricalProcess(1000, 40, "uniform", "cosine")
+    yield CategoricalProcess(1024, 40, "absorbing", "cosine")
+
+
+def reference_draw(proc, logits, x_t, t, s, generator):
+    """The pre-fusion step: softmax, pad to num_states, the two-pass weights, inverse_cdf_sample."""
+    ab = proc.kernel.alpha_bar
+    ab_t, ab_s = ab[t].reshape(-1, 1, 1), ab[s].reshape(-1, 1, 1)
+    p = F.pad(logits.softmax(-1), (0, proc.num_states - proc.num_classes))
+    w = _mixing_posterior_unnormalized(x_t, p, ab_t, ab_s, proc.kernel.pi)
+    if w is None:
+        w = _mixing_posterior_dense(x_t, p, ab_t, ab_s, proc.kernel.pi)
+    return inverse_cdf_sample(w, generator)
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_fused_step_sampler_equals_the_reference_draws(case) -> None:
+    """Same uniforms (one per element, in order), same ids: exactly in float64, and in float32 up to
+    uniforms within rounding of a CDF boundary. Per-example t (s = 0 included), masked and unmasked
+    x_t mixed."""
+    proc = list(fused_cases())[case]
+    g = torch.Generator().manual_seed(30 + case)
+    B, L, K, N = 64, 16, proc.num_classes, proc.num_states
+    logits = 3 * torch.randn(B, L, K, generator=g, dtype=torch.float64)
+    logits[..., torch.randperm(K, generator=g)[: K // 4]] = -torch.inf  # classes of probability 0
+    t = torch.randint(1, 41, (B,), generator=g)
+    s = torch.where(torch.rand(B, generator=g) < 0.25, 0, t - 1)
+    x_t = proc.q_sample(torch.randint(0, K, (B, L), generator=g), t, generator=g).x_t
+    ab = proc.kernel.alpha_bar
+    for dtype in (torch.float64, torch.float32):
+        lg = logits.to(dtype)
+        fused = _mixing_step_sample(lg, x_t, ab[t].reshape(-1, 1, 1), ab[s].reshape(-1, 1, 1), proc.kernel.pi, torch.Generator().manual_seed(5))
+        ref = reference_draw(proc, lg, x_t, t, s, torch.Generator().manual_seed(5))
+        step = proc.step(lg, x_t, t, s, "x0", generator=torch.Generator().manual_seed(5))
+        if fused is None:  # an alpha_bar_t that rounds to 1 in the data dtype: the dense formula decides
+            assert case == 3 and torch.equal(step, ref)
+            continue
+        assert fused is not None and fused.shape == x_t.shape and fused.dtype == torch.long
+        assert torch.equal(step, fused if K >= categorical._FUSED_MIN_CLASSES else ref)
+        same = (fused == ref).double().mean().item()
+        assert same == 1.0 if dtype == torch.float64 else same >= 0.999, (dtype, same)
+        # never a class of probability 0: a -inf logit, or the mask state at s = 0
+        exact = _mixing_posterior_dense(
+            x_t, F.pad(lg.softmax(-1), (0, N - K)), ab[t].reshape(-1, 1, 1), ab[s].reshape(-1, 1, 1), proc.kernel.pi)
+        assert bool((exact.gather(-1, fused.unsqueeze(-1)) > 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_fused_step_frequencies_with_short_blocks_and_zeros(dtype, monkeypatch) -> None:
+    """K = 10 absorbing (blocks 3, 3, 3, 1, then the mask), the fused sampler forced: frequencies
+    against the exact posterior, zero-probability classes (a -inf logit; the mask at s = 0) never
+    drawn; float16 logits go through the float32 softmax."""
+    monkeypatch.setattr(categorical, "_FUSED_MIN_CLASSES", 1)
+    proc = CategoricalProcess(10, 40, "absorbing", "cosine")
+    g = torch.Generator().manual_seed(40)
+    n, K, N = 30000, proc.num_classes, proc.num_states
+    base = 2 * torch.randn(1, 4, K, generator=g)
+    base[0, :, 3] = -torch.inf
+    base[0, 1, 9] = -torch.inf  # the last data class, alone in its block
+    logits = base.to(dtype).expand(n, 4, K)
+    x_t = torch.tensor([[K, K, 2, K]]).expand(n, 4).contiguous()
+    for t_i, s_i in ((30, 29), (5, 0), (2, 1)):
+        t, s = torch.full((n,), t_i), torch.full((n,), s_i)
+        exact = _mixing_posterior_dense(
+            x_t[:1], F.pad(logits[:1].float().softmax(-1), (0, N - K)).double(),
+            proc.kernel.alpha_bar[t_i].reshape(1, 1, 1), proc.kernel.alpha_bar[s_i].reshape(1, 1, 1), proc.kernel.pi,
+        )[0]  # (4, N)
+        ids = proc.step(logits, x_t, t, s, "x0", generator=g)
+        for j in range(4):
+            assert_frequencies(ids[:, j], exact[j], f"{dtype} t={t_i} s={s_i} element {j}")
 
 
 @pytest.mark.parametrize("case", range(3))

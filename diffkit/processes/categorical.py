@@ -121,36 +121,59 @@ def _mixing_posterior_unnormalized(x_t: Tensor, x0_probs: Tensor, alpha_bar_t: T
         zero mass, or an x_t that no x0 can produce: 0 / 0 cases).
     """
     dt = x0_probs.dtype
-    f64 = torch.float64
-    ab_t, ab_s = alpha_bar_t.to(f64).squeeze(-1), alpha_bar_s.to(f64).squeeze(-1)  # broadcast against x_t
-    # Which x0 are consistent with x_t is decided on the data dtype's values, as the dense formula
-    # does (a pi entry or a likelihood that underflows there is 0).
-    pi_dt = pi.to(device=x0_probs.device, dtype=dt)
-    pi_n = pi_dt[x_t]
-    base_dt = (1 - ab_t).to(dt) * pi_n
-    all_consistent = base_dt > 0
-    peak_positive = (ab_t.to(dt) + base_dt) > 0
-    pi_n = pi_n.to(f64)
-    base_t = (1 - ab_t) * pi_n
-    peak = ab_t + base_t
     ids = x_t.unsqueeze(-1)
-    mass = x0_probs.sum(-1).to(f64)
-    if bool(((all_consistent & ~(mass > 0)) | ~peak_positive).any()):
+    mass = x0_probs.sum(-1).to(torch.float64)
+    p_n = x0_probs.gather(-1, ids).squeeze(-1).to(torch.float64)
+    coefs = _mixing_coefficients(x_t, p_n, mass, alpha_bar_t, alpha_bar_s, pi, dt)
+    if coefs is None:
         return None
-    q = torch.where(all_consistent, x0_probs.gather(-1, ids).squeeze(-1).to(f64) / mass, 1.0)
-    r = torch.where(all_consistent, 1 / base_t, 0.0)
-    alpha_ts = ab_t / ab_s
-    base_ts = (1 - alpha_ts) * pi_n
-    S = r * (1 - q) + q / peak
-    coef_p = (base_ts * ab_s * r / mass).to(dt).unsqueeze(-1)
-    coef_pi = (base_ts * (1 - ab_s) * S).to(dt).unsqueeze(-1)
-    u_n = ((base_ts + alpha_ts) * (ab_s * q / peak + (1 - ab_s) * S * pi_n)).to(dt).unsqueeze(-1)
+    coef_p, coef_pi, u_n = (c.to(dt).unsqueeze(-1) for c in coefs)
+    pi_dt = pi.to(device=x0_probs.device, dtype=dt)
     u = x0_probs * coef_p
     if _may_write(x0_probs):
         u.addcmul_(coef_pi, pi_dt).scatter_(-1, ids, u_n)
     else:
         u = torch.addcmul(u, coef_pi, pi_dt).scatter(-1, ids, u_n)
     return u
+
+
+def _mixing_coefficients(x_t: Tensor, p_n: Tensor, mass: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor, dt: torch.dtype) -> tuple[Tensor, Tensor, Tensor] | None:
+    """The per-element float64 scalars of :func:`_mixing_posterior_unnormalized`'s weights
+    u = coef_p p + coef_pi pi, with u[x_t] = u_n (see there for the formulas).
+
+    Args:
+        x_t: (B, ...) int64 ids in [0, S).
+        p_n: (B, ...) float64 p[x_t] (0 where x_t is a state p puts no mass on).
+        mass: (B, ...) float64 sum(p) over the last dim.
+        alpha_bar_t, alpha_bar_s: (B, 1, ..., 1) with one more dim than x_t.
+        pi: (S,) stationary distribution.
+        dt: the data dtype, in which consistency with x_t is decided (as the dense formula does).
+
+    Returns:
+        (coef_p, coef_pi, u_n), each (B, ...) float64, or None for the dense formula's 0 / 0 cases.
+    """
+    f64 = torch.float64
+    ab_t, ab_s = alpha_bar_t.to(f64).squeeze(-1), alpha_bar_s.to(f64).squeeze(-1)  # broadcast against x_t
+    # Which x0 are consistent with x_t is decided on the data dtype's values, as the dense formula
+    # does (a pi entry or a likelihood that underflows there is 0).
+    pi_n = pi.to(device=x_t.device, dtype=dt)[x_t]
+    base_dt = (1 - ab_t).to(dt) * pi_n
+    all_consistent = base_dt > 0
+    peak_positive = (ab_t.to(dt) + base_dt) > 0
+    pi_n = pi_n.to(f64)
+    base_t = (1 - ab_t) * pi_n
+    peak = ab_t + base_t
+    if bool(((all_consistent & ~(mass > 0)) | ~peak_positive).any()):
+        return None
+    q = torch.where(all_consistent, p_n / mass, 1.0)
+    r = torch.where(all_consistent, 1 / base_t, 0.0)
+    alpha_ts = ab_t / ab_s
+    base_ts = (1 - alpha_ts) * pi_n
+    S = r * (1 - q) + q / peak
+    coef_p = base_ts * ab_s * r / mass
+    coef_pi = base_ts * (1 - ab_s) * S
+    u_n = (base_ts + alpha_ts) * (ab_s * q / peak + (1 - ab_s) * S * pi_n)
+    return coef_p, coef_pi, u_n
 
 
 def _mixing_posterior_dense(x_t: Tensor, x0_probs: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor) -> Tensor:
@@ -276,6 +299,170 @@ def inverse_cdf_sample(weights: Tensor, generator: torch.Generator | None = None
     ok = (total.squeeze(-1) > 0) & (ids >= 0) & (ids < K)
     return torch.where(ok, ids, uniform).reshape(lead)
 
+
+def _mixing_step_sample(logits: Tensor, x_t: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
+    """x_s ~ Cat(:func:`mixing_posterior` of softmax(logits)) without forming the (B, ..., S)
+    posterior weights, nor the probabilities where they do not enter.
+
+    The weights are u = coef_p p + coef_pi pi with u[x_t] = u_n (:func:`_mixing_coefficients`), so
+    the block sums of :func:`inverse_cdf_sample` are coef_p (block sums of p) + coef_pi (block sums
+    of pi), with x_t's own term swapped for u_n in its block (:func:`_mixing_block_draw`); then one
+    block per element is gathered to draw the class inside it. coef_p is 0 where x_t is
+    consistent with one x0 only (pi[x_t] = 0: an unmasked token under absorbing noise), so the
+    softmax and the block sums of p (the passes over (B, ..., K)) run on the other elements only.
+    Blocks: the K data classes in blocks of isqrt(K) (and a shorter last one), then the S - K extra
+    states (the absorbing mask), on which p is 0 and is not stored (no padding copy). The weights
+    inside a block are formed in float64; a class of weight 0 is never drawn. Same law and same
+    uniforms (one per element) as inverse_cdf_sample(_mixing_posterior_unnormalized(...)): the
+    draws agree except where a uniform falls within rounding of a CDF boundary.
+
+    Args:
+        logits: (B, ..., K) logits of x0 over the K data classes (K <= S); float16 / bfloat16 are
+            taken to float32 for the softmax, as CategoricalX0.x0_from_output does.
+        x_t: (B, ...) int64 ids in [0, S).
+        alpha_bar_t, alpha_bar_s: (B, 1, ..., 1) with one more dim than x_t.
+        pi: (S,) stationary distribution.
+
+    Returns:
+        (B, ...) int64 ids in [0, S), or None where the dense formula must decide (0 / 0 cases).
+    """
+    K, S = logits.shape[-1], pi.shape[0]
+    lead, device, f64 = x_t.shape, logits.device, torch.float64
+    dt = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
+    R = x_t.numel()
+    n = x_t.reshape(R)
+    # Elements whose weights involve p: every x0 consistent with x_t (as in _mixing_coefficients).
+    ab_t = alpha_bar_t.squeeze(-1).expand(lead).reshape(R)
+    uses_p = ((1 - ab_t).to(dt) * pi.to(device=device, dtype=dt)[n]) > 0  # (R,)
+    every = bool(uses_p.all())
+    rows = None if every else uses_p.nonzero().squeeze(1)  # (R',)
+    flat = logits.reshape(R, K)
+    sel = flat if every else flat.index_select(0, rows)  # (R', K)
+    w = (sel.float() if sel.dtype != dt else sel).softmax(-1)  # (R', K) probabilities
+    Rs = w.shape[0]
+    lay = _block_layout(pi, K, dt)
+    size, full = lay.size, K // lay.size
+    parts = [w[:, : full * size].reshape(Rs, full, size).sum(-1)]
+    if K > full * size:
+        parts.append(w[:, full * size :].sum(-1, keepdim=True))
+    if S > K:
+        parts.append(w.new_zeros(Rs, 1))  # the extra states: p = 0
+    P = (torch.cat(parts, 1) if len(parts) > 1 else parts[0]).to(f64)  # (R', blocks)
+    n_sel = n if every else n[rows]
+    p_n_sel = torch.where(n_sel < K, w.gather(1, n_sel.clamp_max(K - 1).unsqueeze(1)).squeeze(1).to(f64), 0.0)
+    if every:
+        p_n, mass = p_n_sel, P.sum(-1)
+    else:  # p_n, mass are unused where p does not enter
+        p_n = torch.zeros(R, dtype=f64, device=device).index_copy_(0, rows, p_n_sel)
+        mass = torch.ones(R, dtype=f64, device=device).index_copy_(0, rows, P.sum(-1))
+    coefs = _mixing_coefficients(x_t, p_n.reshape(lead), mass.reshape(lead), alpha_bar_t, alpha_bar_s, pi, dt)
+    if coefs is None:
+        return None
+    coef_p, coef_pi, u_n = (c.expand(lead).reshape(R, 1) for c in coefs)
+    u = torch.rand((R, 1), dtype=f64, device=device, generator=generator)  # one per element, in order
+    if every:
+        return _mixing_block_draw(lay, w, P, n, p_n_sel.unsqueeze(1), coef_p, coef_pi, u_n, u).reshape(lead)
+    # Elsewhere u = coef_pi pi + u_n e_n; coef_pi = 0 there (pi[x_t] = 0: x_s = x_t) but in corners
+    # (an alpha_bar_t that rounds to 1 in the data dtype), which the dense formula decides.
+    if not bool(((coef_pi.squeeze(1) == 0) & (u_n.squeeze(1) > 0) | uses_p).all()):
+        return None
+    ids = n.clone()
+    if Rs:
+        ids[rows] = _mixing_block_draw(lay, w, P, n_sel, p_n_sel.unsqueeze(1), coef_p[rows], coef_pi[rows], u_n[rows], u[rows])
+    return ids.reshape(lead)
+
+
+# From this many classes on, the categorical x0 step uses _mixing_step_sample: below it, the few
+# passes over a small (B, ..., K) cost less than the fused sampler's O(B·L·sqrt(K)) float64 block
+# work and its fixed per-call ops (measured with one thread: 1.2-1.4x slower at K <= 256 for B·L =
+# 256; 0.3-0.7x the time at K = 1024).
+_FUSED_MIN_CLASSES = 512
+
+
+class _BlockLayout:
+    """The blocks of :func:`_mixing_step_sample` for S states, K of them data classes: blocks of
+    ``size`` = isqrt(K) classes, a shorter one for the rest of the K, then one for the S - K extra
+    states; per block its padded columns (nb, m) and what the draw reads from them."""
+
+    def __init__(self, pi: Tensor, K: int, dt: torch.dtype) -> None:
+        S, device, f64 = pi.shape[0], pi.device, torch.float64
+        self.size = size = max(1, math.isqrt(K))
+        full, rem, extra = K // size, K % size, S - K
+        starts = list(range(0, full * size, size)) + ([full * size] if rem else []) + ([K] if extra else [])
+        ends = starts[1:] + [S]
+        m = max(size, rem, extra)
+        self.nb, self.S = len(starts), S
+        self.starts = torch.tensor(starts, device=device)  # (nb,)
+        offsets = torch.arange(m, device=device)
+        self.offsets = offsets  # (m,)
+        cols = self.starts.unsqueeze(1) + offsets  # (nb, m)
+        valid = cols < torch.tensor(ends, device=device).unsqueeze(1)
+        self.cols = torch.where(valid, cols, -1)  # -1: never a state
+        self.p_cols = cols.clamp_max(K - 1)
+        self.p_mask = (valid & (cols < K)).to(f64)
+        self.pi64 = pi.to(dt).to(f64)  # (S,), zero where the data dtype's pi is
+        self.pi_tab = torch.where(valid, self.pi64[cols.clamp_max(S - 1)], 0.0)  # (nb, m)
+        self.Pi = self.pi_tab.sum(-1)  # (nb,)
+        self.col_block = torch.searchsorted(self.starts, torch.arange(S, device=device), right=True) - 1  # (S,)
+        self.zero = torch.zeros((), dtype=f64, device=device)
+
+
+_LAYOUTS: dict = {}
+
+
+def _block_layout(pi: Tensor, K: int, dt: torch.dtype) -> _BlockLayout:
+    """The cached :class:`_BlockLayout` of this pi tensor (rebuilt when it is edited in place)."""
+    key = (id(pi), pi._version, K, dt, pi.device)
+    hit = _LAYOUTS.get(key)
+    if hit is not None and hit[0] is pi:
+        return hit[1]
+    if len(_LAYOUTS) >= 64:
+        _LAYOUTS.clear()
+    lay = _BlockLayout(pi, K, dt)
+    _LAYOUTS[key] = (pi, lay)
+    return lay
+
+
+def _mixing_block_draw(lay: _BlockLayout, w: Tensor, P: Tensor, n: Tensor, p_n: Tensor, coef_p: Tensor, coef_pi: Tensor, u_n: Tensor, u: Tensor) -> Tensor:
+    """The two-level inverse-CDF draw of :func:`_mixing_step_sample` for R rows of weights
+    coef_p p + coef_pi pi with weight u_n at n, given the block sums of p.
+
+    The block holding n sums to coef_p (P - p[n]) + coef_pi (Pi - pi[n]) + u_n: the differences are
+    exact where p (pi) has no other mass in the block (a float sum of non-negatives is at least each
+    term), so a block whose weights are all 0 has sum 0 and is never drawn.
+
+    Args:
+        lay: the block layout.
+        w: (R, K) probabilities p over the data classes (0 on the S - K extra states, not stored).
+        P: (R, nb) float64 sums of p over the blocks (0 for the extra states' block).
+        n: (R,) int64 ids in [0, S) (x_t).
+        p_n: (R, 1) float64 p[n] (0 for an extra state).
+        coef_p, coef_pi, u_n: (R, 1) float64.
+        u: (R, 1) float64 uniforms.
+
+    Returns:
+        (R,) int64 ids in [0, S).
+    """
+    own = lay.col_block[n].unsqueeze(1)  # (R, 1)
+    W = torch.addcmul(coef_pi * lay.Pi, coef_p, P)  # (R, nb) block sums of the weights
+    rest_p = P.gather(1, own) - p_n
+    rest_pi = (lay.Pi[own] - lay.pi64[n].unsqueeze(1))
+    W.scatter_(1, own, torch.addcmul(torch.addcmul(u_n, coef_p, rest_p), coef_pi, rest_pi))
+    cdf = W.cumsum(-1)
+    total = cdf[:, -1:]
+    v = torch.minimum(u * total, torch.nextafter(total, lay.zero))  # strictly below the total
+    block = torch.searchsorted(cdf, v, right=True).clamp_max(lay.nb - 1)  # (R, 1)
+    before = F.pad(cdf, (1, 0)).gather(1, block)
+    b = block.squeeze(1)
+    pv = w.gather(1, lay.p_cols[b]).to(torch.float64).mul_(lay.p_mask[b])
+    inner = torch.addcmul(coef_pi * lay.pi_tab[b], coef_p, pv)
+    inner = torch.where(lay.cols[b] == n.unsqueeze(1), u_n, inner)  # (R, m) the block's weights
+    pick = torch.searchsorted(inner.cumsum(-1), v - before, right=True)
+    last = torch.where(inner > 0, lay.offsets, -1).amax(-1, keepdim=True)
+    ids = (lay.starts[block] + torch.minimum(pick, last)).squeeze(-1)
+    uniform = (u.squeeze(-1) * lay.S).long().clamp_max(lay.S - 1)
+    ok = (total.squeeze(-1) > 0) & (last.squeeze(-1) >= 0)
+    return torch.where(ok, ids, uniform)
 
 def _log(p: Tensor) -> Tensor:
     return p.clamp_min(torch.finfo(p.dtype).tiny).log()
@@ -739,9 +926,12 @@ class CategoricalProcess(ForwardProcess):
         return inverse_cdf_sample(p, generator)
 
     def _step(self, output, x_t, t, s, param, generator=None, eta=None, same=None):
-        """The x0 parametrization under mixing noise: softmax, the posterior weights of
-        :func:`_mixing_posterior_unnormalized` (no normalization pass) and one inverse-CDF draw per
-        element; the same law as reverse_sample(param.reverse(...))."""
+        """The x0 parametrization under mixing noise: softmax, then (from ``_FUSED_MIN_CLASSES``
+        classes on) :func:`_mixing_step_sample` (block sums of p, one gathered block per element; the
+        posterior weights are never formed), else the weights of
+        :func:`_mixing_posterior_unnormalized` (no normalization pass), and for the 0 / 0 cases those
+        of :func:`_mixing_posterior_dense`, each with one inverse-CDF draw per element; the same law
+        as reverse_sample(param.reverse(...))."""
         fast = (
             eta is None
             and isinstance(self.kernel, MixingTransition)
@@ -753,10 +943,16 @@ class CategoricalProcess(ForwardProcess):
         )
         if not fast:
             return super()._step(output, x_t, t, s, param, generator, eta, same)
-        x0_hat = param.x0_from_output(self, output, x_t, t)
-        nd = x0_hat.ndim
+        nd = output.ndim
         ab = self.kernel.alpha_bar
         ab_t, ab_s = expand_to(ab[t], nd), expand_to(ab[s], nd)
+        if self.num_classes >= _FUSED_MIN_CLASSES:
+            # The softmax of x0_from_output (without its padding to num_states: the sampler treats
+            # the extra states as p = 0) and the draw, fused: no (B, ..., S) posterior weights.
+            ids = _mixing_step_sample(output, x_t, ab_t, ab_s, self.kernel.pi, generator)
+            if ids is not None:
+                return ids
+        x0_hat = param.x0_from_output(self, output, x_t, t)
         weights = _mixing_posterior_unnormalized(x_t, x0_hat, ab_t, ab_s, self.kernel.pi)
         if weights is None:
             weights = _mixing_posterior_dense(x_t, x0_hat, ab_t, ab_s, self.kernel.pi)

@@ -321,6 +321,11 @@ def _jump_terms(ab_t, ab_s, s_zero, x0_linear, eta, forward_variance: bool, sqrt
     return P, Q, var, select(s_zero, 0.0, sqrt(var))
 
 
+def _jump_table(terms, like: Tensor) -> Tensor:
+    """(N, 4) float64 from :func:`_jump_terms`' four values (tensors shaped like ``like`` (N,), or floats)."""
+    return torch.stack([torch.as_tensor(v, dtype=torch.float64, device=like.device).expand(like.shape) for v in terms], 1)
+
+
 _SCALAR_OPS = (math.sqrt, lambda v: max(v, 0.0), lambda c, a, b: a if c else b)
 _TENSOR_OPS = (torch.sqrt, lambda v: v.clamp_min(0), torch.where)
 
@@ -543,11 +548,29 @@ class GaussianProcess(ForwardProcess):
                     cache[key] = coefs
             if coefs is not None:
                 return coefs
-        ab_t, ab_s = self.alpha_bar[t], self.alpha_bar[s]
-        terms = _jump_terms(ab_t, ab_s, s == 0, x0_linear, eta, forward_variance, *_TENSOR_OPS)
-        table = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=ab_t.device).expand(ab_t.shape) for v in terms], 1)
+        if t.ndim == 1 and t.shape == s.shape and torch.equal(t - s, torch.ones_like(t)):
+            # Per-example single steps (KL / hybrid losses): rows of a cached (T + 1, 4) table.
+            table = self._single_step_table(x0_linear, eta, forward_variance)[t]
+        else:
+            ab_t, ab_s = self.alpha_bar[t], self.alpha_bar[s]
+            table = _jump_table(_jump_terms(ab_t, ab_s, s == 0, x0_linear, eta, forward_variance, *_TENSOR_OPS), ab_t)
         table = table.to(x_t.dtype).reshape(t.shape[0], 4, *([1] * (x_t.ndim - 1)))
         return table.unbind(1)
+
+    def _single_step_table(self, x0_linear, eta: float | None, forward_variance: bool) -> Tensor:
+        """(T + 1, 4) float64: row t holds (P, Q, var, sigma) of the jump (t, t - 1) (row 0 unused),
+        the same float64 formulas as the per-example path; cached with the per-jump scalars. Row 0
+        is NaN (no jump ends at t = -1)."""
+        cache = self._jump_cache()
+        key = ("single-step table", x0_linear, eta, forward_variance)
+        table = cache.get(key)
+        if table is None:
+            ab = self.alpha_bar
+            t = torch.arange(1, ab.shape[0], device=ab.device)
+            ab_t, ab_s = ab[t], ab[t - 1]
+            rows = _jump_table(_jump_terms(ab_t, ab_s, t == 1, x0_linear, eta, forward_variance, *_TENSOR_OPS), ab_t)
+            table = cache[key] = torch.cat([torch.full_like(rows[:1], float("nan")), rows])
+        return table
 
     def _jump_cache(self) -> dict:
         """Per-jump scalar coefficients; rebuilt when the alpha_bar table is replaced or edited."""
