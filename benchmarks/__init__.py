@@ -12,10 +12,12 @@ Suites (one module each):
   the derived reverse chain propagated exactly over all joint states: the per-token (factorized)
   reverse kernel keeps per-token marginals while the joint error shrinks with the step size.
 - ``speed``: library overhead against the bare denoiser, measured side by side in one process.
+- ``graphs``: community-small with the marginal vs the uniform edge transition at equal budgets
+  (MMD ratios, NLL bound), and the graph training / sampling step against the bare GraphTransformer.
 
 Each suite writes ``results.csv`` (mean and std over seeds), ``results_raw.csv`` (one row per
 seed), ``table.md``, PNG plots and ``summary.json`` into ``<out>/<suite>/``; ``--write-docs``
 collects every suite found under ``<out>`` into ``docs/benchmarks.md``.
 """
 
-SUITES = ("gaussian", "categorical", "factorization", "speed")
+SUITES = ("gaussian", "categorical", "factorization", "speed", "graphs")

@@ -3,6 +3,7 @@
     diffkit fit --config examples/configs/swiss_roll.yaml
     diffkit fit --config examples/configs/swiss_roll.yaml --print_config
     diffkit sample --ckpt_path runs/swiss_roll/checkpoints/last.ckpt --num_samples 2000 --num_steps 100 --output out.pt
+    diffkit evaluate-graphs --ckpt_path runs/graphs_planar_cpu/checkpoints/last.ckpt   (diffkit.graph_eval)
 
 Configs are YAML with ``class_path`` / ``init_args`` (omegaconf interpolation within a file), so
 any process, denoiser or data module importable from the current directory, an installed
@@ -197,6 +198,11 @@ def main(args: list[str] | None = None) -> None:
             ns.ckpt_path, ns.num_samples, ns.num_steps, ns.eta, ns.seed, ns.output,
             None if ns.no_plot else ns.plot, ns.device, not ns.no_progress,
         )
+        return
+    if argv and argv[0] == "evaluate-graphs":  # graph runs: sample, score on the test split, draw
+        from diffkit.graph_eval import main as evaluate_graphs
+
+        evaluate_graphs(argv[1:])
         return
     _cli_class()(args=args)
 

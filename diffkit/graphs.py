@@ -70,7 +70,8 @@ def to_dense(
         >>> batch = to_dense([nx.path_graph(3), nx.complete_graph(2)])
         >>> batch["mask"].tolist()
         [[True, True, True], [True, True, False]]
-        >>> batch["E"][0].tolist()
+        >>> E = batch["E"]
+        >>> E[0].tolist()
         [[0, 1, 0], [1, 0, 1], [0, 1, 0]]
     """
     _check_graphs(graphs)

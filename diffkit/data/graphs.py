@@ -442,6 +442,16 @@ class GraphDataModule(SplitLoaders, lightning.LightningDataModule):
             self._dense[name] = to_dense(self._split_graphs(name), max_nodes=self.max_nodes)
         return self._dense[name]
 
+    # -- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint records of the data (under the key "GraphDataModule"): the dataset's
+        name, seed and cache folder, so an evaluation finds the run's test split from the checkpoint.
+        Not hyperparameters: those would clash with the module's ``seed`` in the logger."""
+        return {"dataset": self.dataset, "seed": self.seed, "cache_dir": self.cache_dir}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to restore: the data are a function of the constructor's arguments."""
+
     # -- dataset facts
     @property
     def max_nodes(self) -> int:
