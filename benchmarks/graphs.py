@@ -20,7 +20,6 @@ Two studies (issue 5):
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -29,7 +28,8 @@ import torch.nn.functional as F
 from benchmarks.common import Report, Settings, Table, aggregate, fmt, generator, new_figure, save_figure, seeded_init, write_csv
 from benchmarks.timing import interleaved, ratio
 from benchmarks.speed import _train_fn
-from benchmarks.training import Budget, _lr_factor
+from benchmarks.training import STREAM_INIT, STREAM_NLL, STREAM_SAMPLE, Budget
+from benchmarks.training import train as train_model
 from diffkit import CategoricalProcess, ProductProcess
 from diffkit.data import GraphDataModule
 from diffkit.graphs import sample_node_masks, to_networkx
@@ -37,8 +37,6 @@ from diffkit.likelihood import nll_bound
 from diffkit.metrics.graphs import GraphMetrics
 from diffkit.models import GraphTransformer
 from diffkit.sampling import sample
-
-STREAM_INIT, STREAM_TRAIN, STREAM_SAMPLE, STREAM_NLL = range(4)
 
 
 @dataclass(frozen=True)
@@ -70,40 +68,7 @@ def _net(cfg: Config, T: int, seed: int) -> GraphTransformer:
                                 depth=cfg.depth, heads=4, structural_features=True)  # fmt: skip
 
 
-def _take(batch: dict, index: torch.Tensor) -> dict:
-    return {k: v[index] for k, v in batch.items()}
-
-
 # ------------------------------------------------------------------ edge-transition study
-def _train_graphs(process, net, data: dict, budget: Budget, seed: int) -> tuple[float, float]:
-    """The training loop of benchmarks.training on dense graph batches; (seconds, mean loss of the last 10%)."""
-    gen = generator(seed, STREAM_TRAIN)
-    param = process.get_parametrization("x0")
-    optimizer = torch.optim.AdamW(net.parameters(), lr=budget.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, budget))
-    num = data["mask"].shape[0]
-    size = min(budget.batch_size, num)
-    losses, perm, pos = [], torch.randperm(num, generator=gen), 0
-    net.train()
-    start = time.perf_counter()
-    for _ in range(budget.steps):
-        if pos + size > num:
-            perm, pos = torch.randperm(num, generator=gen), 0
-        x0 = _take(data, perm[pos : pos + size])
-        pos += size
-        t = process.sample_timesteps(size, generator=gen)
-        noised = process.q_sample(x0, t, generator=gen)
-        loss = process.loss(net(noised.x_t, t), x0, noised.x_t, t, noised.noise, param).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    seconds = time.perf_counter() - start
-    tail = losses[-max(1, len(losses) // 10) :]
-    return seconds, sum(tail) / len(tail)
-
-
 def transition_rows(cfg: Config, seeds: int) -> list[dict]:
     dm = GraphDataModule("community_small")
     train, test = dm.split("train"), dm.split("test")
@@ -115,8 +80,8 @@ def transition_rows(cfg: Config, seeds: int) -> list[dict]:
             if transition == "marginal":
                 process.fields["E"].set_marginals(dm.class_marginals("E"))
             net = _net(cfg, T, seed)
-            seconds, final_loss = _train_graphs(process, net, train, cfg.budget, seed)
-            net.eval()
+            trained = train_model(process, net, train, "x0", cfg.budget, seed)  # leaves net in eval mode
+            seconds, final_loss = trained.seconds, trained.final_loss
             param = process.get_parametrization("x0")
             gen = generator(seed, STREAM_SAMPLE)
             num = test["mask"].shape[0]

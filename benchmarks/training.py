@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -59,19 +60,24 @@ def _batches(num: int, batch_size: int, gen: torch.Generator):
             yield perm[start : start + batch_size]
 
 
-def train(process: diffkit.ForwardProcess, denoiser: nn.Module, data: Tensor, parametrization: str, budget: Budget, seed: int) -> TrainResult:
-    """Train ``denoiser`` in place on the rows of ``data`` (x0 examples) for ``budget.steps`` steps."""
+def train(
+    process: diffkit.ForwardProcess, denoiser: nn.Module, data: Tensor | Mapping[str, Tensor], parametrization: str, budget: Budget, seed: int
+) -> TrainResult:
+    """Train ``denoiser`` in place on the rows of ``data`` (x0 examples: a (N, ...) Tensor, or a dict
+    of (N, ...) Tensors such as dense graph batches) for ``budget.steps`` steps."""
     gen = generator(seed, STREAM_TRAIN)
     param = process.get_parametrization(parametrization)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=budget.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, budget))
-    batches = _batches(data.shape[0], min(budget.batch_size, data.shape[0]), gen)
+    num = next(iter(data.values())).shape[0] if isinstance(data, Mapping) else data.shape[0]
+    batches = _batches(num, min(budget.batch_size, num), gen)
     losses = []
     denoiser.train()
     start = time.perf_counter()
     for _ in range(budget.steps):
-        x0 = data[next(batches)]
-        t = process.sample_timesteps(x0.shape[0], generator=gen)
+        index = next(batches)
+        x0 = {k: v[index] for k, v in data.items()} if isinstance(data, Mapping) else data[index]
+        t = process.sample_timesteps(index.shape[0], generator=gen)
         x_t, noise = process.q_sample(x0, t, generator=gen)
         loss = process.loss(denoiser(x_t, t), x0, x_t, t, noise, param).mean()
         optimizer.zero_grad(set_to_none=True)
