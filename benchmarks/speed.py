@@ -4,11 +4,16 @@ Cases (all interleaved, warmed up, medians of many rounds; ``benchmarks.timing``
 
 - 2-D MLP, ``MLPDenoiser(dim=2, num_steps=1000)`` (2 inputs + 128 sinusoidal time features, three
   hidden layers of 256, SiLU), batch 256 and 4096:
-  * training step: sample_timesteps + q_sample + denoiser + process.loss + backward + AdamW step,
-    against the bare denoiser's forward + MSE to a precomputed target + backward + AdamW step on
-    identical, precomputed inputs;
-  * sampling step: process.step(denoiser(x_t, t), ...) (ancestral, and DDIM eta = 0) against the
-    bare forward; with ``diffusers`` importable, its DDPMScheduler / DDIMScheduler driving the same MLP.
+  * training step ("diffkit"): ``DiffusionModule``'s own training step without Lightning's loop and
+    logging (``_training_loss``: batch checks, the per-step re-seeded generator, sample_timesteps,
+    q_sample, denoiser, loss, the non-finite-loss check) + backward + AdamW step, against the bare
+    denoiser's forward + MSE to a precomputed target + backward + AdamW step on identical,
+    precomputed inputs; "diffkit process API" is the same step written with the public, checked
+    process calls (sample_timesteps + q_sample + process.loss(...).mean());
+  * sampling step ("diffkit"): one iteration of ``diffkit.sample``'s loop (``sampling._jump``: the
+    denoiser and the process's step; ancestral, and DDIM eta = 0) against the bare forward;
+    "diffkit process.step" is the public, checked ``process.step``; with ``diffusers`` importable,
+    its DDPMScheduler / DDIMScheduler driving the same MLP.
 - Token sequences, ``TokenTransformer`` with L = 64 and K = 16 or 1024 (uniform and absorbing noise):
   the same training and sampling ratios, with the bare cross-entropy as the training baseline.
 - Memory: the CPU peak allocation of process.posterior and process.step for K up to 4096, per
@@ -33,6 +38,8 @@ from benchmarks.common import Report, Settings, Table, new_figure, save_figure, 
 from benchmarks.timing import interleaved, peak_allocated_bytes, profile_diffkit, ratio
 from diffkit import CategoricalProcess, GaussianProcess
 from diffkit.models import MLPDenoiser, TokenTransformer
+from diffkit.module import DiffusionModule
+from diffkit.sampling import _jump
 
 NOISE_TOLERANCE = 0.02  # "within noise of 1.0": ratio - 1 <= max(2%, |A/A - 1|, CI half-width)
 
@@ -86,6 +93,21 @@ def _copies(net, n: int):
     return nets, [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in nets]
 
 
+def _module_train_fn(process, net, parametrization: str, x0):
+    """DiffusionModule's training step on the batch x0 (everything training_step does but
+    Lightning's logging) + backward + AdamW step, on a copy of net."""
+    module = DiffusionModule(process, copy.deepcopy(net), parametrization, noise_seed=0)
+    opt = torch.optim.AdamW(module.denoiser.parameters(), lr=1e-4)
+
+    def step():
+        loss, _ = module._training_loss(x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step, module
+
+
 def mlp_cases(batch: int, T: int) -> dict[str, dict]:
     """{"train": {name: fn}, "sample": {name: fn}} for the 2-D MLP at one batch size."""
     gen = torch.Generator().manual_seed(0)
@@ -98,7 +120,7 @@ def mlp_cases(batch: int, T: int) -> dict[str, dict]:
     t_rand = process.sample_timesteps(batch, generator=gen)
     x_t_fixed, eps_fixed = process.q_sample(x0, t_rand, generator=gen)
 
-    def diffkit_loss(net):
+    def api_loss(net):
         t = process.sample_timesteps(batch, generator=gen)
         x_t, noise = process.q_sample(x0, t, generator=gen)
         return process.loss(net(x_t, t), x0, x_t, t, noise, param).mean()
@@ -110,27 +132,39 @@ def mlp_cases(batch: int, T: int) -> dict[str, dict]:
 
     @torch.no_grad()
     def diffkit_sample(eta=None):
-        return process.step(net_a(x_t_fixed, t_c), x_t_fixed, t_c, s_c, param, generator=gen, eta=eta)
+        return _jump(process, net_a, x_t_fixed, t_c, T // 2, T // 2 - 1, param, gen, eta)[0]
 
-    train = {"diffkit": _train_fn(net_a, opt_a, diffkit_loss), "bare": _train_fn(net_b, opt_b, bare_loss), "bare (again)": _train_fn(net_c, opt_c, bare_loss)}
-    sample = {"diffkit": diffkit_sample, "diffkit DDIM": lambda: diffkit_sample(0.0),
+    @torch.no_grad()
+    def api_sample():
+        return process.step(net_a(x_t_fixed, t_c), x_t_fixed, t_c, s_c, param, generator=gen)
+
+    module_step, module = _module_train_fn(process, base, "eps", x0)
+    train = {"diffkit": module_step, "diffkit process API": _train_fn(net_a, opt_a, api_loss),
+             "bare": _train_fn(net_b, opt_b, bare_loss), "bare (again)": _train_fn(net_c, opt_c, bare_loss)}
+    sample = {"diffkit": diffkit_sample, "diffkit DDIM": lambda: diffkit_sample(0.0), "diffkit process.step": api_sample,
               "bare": torch.no_grad()(lambda: net_b(x_t_fixed, t_c)), "bare (again)": torch.no_grad()(lambda: net_c(x_t_fixed, t_c))}
     sample.update(_diffusers_sampling(net_a, x_t_fixed, t_c, T, gen))
     train.update(_diffusers_training(net_a, x0, T, gen))
-    return {"train": train, "sample": sample, "parts": _mlp_parts(process, param, net_a, x0, x_t_fixed, t_c, s_c, gen)}
+    return {"train": train, "sample": sample, "parts": _mlp_parts(process, param, net_a, module, x0, x_t_fixed, t_c, s_c, gen)}
 
 
-def _mlp_parts(process, param, net, x0, x_t, t, s, gen) -> dict:
+def _mlp_parts(process, param, net, module, x0, x_t, t, s, gen) -> dict:
     """The diffkit pieces of one step, for the component breakdown."""
     out = net(x_t, t).detach()
     p = param.reverse(process, out, x_t, t, s)
     return {
+        "DiffusionModule: batch checks (_unpack)": lambda: module._unpack(x0),
+        "DiffusionModule: re-seed the step's generator": module._next_train_generator,
         "sample_timesteps": lambda: process.sample_timesteps(x0.shape[0], generator=gen),
-        "q_sample": lambda: process.q_sample(x0, t, generator=gen),
+        "q_sample (checked)": lambda: process.q_sample(x0, t, generator=gen),
+        "  _q_sample (the module's, unchecked)": lambda: process._q_sample(x0, t, generator=gen),
         "process.loss (forward)": lambda: process.loss(out, x0, x_t, t, out, param),
+        "  _loss mean (the module's: one F.mse_loss)": lambda: process._loss(out, x0, x_t, t, out, param, reduction="mean"),
         "process.loss forward + backward (output a leaf)": lambda: _loss_backward(lambda o: process.loss(o, x0, x_t, t, out, param).mean(), out),
+        "  _loss mean forward + backward (same leaf)": lambda: _loss_backward(lambda o: process._loss(o, x0, x_t, t, out, param, reduction="mean"), out),
         "bare F.mse_loss forward + backward (same leaf)": lambda: _loss_backward(lambda o: F.mse_loss(o, out), out),
-        "process.step (without the denoiser)": lambda: process.step(out, x_t, t, s, param, generator=gen),
+        "process._step (the sampling loop's, without the denoiser)": lambda: process._step(out, x_t, t, s, param, gen, None, (int(t[0]), int(s[0]))),
+        "process.step (checked, without the denoiser)": lambda: process.step(out, x_t, t, s, param, generator=gen),
         "  step_pair (validate t, s)": lambda: process.step_pair(t, s, x_t.shape[0], x_t.device),
         "  parametrization.reverse": lambda: param.reverse(process, out, x_t, t, s),
         "  reverse_sample": lambda: process.reverse_sample(p, s, gen),
@@ -215,7 +249,7 @@ def categorical_cases(K: int, noise: str, cfg: Config) -> dict[str, dict]:
     t_rand = process.sample_timesteps(B, generator=gen)
     x_t_fixed = process.q_sample(x0, t_rand, generator=gen).x_t
 
-    def diffkit_loss(net):
+    def api_loss(net):
         t = process.sample_timesteps(B, generator=gen)
         x_t, noise_ = process.q_sample(x0, t, generator=gen)
         return process.loss(net(x_t, t), x0, x_t, t, noise_, param).mean()
@@ -227,10 +261,17 @@ def categorical_cases(K: int, noise: str, cfg: Config) -> dict[str, dict]:
 
     @torch.no_grad()
     def diffkit_sample():
+        return _jump(process, net_a, x_t_fixed, t_c, T // 2, T // 2 - 1, param, gen, None)[0]
+
+    @torch.no_grad()
+    def api_sample():
         return process.step(net_a(x_t_fixed, t_c), x_t_fixed, t_c, s_c, param, generator=gen)
 
-    train = {"diffkit": _train_fn(net_a, opt_a, diffkit_loss), "bare": _train_fn(net_b, opt_b, bare_loss), "bare (again)": _train_fn(net_c, opt_c, bare_loss)}
-    sample = {"diffkit": diffkit_sample, "bare": torch.no_grad()(lambda: net_b(x_t_fixed, t_c)), "bare (again)": torch.no_grad()(lambda: net_c(x_t_fixed, t_c))}
+    module_step, _ = _module_train_fn(process, base, "x0", x0)
+    train = {"diffkit": module_step, "diffkit process API": _train_fn(net_a, opt_a, api_loss),
+             "bare": _train_fn(net_b, opt_b, bare_loss), "bare (again)": _train_fn(net_c, opt_c, bare_loss)}
+    sample = {"diffkit": diffkit_sample, "diffkit process.step": api_sample,
+              "bare": torch.no_grad()(lambda: net_b(x_t_fixed, t_c)), "bare (again)": torch.no_grad()(lambda: net_c(x_t_fixed, t_c))}
     out = net_a(x_t_fixed, t_c).detach()
     p = param.reverse(process, out, x_t_fixed, t_c, s_c)
     u_fixed = torch.rand(x0.shape, dtype=torch.float64, generator=gen)
@@ -408,9 +449,11 @@ def _targets_table(targets: list[dict], cfg: Config) -> Table:
     rows = [[_case(t), f"{t['candidate_ms']:.3f}", f"{t['bare_ms']:.3f}", f"{t['ratio']:.3f} [{t['ci_low']:.3f}, {t['ci_high']:.3f}]",
              f"{t['aa_ratio']:.3f}", t["target"], "met" if t["met"] else "**missed**"] for t in targets]
     notes = [
-        "diffkit training step: process.sample_timesteps + q_sample + denoiser + process.loss + backward + AdamW step; bare: "
+        "diffkit training step: DiffusionModule's training step without Lightning's loop and logging (batch checks, the re-seeded "
+        "generator, sample_timesteps, q_sample, denoiser, loss, the non-finite-loss check) + backward + AdamW step; bare: "
         "the denoiser's forward + MSE (MLP) or cross-entropy (tokens) to a precomputed target on identical precomputed inputs + backward + AdamW step.",
-        "diffkit sampling step: process.step(denoiser(x_t, t), x_t, t, s) (ancestral); bare: the denoiser's forward alone; both under no_grad.",
+        "diffkit sampling step: one iteration of diffkit.sample's loop (the denoiser and the process's step, ancestral); bare: the "
+        "denoiser's forward alone; both under no_grad. The public, checked calls are the 'process API' / 'process.step' rows below.",
         "Medians over interleaved rounds (rotated order, warm-up, gc off) with a 95% paired-bootstrap interval; A/A is a second copy "
         "of the bare step timed in the same rounds, the noise floor of the machine. 'Within noise of 1.0' allows "
         f"max({NOISE_TOLERANCE:.0%}, |A/A - 1|, half the interval) above 1.",
@@ -439,7 +482,8 @@ def _diffusers_table(comparison: list[dict], diffusers_found: bool) -> Table:
 
 def _candidates_table(rows: list[dict], diffusers_found: bool) -> Table:
     body = [[_case(r), r["candidate"], f"{r['candidate_ms']:.3f}", f"{r['bare_ms']:.3f}", f"{r['ratio']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"] for r in rows]
-    notes = ["diffkit DDIM: process.step with eta = 0."]
+    notes = ["diffkit DDIM: the sampling loop's iteration with eta = 0. diffkit process API / process.step: the same step written "
+             "with the public, argument-checking calls (t validated, x0 checked for NaN / range at every call)."]
     if diffusers_found:
         notes.append("diffusers rows: DDPMScheduler.step / DDIMScheduler.step (squaredcos_cap_v2, epsilon) driving the same MLP; "
                      "training: DDPMScheduler.add_noise + MSE.")

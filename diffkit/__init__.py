@@ -14,5 +14,15 @@ __all__ = [
     "sampling_timesteps",
     "nll_bound",
     "NLLBound",
+    "DiffusionModule",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # diffkit.DiffusionModule (DESIGN.md's public name) without importing Lightning for `import diffkit`.
+    if name == "DiffusionModule":
+        from diffkit.module import DiffusionModule
+
+        return DiffusionModule
+    raise AttributeError(f"module 'diffkit' has no attribute {name!r}")

@@ -9,13 +9,13 @@ multi-device training are Lightning's.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import warnings
 from collections.abc import Mapping
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
@@ -97,10 +97,25 @@ def _fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any
 _TRAIN_STREAM, _VAL_STREAM = 1, 2
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    """SplitMix64's output function (Steele et al. 2014): a bijective 64-bit mixer."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
 def _mix_seed(*parts: int) -> int:
-    """A 63-bit seed from non-negative ints (numpy's SeedSequence): independent streams per key."""
-    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
-    return ((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+    """A 63-bit seed from non-negative ints: each part folded into a SplitMix64 chain, so nearby
+    keys (step n and n + 1, rank 0 and 1) give unrelated seeds. Pure Python ints, about a
+    microsecond: it runs before every training step."""
+    h = 0
+    for p in parts:
+        h = _splitmix64(h ^ (int(p) & _MASK64))
+    return h >> 1
 
 
 class DiffusionModule(pl.LightningModule):
@@ -123,7 +138,9 @@ class DiffusionModule(pl.LightningModule):
         sample_eta: DDIM's eta for Gaussian fields in validation samples (None: ancestral).
         num_eval_samples: samples drawn at each validation epoch end for the sample metrics
             (0 disables them); the floor uses as many fresh validation examples.
-        validate_inputs: check every training batch (dtype, range, NaN) before using it.
+        validate_inputs: check every training batch (type, dtype, shape, class-id range) before using
+            it; NaN / inf in Gaussian data, which always makes the loss non-finite, is named by the
+            same check run when a loss is non-finite (one host sync per step instead of two).
         noise_seed: seed of the module's own random streams of t and noise (below); None: the
             seed that ``seed_everything`` set (env ``PL_GLOBAL_SEED``, i.e. ``seed_everything:``
             of a CLI config), else ``torch.initial_seed()``. (Not named ``seed``, which a data
@@ -253,7 +270,9 @@ class DiffusionModule(pl.LightningModule):
                     f"{bad[0]!r} predicts p(x_(t-1) | x_t) and cannot stride; use num_steps=None or an x0-based parametrization"
                 )
 
-    def _unpack(self, batch: Any) -> Any:
+    def _unpack(self, batch: Any, training: bool = False) -> Any:
+        """x0 from a batch, checked when ``validate_inputs``: fully (``process.validate_x0``), or in a
+        training step by ``process._check_batch`` (its skipped value checks run on a non-finite loss)."""
         if isinstance(batch, (list, tuple)):
             if len(batch) != 1:
                 raise ValueError(
@@ -262,7 +281,7 @@ class DiffusionModule(pl.LightningModule):
                 )
             batch = batch[0]
         if self.validate_inputs:
-            self.process.validate_x0(batch, "batch")
+            (self.process._check_batch if training else self.process.validate_x0)(batch, "batch")
         return batch
 
     def _record_shape(self, x0: Any) -> None:
@@ -271,15 +290,21 @@ class DiffusionModule(pl.LightningModule):
                 self.data_shape = {k: tuple(v.shape[1:]) for k, v in x0.items()}
             else:
                 self.data_shape = tuple(x0.shape[1:])
+        if not isinstance(x0, Mapping):
+            return
         mask_key = getattr(self.process, "mask_key", None)
-        if self.training and isinstance(x0, Mapping) and mask_key in x0 and self.current_epoch == 0:
+        if self.training and mask_key in x0 and self.current_epoch == 0:
             # Node counts of the first epoch: sampling draws each sample's size from them.
             counts = torch.bincount(x0[mask_key].sum(1).cpu(), minlength=x0[mask_key].shape[1] + 1)
             self.size_counts = counts if self.size_counts is None else self.size_counts + counts
 
-    def _check_output(self, output: Any, x_t: Any) -> None:
+    def _check_output(self, output: Any, x_t: Any, x0: Any) -> None:
+        """The first denoiser output's type, shape and values (once per module); the batch that made
+        it is checked in full first, so bad data is named as such rather than as a bad output."""
         if self._output_checked:
             return
+        if self.validate_inputs:
+            self.process.validate_x0(x0, "batch")
         if isinstance(self.process, ProductProcess):
             if not isinstance(output, Mapping):
                 raise TypeError(f"denoiser output: a ProductProcess needs a dict of fields {list(self.process.fields)}, got {type(output).__name__}")
@@ -305,8 +330,9 @@ class DiffusionModule(pl.LightningModule):
 
     def _seeded(self, attr: str, *key: int) -> torch.Generator:
         gen = getattr(self, attr)
-        if gen is None or gen.device != self.device:
-            gen = torch.Generator(self.device)
+        device = self.device
+        if gen is None or gen.device != device:
+            gen = torch.Generator(device)
             setattr(self, attr, gen)
         gen.manual_seed(_mix_seed(self._base_seed(), self.global_rank, *key))
         return gen
@@ -323,20 +349,32 @@ class DiffusionModule(pl.LightningModule):
             return self._train_gen if self._train_gen is not None else self._next_train_generator()
         return self._val_gen if self._val_gen is not None else self._seeded("_val_gen", _VAL_STREAM)
 
-    def _forward_loss(self, x0: Any) -> tuple[Tensor, Tensor, Any, Any]:
-        """Draw t and x_t, call the denoiser; returns (per-example loss, t, output, x_t).
+    def _forward_loss(self, x0: Any, reduction: Literal["none", "mean"] = "none") -> tuple[Tensor, Tensor, Any, Any]:
+        """Draw t and x_t, call the denoiser; returns (loss, t, output, x_t), the loss per example
+        (B,) or, with ``reduction="mean"``, its batch mean.
 
         t and the noise come from the module's generators (see the class docstring), never from
-        torch's global RNG.
+        torch's global RNG. x0 was checked by :meth:`_unpack` (``validate_inputs``) and t is in
+        1..T by construction, so the process's unchecked ``_q_sample`` / ``_loss`` run; the
+        output's shape and dtype are checked at every step (metadata only), its values once.
         """
         batch = _batch_size(x0)
         gen = self._draw_generator()
         t = self.process.sample_timesteps(batch, device=self.device, generator=gen)
-        noised = self.process.q_sample(x0, t, generator=gen)
+        noised = self.process._q_sample(x0, t, generator=gen)
         output = self.denoiser(noised.x_t, t)
-        self._check_output(output, noised.x_t)
-        loss = self.process.loss(output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight)
-        return loss, t, output, noised
+        self._check_output(output, noised.x_t, x0)
+        return self._process_loss(output, x0, noised, t, reduction), t, output, noised
+
+    def _process_loss(self, output: Any, x0: Any, noised: Any, t: Tensor, reduction: Literal["none", "mean"] = "none") -> Tensor:
+        """The process's loss; the library's own ``loss`` through its unchecked ``_loss`` (after the
+        metadata-only shape checks), a plugin's overridden ``loss`` as it is."""
+        process = self.process
+        if type(process).loss in (ForwardProcess.loss, ProductProcess.loss):
+            process._check_loss_inputs(self.param, output, x0, noised.x_t)
+            return process._loss(output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight, reduction=reduction)
+        loss = process.loss(output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight)
+        return loss.mean() if reduction == "mean" else loss
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_fit_start(self) -> None:
@@ -363,19 +401,33 @@ class DiffusionModule(pl.LightningModule):
             p.set_marginals(counts[name])
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x0 = self._unpack(batch)
+        loss, batch_size = self._training_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def _training_loss(self, batch: Any) -> tuple[Tensor, int]:
+        """All of :meth:`training_step` but the logging: (scalar loss, batch size).
+
+        ``benchmarks/speed.py`` times this against the bare denoiser's step.
+
+        Raises:
+            FloatingPointError: a non-finite loss, naming the offending t.
+        """
+        x0 = self._unpack(batch, training=True)
         self._record_shape(x0)
         self._next_train_generator()
-        per_example, t, _, _ = self._forward_loss(x0)
-        loss = per_example.mean()
-        if not torch.isfinite(loss):
+        loss, t, output, noised = self._forward_loss(x0, reduction="mean")
+        if not math.isfinite(loss.item()):
+            if self.validate_inputs:
+                self.process.validate_x0(x0, "batch")  # the value checks _check_batch left to this point
+            with torch.no_grad():
+                per_example = self._process_loss(output, x0, noised, t)
             bad = t[~torch.isfinite(per_example)].tolist()
             raise FloatingPointError(
                 f"non-finite training loss at global step {self.global_step} (t = {bad}); nothing is saved for this "
                 "step and the last checkpoint is intact. Check the data, the learning rate, or use loss='simple'"
             )
-        self.log("train/loss", loss, prog_bar=True, batch_size=t.shape[0])
-        return loss
+        return loss, t.shape[0]
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, "val")

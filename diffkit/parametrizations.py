@@ -23,8 +23,9 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from torch import Tensor
+
+from diffkit._checks import all_finite
 
 if TYPE_CHECKING:
     from diffkit.processes.base import ForwardProcess
@@ -47,6 +48,15 @@ class Parametrization(abc.ABC):
     @abc.abstractmethod
     def simple_loss(self, process: ForwardProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
         """Per-element training loss (same shape as the process's elements, no reduction)."""
+
+    def mean_simple_loss(self, process: ForwardProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
+        """The mean of :meth:`simple_loss` over every element of the batch: a scalar.
+
+        For an unmasked batch (every example has the same number of elements) this equals the mean
+        of the per-example losses that ``process.loss`` returns. Built-in parametrizations fuse it
+        into one op (``F.mse_loss``, ``F.cross_entropy``) when :meth:`simple_loss` is their own.
+        """
+        return self.simple_loss(process, output, x0, x_t, t, noise).mean()
 
     @abc.abstractmethod
     def oracle_output(self, process: ForwardProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
@@ -72,7 +82,7 @@ class Parametrization(abc.ABC):
                 f"denoiser output: shape {tuple(output.shape)} does not match the {self.name!r} "
                 f"parametrization of {type(process).__name__}, which expects {expected}"
             )
-        if not torch.isfinite(output).all():
+        if not all_finite(output):
             raise ValueError("denoiser output: found NaN or inf values")
 
     def __repr__(self) -> str:

@@ -95,8 +95,15 @@ def sample(
         pairs = tqdm(pairs, desc="sampling", leave=False)
     # The schedule was checked once above (ints, 0 <= s < t <= T), so each jump goes to the
     # unchecked step with (t, s) as ints: per-jump scalar coefficients, no per-step validation.
+    t = torch.full((batch,), ts[0], dtype=torch.long, device=device)
     for t_i, s_i in pairs:
-        t = torch.full((batch,), t_i, dtype=torch.long, device=device)
-        s = torch.full((batch,), s_i, dtype=torch.long, device=device)
-        x = process._step(denoiser(x, t), x, t, s, param, generator, eta, (t_i, s_i))
+        x, t = _jump(process, denoiser, x, t, t_i, s_i, param, generator, eta)
     return x
+
+
+def _jump(process: ForwardProcess, denoiser: Denoiser, x: Any, t: Tensor, t_i: int, s_i: int, param: Any, generator: torch.Generator | None, eta: float | None) -> tuple[Any, Tensor]:
+    """One iteration of :func:`sample`'s loop: x_t -> x_s for ints 0 <= s_i < t_i <= T (checked by
+    the caller), ``t`` the (B,) int64 tensor of t_i. Returns (x_s, s as a (B,) tensor), so the next
+    jump reuses s as its t: one new time tensor per step. ``benchmarks/speed.py`` times this."""
+    s = torch.full(t.shape, s_i, dtype=torch.long, device=t.device)
+    return process._step(denoiser(x, t), x, t, s, param, generator, eta, (t_i, s_i)), s

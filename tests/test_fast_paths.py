@@ -10,6 +10,8 @@
 * The fused categorical sampler (block sums of p, no (B, L, S) weights; large K) against the
   two-pass weights + inverse_cdf_sample under the same uniforms: the same ids.
 * Per-example single Gaussian jumps (s = t - 1) from a cached table, bitwise equal to the formulas.
+* The training step's paths: unchecked _q_sample and the fused batch-mean loss against the public
+  q_sample and loss(...).mean() (values and gradients); all_finite against torch.isfinite.
 """
 
 from __future__ import annotations
@@ -353,3 +355,116 @@ def test_mixing_q_sample_frequencies_and_noise_round_trip(case) -> None:
     gumbel = -torch.log(-torch.log(torch.rand(n, 3, proc.num_states, generator=g)))
     a = proc.q_sample(x0, 5, noise=gumbel)
     assert torch.equal(a.noise, gumbel) and torch.equal(proc.q_sample(x0, 5, noise=gumbel).x_t, a.x_t)
+
+
+# ------------------------------------------------------------------- the training step's paths
+def _product():
+    from diffkit import ProductProcess
+
+    return ProductProcess({"x": GaussianProcess(30), "c": CategoricalProcess(5, 30, "absorbing")})
+
+
+MEAN_LOSS_CASES = [
+    ("gaussian eps", lambda: GaussianProcess(30), "eps", "simple"),
+    ("gaussian x0", lambda: GaussianProcess(30), "x0", "simple"),
+    ("gaussian v", lambda: GaussianProcess(30, "linear"), "v", "simple"),
+    ("gaussian previous-step", lambda: GaussianProcess(30), "previous-step", "simple"),
+    ("gaussian v min-snr", lambda: GaussianProcess(30), None, "simple"),
+    ("gaussian eps hybrid", lambda: GaussianProcess(30), "eps", "hybrid"),
+    ("categorical x0 uniform", lambda: CategoricalProcess(6, 30, "uniform"), "x0", "simple"),
+    ("categorical x0 absorbing kl", lambda: CategoricalProcess(6, 30, "absorbing"), "x0", "kl"),
+    ("categorical previous-step", lambda: CategoricalProcess(6, 30, "uniform"), "previous-step", "simple"),
+    ("product", _product, "x0", "simple"),
+]
+
+
+def _draw(proc, gen):
+    if isinstance(proc, GaussianProcess):
+        return torch.randn(7, 3, 2, generator=gen, dtype=torch.float64)
+    if isinstance(proc, CategoricalProcess):
+        return torch.randint(0, proc.num_classes, (7, 5), generator=gen)
+    return {"x": torch.randn(7, 4, generator=gen, dtype=torch.float64), "c": torch.randint(0, 5, (7, 3), generator=gen)}
+
+
+def _output(proc, param, x_t, gen):
+    if isinstance(x_t, dict):
+        return {f: _output(p, param[f], x_t[f], gen) for f, p in proc.fields.items()}
+    return torch.randn(param.output_shape(proc, x_t), generator=gen, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("case, make, name, kind", MEAN_LOSS_CASES, ids=[c[0] for c in MEAN_LOSS_CASES])
+def test_mean_loss_and_unchecked_q_sample_equal_the_public_calls(case, make, name, kind) -> None:
+    """The module's training path (_q_sample, _loss(reduction="mean"): one fused F.mse_loss /
+    F.cross_entropy for the unmasked simple loss) against q_sample and loss(...).mean(), values and
+    gradients."""
+    from diffkit.processes.gaussian import VParametrization
+
+    proc = make()
+    param = proc.get_parametrization(VParametrization(min_snr_gamma=2.0) if name is None else name)
+    gen = torch.Generator().manual_seed(3)
+    x0 = _draw(proc, gen)
+    t = proc.sample_timesteps(7, generator=gen)
+    x_t, noise = proc.q_sample(x0, t, generator=torch.Generator().manual_seed(5))
+    x_t2, noise2 = proc._q_sample(x0, t, generator=torch.Generator().manual_seed(5))
+    for a, b in ((x_t, x_t2), (noise, noise2)):
+        for key in a if isinstance(a, dict) else [None]:
+            torch.testing.assert_close(a if key is None else a[key], b if key is None else b[key], rtol=1e-12, atol=1e-12)
+    out = _output(proc, param, x_t, gen)
+    leaves = list(out.values()) if isinstance(out, dict) else [out]
+    for leaf in leaves:
+        leaf.requires_grad_(True)
+    expected = proc.loss(out, x0, x_t, t, noise, param, kind).mean()
+    grads = torch.autograd.grad(expected, leaves)
+    got = proc._loss(out, x0, x_t, t, noise, param, kind, reduction="mean")
+    assert got.shape == ()
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    for g, e in zip(torch.autograd.grad(got, leaves), grads):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-14)
+
+
+def test_mean_loss_respects_an_overridden_simple_loss() -> None:
+    from diffkit.processes.gaussian import EpsParametrization
+
+    class Huber(EpsParametrization):
+        def simple_loss(self, process, output, x0, x_t, t, noise):
+            return F.huber_loss(output, noise, reduction="none")
+
+    proc = GaussianProcess(20)
+    x0 = torch.randn(6, 2, dtype=torch.float64)
+    t = torch.arange(1, 7)
+    x_t, noise = proc.q_sample(x0, t)
+    out = 3 * torch.randn(6, 2, dtype=torch.float64)
+    got = proc._loss(out, x0, x_t, t, noise, Huber(), reduction="mean")
+    torch.testing.assert_close(got, F.huber_loss(out, noise))
+    assert not torch.allclose(got, F.mse_loss(out, noise))
+
+
+def test_all_finite_is_exact_where_the_sum_overflows() -> None:
+    from diffkit._checks import all_finite
+
+    big = torch.full((4,), 3e38)  # finite, but the float32 sum overflows to inf
+    assert not torch.isfinite(big.sum())
+    assert all_finite(big) and all_finite(torch.full((4,), 6e4, dtype=torch.float16)) and all_finite(torch.empty(0))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            x = torch.zeros(3, 5, dtype=dtype)
+            x[2, 4] = bad
+            assert not all_finite(x)
+    pair = torch.tensor([float("inf"), -float("inf")])  # sums to NaN
+    assert not all_finite(pair)
+
+
+def test_sampling_loop_passes_fresh_int64_times_and_reuses_s_as_the_next_t() -> None:
+    """The loop makes one time tensor per jump (s of a jump is the next jump's t): the denoiser still
+    sees (B,) int64 tensors holding t_i at every step."""
+    proc = GaussianProcess(10)
+    seen = []
+
+    def net(x, t):
+        seen.append(t.clone())
+        assert t.dtype == torch.long and t.shape == (4,)
+        return torch.zeros_like(x)
+
+    sample(proc, net, (4, 2), "eps", num_steps=5, generator=torch.Generator().manual_seed(0))
+    assert [int(t[0]) for t in seen] == [10, 8, 6, 4, 2]
+    assert all(bool((t == t[0]).all()) for t in seen)

@@ -135,6 +135,21 @@ class ForwardProcess(nn.Module, abc.ABC):
     def q_sample(self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
         """Draw x_t ~ q(x_t | x0); returns (x_t, noise)."""
 
+    def _check_batch(self, x0: Any, name: str = "batch") -> None:
+        """The check :class:`~diffkit.DiffusionModule` runs on every training batch (``validate_inputs``).
+
+        Default: :meth:`validate_x0`. A process may leave out value checks whose failure always makes
+        the loss non-finite (NaN / inf in Gaussian data): the module runs the full :meth:`validate_x0`
+        when a loss is non-finite, so such a batch is still refused with the same message, and a
+        clean batch costs one host sync less.
+        """
+        self.validate_x0(x0, name)
+
+    def _q_sample(self, x0: Tensor, t: Tensor, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
+        """:meth:`q_sample` for inputs already checked (``x0`` validated, ``t`` a (B,) int64 in 1..T):
+        the training step's path. Processes override it to skip their checks; the default checks anyway."""
+        return self.q_sample(x0, t, noise, generator)
+
     @abc.abstractmethod
     def prior_sample(self, shape: Any, *, device: torch.device | str | None = None, generator: torch.Generator | None = None, mask: Tensor | None = None) -> Any:
         """Draw x_T from the prior p(x_T) for data of the given shape."""
@@ -298,6 +313,31 @@ class ForwardProcess(nn.Module, abc.ABC):
         t = self.timesteps(t, x_t.shape[0], x_t.device)
         if kind not in ("simple", "kl", "hybrid"):
             raise ValueError(f"kind: unknown loss {kind!r}; expected one of ['hybrid', 'kl', 'simple']")
+        return self._loss(output, x0, x_t, t, noise, param, kind, hybrid_weight, mask)
+
+    def _loss(
+        self,
+        output: Tensor,
+        x0: Tensor,
+        x_t: Tensor,
+        t: Tensor,
+        noise: Tensor | None,
+        param: Parametrization,
+        kind: LossKind = "simple",
+        hybrid_weight: float = 1e-3,
+        mask: Tensor | None = None,
+        reduction: Literal["none", "mean"] = "none",
+    ) -> Tensor:
+        """:meth:`loss` without argument checks (``param`` resolved, ``t`` a valid (B,) int64, ``kind``
+        known, shapes checked), for the training step.
+
+        ``reduction="mean"`` returns the batch mean, a scalar equal to ``loss(...).mean()``; for the
+        unmasked simple loss it is the parametrization's :meth:`~Parametrization.mean_simple_loss`
+        (one fused op and autograd node, e.g. ``F.mse_loss``) instead of per-example means.
+        """
+        if reduction == "mean" and kind == "simple" and mask is None:
+            total = param.mean_simple_loss(self, output, x0, x_t, t, noise)
+            return total.float() if total.dtype in (torch.float16, torch.bfloat16) else total
         total = None  # no zeros + add: one autograd node less per training step
         if kind in ("simple", "hybrid"):
             total = self.reduce(param.simple_loss(self, output, x0, x_t, t, noise), mask, "mean")
@@ -306,7 +346,8 @@ class ForwardProcess(nn.Module, abc.ABC):
             vlb = self.reduce(self.vlb_terms(output, x0, x_t, t, param), mask, "mean") * self.num_steps
             total = weight * vlb if total is None else total + weight * vlb
         # As before, when the sum started from float32 zeros: half-precision losses come back in float32.
-        return total.float() if total.dtype in (torch.float16, torch.bfloat16) else total
+        total = total.float() if total.dtype in (torch.float16, torch.bfloat16) else total
+        return total.mean() if reduction == "mean" else total
 
     def prior_term(self, x0: Tensor, mask: Tensor | None = None) -> Tensor:
         """L_T = KL(q(x_T | x0) || p(x_T)) summed over elements: (B,) nats."""

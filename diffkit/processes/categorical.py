@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffkit._checks import all_finite
 from diffkit.parametrizations import PreviousStepParametrization, X0BasedParametrization
 from diffkit.processes.base import ForwardProcess, Noised, expand_to
 from diffkit.processes.schedules import ScheduleLike, make_schedule
@@ -608,6 +609,13 @@ class CategoricalX0(X0BasedParametrization):
         logits = output.float() if output.dtype in (torch.float16, torch.bfloat16) else output
         return torch.logsumexp(logits, -1) - logits.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
 
+    def mean_simple_loss(self, process, output, x0, x_t, t, noise):
+        # F.cross_entropy's mean: the same -log softmax(output)[x0], averaged, in one op.
+        if type(self).simple_loss is CategoricalX0.simple_loss and output.shape == (*x0.shape, process.num_classes):
+            logits = output.float() if output.dtype in (torch.float16, torch.bfloat16) else output
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x0.reshape(-1))
+        return super().mean_simple_loss(process, output, x0, x_t, t, noise)
+
     def oracle_output(self, process, x0, x_t, t, noise):
         onehot = F.one_hot(x0, process.num_classes).bool()
         return torch.where(onehot, 0.0, LOG_TINY)
@@ -786,7 +794,7 @@ class CategoricalProcess(ForwardProcess):
         K = x.shape[-1]
         if x.numel() == 0:
             return
-        if not bool(torch.isfinite(x).all()):
+        if not all_finite(x):
             raise ValueError(f"{name}: expected probabilities over the {K} classes in the last dim, found NaN or inf (not finite)")
         low = float(x.min())
         if low < 0:
@@ -895,6 +903,13 @@ class CategoricalProcess(ForwardProcess):
             raise ValueError(f"noise: expected Gumbel noise of shape {tuple(probs.shape)}, got {tuple(noise.shape)}")
         x_t, noise = gumbel_sample(_log(probs), noise, generator)
         return Noised(x_t, noise)
+
+    def _q_sample(self, x0: Tensor, t: Tensor, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
+        if noise is None and isinstance(self.kernel, MixingTransition):
+            self._ensure_ready()
+            noise = torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=generator)
+            return Noised(self.kernel.sample_marginal(x0, t, noise), noise)
+        return self.q_sample(x0, t, noise, generator)
 
     def prior_sample(self, shape, *, device=None, generator=None, mask=None) -> Tensor:
         """x_T ~ p(x_T) (see :attr:`prior_probs`): (B, ...) int64; masked-out elements are 0."""

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffkit._checks import all_finite
 from diffkit.parametrizations import PreviousStepParametrization, X0BasedParametrization
 from diffkit.processes.base import ForwardProcess, Noised, expand_to
 from diffkit.processes.schedules import ScheduleLike, make_schedule
@@ -206,6 +207,14 @@ class _GaussianX0Based(X0BasedParametrization):
             return sq
         snr = process.snr_at(t, x_t)
         return sq * snr.clamp_max(self.min_snr_gamma) / self.mse_scale(snr)
+
+    def mean_simple_loss(self, process, output, x0, x_t, t, noise):
+        # F.mse_loss's mean: one op and one autograd node (its backward is one kernel).
+        if self.min_snr_gamma is None and type(self).simple_loss is _GaussianX0Based.simple_loss:
+            target = self.oracle_output(process, x0, x_t, t, noise)
+            if target.shape == output.shape and target.dtype == output.dtype:
+                return F.mse_loss(output, target)
+        return super().mean_simple_loss(process, output, x0, x_t, t, noise)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(min_snr_gamma={self.min_snr_gamma})"
@@ -402,14 +411,19 @@ class GaussianProcess(ForwardProcess):
 
     # -- validation
     def validate_x0(self, x0, name: str = "x0") -> None:
+        self._check_batch(x0, name)
+        if not all_finite(x0):
+            raise ValueError(f"{name}: found NaN or inf in Gaussian data")
+
+    def _check_batch(self, x0, name: str = "batch") -> None:
+        # Type, dtype and rank only: NaN / inf in x0 always gives a non-finite loss (x_t, and every
+        # built-in target, carry it), and the module then names it through validate_x0.
         if not isinstance(x0, Tensor):
             raise TypeError(f"{name}: expected a Tensor, got {type(x0).__name__}")
         if not x0.is_floating_point():
             raise TypeError(f"{name}: a Gaussian field expects floating-point data, got dtype {x0.dtype}")
         if x0.ndim < 1:
             raise ValueError(f"{name}: expected shape (B, ...), got a scalar")
-        if not torch.isfinite(x0).all():
-            raise ValueError(f"{name}: found NaN or inf in Gaussian data")
 
     def _check_pair(self, a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
         if a.shape != b.shape:
@@ -457,13 +471,16 @@ class GaussianProcess(ForwardProcess):
         """
         self.validate_x0(x0)
         t = self.timesteps(t, x0.shape[0], x0.device)
+        if noise is not None:
+            self._check_pair(x0, noise, "x0", "noise")
+        return self._q_sample(x0, t, noise, generator)
+
+    def _q_sample(self, x0: Tensor, t: Tensor, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
         if noise is None:
             noise = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=generator)
-        else:
-            self._check_pair(x0, noise, "x0", "noise")
         # sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t): square roots taken in float64, one look-up.
-        coef = self._marginal_table(x0.dtype)[t].reshape(t.shape[0], 2, *([1] * (x0.ndim - 1)))
-        return Noised(coef[:, 0] * x0 + coef[:, 1] * noise, noise)
+        a, b = self._marginal_table(x0.dtype).index_select(0, t).view(t.shape[0], 2, *([1] * (x0.ndim - 1))).unbind(1)
+        return Noised(torch.addcmul(a * x0, b, noise), noise)
 
     def _marginal_table(self, dtype: torch.dtype) -> Tensor:
         """(T + 1, 2) [sqrt(alpha_bar), sqrt(1 - alpha_bar)] formed in float64, cast to ``dtype`` once."""
@@ -591,10 +608,14 @@ class GaussianProcess(ForwardProcess):
         if coefs is None:
             return super()._step(output, x_t, t, s, param, generator, eta, same)
         P, Q, _, sigma = coefs
-        z = torch.randn(x_t.shape, dtype=x_t.dtype, device=x_t.device, generator=generator)
         if isinstance(P, float):
-            x = output * P if Q == 0.0 else torch.add(x_t * Q, output, alpha=P)
-            return x.add_(z, alpha=sigma) if sigma != 0.0 else x
+            mean = output * P if Q == 0.0 else torch.add(x_t * Q, output, alpha=P)
+            if sigma != 0.0:
+                # mean + sigma z in one op; torch.normal draws z as torch.randn does (same generator stream).
+                return torch.normal(mean, sigma, generator=generator)
+            torch.randn(x_t.shape, dtype=x_t.dtype, device=x_t.device, generator=generator)  # z unused: keep the stream
+            return mean
+        z = torch.randn(x_t.shape, dtype=x_t.dtype, device=x_t.device, generator=generator)
         return torch.addcmul(torch.addcmul(Q * x_t, P, output), sigma, z)
 
     def extra_repr(self) -> str:

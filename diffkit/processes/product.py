@@ -131,13 +131,20 @@ class ProductProcess(ForwardProcess):
 
     # -- validation and parametrizations
     def validate_x0(self, x0: Any, name: str = "x0") -> None:
+        self._validate(x0, name, full=True)
+
+    def _check_batch(self, x0: Any, name: str = "batch") -> None:
+        self._validate(x0, name, full=False)
+
+    def _validate(self, x0: Any, name: str, full: bool) -> None:
+        """validate_x0 (``full``) or _check_batch of every field, then the mask and symmetry checks."""
         if not isinstance(x0, Mapping):
             raise TypeError(f"{name}: a ProductProcess expects a dict of fields {list(self.fields)}, got {type(x0).__name__}")
         missing = [f for f in self.fields if f not in x0]
         if missing:
             raise ValueError(f"{name}: missing field(s) {missing}; expected {list(self.fields)}")
         for f, p in self.fields.items():
-            p.validate_x0(x0[f], f"{name}[{f!r}]")
+            (p.validate_x0 if full else p._check_batch)(x0[f], f"{name}[{f!r}]")
         mask = self._mask(x0)
         if mask is not None:
             if mask.dtype != torch.bool:
@@ -188,11 +195,18 @@ class ProductProcess(ForwardProcess):
             Noised(x_t dict (with the mask passed through), noise dict).
         """
         self.validate_x0(x0)
-        t = self._t(t, x0)
+        return self._noise_fields(x0, self._t(t, x0), noise, generator, checked=False)
+
+    def _q_sample(self, x0, t, noise=None, generator=None) -> Noised:
+        return self._noise_fields(x0, t, noise, generator, checked=True)
+
+    def _noise_fields(self, x0, t: Tensor, noise, generator, checked: bool) -> Noised:
+        """Each field's q_sample (its unchecked ``_q_sample`` when ``checked``), then symmetry and padding."""
         mask = self._mask(x0)
         x_t, noises = {}, {}
         for f, p in self.fields.items():
-            out = p.q_sample(x0[f], t, None if noise is None else noise[f], generator)
+            q_sample = p._q_sample if checked else p.q_sample
+            out = q_sample(x0[f], t, None if noise is None else noise[f], generator)
             x_t[f] = self._settle(f, out.x_t, x0[f], mask)
             noises[f] = out.noise
         return Noised(self._with_mask(x_t, mask), noises)
@@ -249,14 +263,31 @@ class ProductProcess(ForwardProcess):
     def loss(self, output, x0, x_t, t, noise, parametrization, kind: LossKind = "simple", hybrid_weight: float = 1e-3, mask=None) -> Tensor:
         """sum_f weight_f * (field f's per-example loss over its real elements): (B,)."""
         params = self.get_parametrization(parametrization)
+        self._check_loss_inputs(params, output, x0, x_t)
         t = self._t(t, x_t)
+        if kind not in ("simple", "kl", "hybrid"):
+            raise ValueError(f"kind: unknown loss {kind!r}; expected one of ['hybrid', 'kl', 'simple']")
+        return self._loss(output, x0, x_t, t, noise, params, kind, hybrid_weight, mask)
+
+    def _loss(self, output, x0, x_t, t, noise, param, kind: LossKind = "simple", hybrid_weight: float = 1e-3, mask=None, reduction="none") -> Tensor:
         mask = self._mask(x0) if mask is None else mask
         total = 0
         for f, p in self.fields.items():
             fm = self.field_mask(f, x0[f], mask)
             nf = None if noise is None else noise[f]
-            total = total + self.weights[f] * p.loss(output[f], x0[f], x_t[f], t, nf, params[f], kind, hybrid_weight, fm)
-        return total
+            total = total + self.weights[f] * p._loss(output[f], x0[f], x_t[f], t, nf, param[f], kind, hybrid_weight, fm)
+        return total.mean() if reduction == "mean" else total
+
+    def _check_loss_inputs(self, param, output, x0, x_t) -> None:
+        """Every field's shape / dtype checks (see ForwardProcess._check_loss_inputs); metadata only."""
+        for name, value in (("output", output), ("x0", x0), ("x_t", x_t)):
+            if not isinstance(value, Mapping):
+                raise TypeError(f"{name}: a ProductProcess needs a dict of fields {list(self.fields)}, got {type(value).__name__}")
+            missing = [f for f in self.fields if f not in value]
+            if missing:
+                raise ValueError(f"{name}: missing field(s) {missing}; expected {list(self.fields)}")
+        for f, p in self.fields.items():
+            p._check_loss_inputs(param[f], output[f], x0[f], x_t[f])
 
     def field_losses(self, output, x0, x_t, t, noise, parametrization, kind: LossKind = "simple", hybrid_weight: float = 1e-3) -> dict[str, Tensor]:
         """Unweighted per-field (B,) losses, for logging."""
