@@ -10,9 +10,10 @@ Two studies (issue 5):
   from the training graphs) and is scored with ``GraphMetrics`` (MMD ratios to train-vs-test,
   uniqueness and novelty; community-small has no validity rule) and the NLL bound on the test
   graphs (all T terms, bits per node and edge variable).
-- **Step cost**: one training step (timestep and noise draws for X and the symmetric E,
-  ``ProductProcess.loss`` with the node mask, backward, AdamW) and one sampling step
-  (``ProductProcess.step`` after the network) against the bare ``GraphTransformer`` forward
+- **Step cost**: one training step (``DiffusionModule``'s step without Lightning's loop: batch
+  checks, timestep and noise draws for X and the symmetric E, the masked loss; then backward,
+  AdamW) and one sampling step (an iteration of ``diffkit.sample``'s loop: the network, then the
+  ProductProcess step) against the bare ``GraphTransformer`` forward
   (+ masked cross-entropy to precomputed targets, backward, AdamW), side by side in one process
   (``benchmarks.timing.interleaved``), for n = 20 and n = 64 nodes.
 """
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import Report, Settings, Table, aggregate, fmt, generator, new_figure, save_figure, seeded_init, write_csv
 from benchmarks.timing import interleaved, ratio
-from benchmarks.speed import _train_fn
+from benchmarks.speed import _module_train_fn, _train_fn
 from benchmarks.training import STREAM_INIT, STREAM_NLL, STREAM_SAMPLE, Budget
 from benchmarks.training import train as train_model
 from diffkit import CategoricalProcess, ProductProcess
@@ -36,7 +37,7 @@ from diffkit.graphs import sample_node_masks, to_networkx
 from diffkit.likelihood import nll_bound
 from diffkit.metrics.graphs import GraphMetrics
 from diffkit.models import GraphTransformer
-from diffkit.sampling import sample
+from diffkit.sampling import _jump, sample
 
 
 @dataclass(frozen=True)
@@ -120,24 +121,19 @@ def speed_cases(n: int, batch: int, cfg: Config) -> dict[str, dict]:
     nets = [base] + [copy.deepcopy(base) for _ in range(2)]
     opts = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in nets]
 
-    def diffkit_loss(net):
-        t = process.sample_timesteps(batch, generator=gen)
-        noised = process.q_sample(x0, t, generator=gen)
-        return process.loss(net(noised.x_t, t), x0, noised.x_t, t, noised.noise, param).mean()
-
     def bare_loss(net):
         out = net(x_t_fixed, t_fixed)
         loss_x = F.cross_entropy(out["X"][mask], x0["X"][mask])
         loss_e = F.cross_entropy(out["E"][pairs], x0["E"][pairs])
         return loss_x + 5.0 * loss_e
 
-    t_c, s_c = torch.full((batch,), T // 2), torch.full((batch,), T // 2 - 1)
+    t_c = torch.full((batch,), T // 2)
 
     @torch.no_grad()
     def diffkit_sample():
-        return process.step(nets[0](x_t_fixed, t_c), x_t_fixed, t_c, s_c, param, generator=gen)
+        return _jump(process, nets[0], x_t_fixed, t_c, T // 2, T // 2 - 1, param, gen, None)[0]
 
-    train = {"diffkit": _train_fn(nets[0], opts[0], diffkit_loss), "bare": _train_fn(nets[1], opts[1], bare_loss),
+    train = {"diffkit": _module_train_fn(process, base, "x0", x0)[0], "bare": _train_fn(nets[1], opts[1], bare_loss),
              "bare (again)": _train_fn(nets[2], opts[2], bare_loss)}  # fmt: skip
     sample_fns = {"diffkit": diffkit_sample, "bare": torch.no_grad()(lambda: nets[1](x_t_fixed, t_c)),
                   "bare (again)": torch.no_grad()(lambda: nets[2](x_t_fixed, t_c))}  # fmt: skip
@@ -189,8 +185,9 @@ def run(settings: Settings) -> Report:
         ["nodes", "batch", "step", "candidate", "candidate (ms)", "bare (ms)", "ratio", "95% CI"],
         [[r["nodes"], r["batch"], r["kind"], r["candidate"], f"{r['candidate_ms']:.2f}", f"{r['bare_ms']:.2f}", f"{r['ratio']:.3f}", f"{r['ci_low']:.3f}-{r['ci_high']:.3f}"] for r in speed],
         ["Same network, medians over interleaved rounds; 'bare (again)' is a second copy of the baseline (the A/A noise floor).",
-         "diffkit's training step adds the timestep and noise draws (X, and E's upper triangle mirrored) and the masked loss; "
-         "the bare step reuses one precomputed x_t and takes masked cross-entropies. Sampling: ProductProcess.step after the network vs the network alone."],
+         "diffkit's training step is DiffusionModule's (without Lightning's loop and logging): batch checks, the timestep and noise "
+         "draws (X, and E's upper triangle mirrored) and the masked loss; the bare step reuses one precomputed x_t and takes masked "
+         "cross-entropies. Sampling: an iteration of diffkit.sample's loop (network, then the ProductProcess step) vs the network alone."],
     )
     fig, axes = new_figure()
     ax = axes[0, 0]

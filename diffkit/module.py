@@ -13,6 +13,7 @@ import math
 import os
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
 import lightning.pytorch as pl
@@ -97,6 +98,15 @@ def _fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any
 _TRAIN_STREAM, _VAL_STREAM = 1, 2
 
 
+@dataclass
+class _TrainStream:
+    """Where the training stream is: steps drawn so far, and the cached (seed, rank, SplitMix64
+    chain state after (seed, rank, _TRAIN_STREAM)) that the next step's seed continues from."""
+
+    draws: int = 0
+    key: tuple[int, int, int] | None = None
+
+
 _MASK64 = (1 << 64) - 1
 
 
@@ -108,14 +118,18 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
+def _mix_chain(*parts: int, h: int = 0) -> int:
+    """Fold non-negative ints into a SplitMix64 chain started at ``h``: the 64-bit state."""
+    for p in parts:
+        h = _splitmix64(h ^ (int(p) & _MASK64))
+    return h
+
+
 def _mix_seed(*parts: int) -> int:
     """A 63-bit seed from non-negative ints: each part folded into a SplitMix64 chain, so nearby
     keys (step n and n + 1, rank 0 and 1) give unrelated seeds. Pure Python ints, about a
     microsecond: it runs before every training step."""
-    h = 0
-    for p in parts:
-        h = _splitmix64(h ^ (int(p) & _MASK64))
-    return h >> 1
+    return _mix_chain(*parts) >> 1
 
 
 class DiffusionModule(pl.LightningModule):
@@ -217,7 +231,7 @@ class DiffusionModule(pl.LightningModule):
         self._eval_count = 0
         self.noise_seed = noise_seed
         self._rng_seed: int | None = None  # resolved when fit starts, or restored from a checkpoint
-        self._train_draws = 0  # training steps drawn so far: the position in the training stream
+        self._stream = _TrainStream()  # the training stream's position (a plain object: updated every step)
         self._train_gen: torch.Generator | None = None
         self._val_gen: torch.Generator | None = None
 
@@ -339,8 +353,15 @@ class DiffusionModule(pl.LightningModule):
 
     def _next_train_generator(self) -> torch.Generator:
         """The training generator, re-seeded for the next training step (seed, rank, step)."""
-        gen = self._seeded("_train_gen", _TRAIN_STREAM, self._train_draws)
-        self._train_draws += 1
+        gen, stream, rank = self._train_gen, self._stream, self.global_rank
+        if gen is None or stream.key is None or stream.key[:2] != (self._rng_seed, rank) or gen.device != self.device:
+            gen = self._seeded("_train_gen", _TRAIN_STREAM, stream.draws)
+            # The chain state after (seed, rank, stream), so later steps only fold in the step count:
+            # the same seed as _mix_seed(seed, rank, _TRAIN_STREAM, step).
+            stream.key = (self._rng_seed, rank, _mix_chain(self._rng_seed, rank, _TRAIN_STREAM))
+        else:
+            gen.manual_seed(_splitmix64(stream.key[2] ^ stream.draws) >> 1)
+        stream.draws += 1
         return gen
 
     def _draw_generator(self) -> torch.Generator:
@@ -358,10 +379,9 @@ class DiffusionModule(pl.LightningModule):
         1..T by construction, so the process's unchecked ``_q_sample`` / ``_loss`` run; the
         output's shape and dtype are checked at every step (metadata only), its values once.
         """
-        batch = _batch_size(x0)
-        gen = self._draw_generator()
-        t = self.process.sample_timesteps(batch, device=self.device, generator=gen)
-        noised = self.process._q_sample(x0, t, generator=gen)
+        process, gen = self.process, self._draw_generator()
+        t = process.sample_timesteps(_batch_size(x0), device=self.device, generator=gen)
+        noised = process._q_sample(x0, t, generator=gen)
         output = self.denoiser(noised.x_t, t)
         self._check_output(output, noised.x_t, x0)
         return self._process_loss(output, x0, noised, t, reduction), t, output, noised
@@ -512,7 +532,7 @@ class DiffusionModule(pl.LightningModule):
             "data_shape": self.data_shape,
             "reference": self.reference,
             "size_counts": self.size_counts,
-            "rng": {"seed": self._rng_seed, "train_steps": self._train_draws},
+            "rng": {"seed": self._rng_seed, "train_steps": self._stream.draws},
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -553,7 +573,7 @@ class DiffusionModule(pl.LightningModule):
         rng = info.get("rng")
         if rng is not None and rng.get("seed") is not None:
             self._rng_seed = int(rng["seed"])
-            self._train_draws = int(rng["train_steps"])
+            self._stream.draws = int(rng["train_steps"])
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

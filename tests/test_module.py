@@ -218,3 +218,15 @@ def test_diffusion_module_is_exported_lazily() -> None:
     code = ("import sys, diffkit; assert 'lightning' not in sys.modules; from diffkit import DiffusionModule; "
             "import diffkit.module as m; assert DiffusionModule is m.DiffusionModule and 'DiffusionModule' in diffkit.__all__")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_step_seeds_are_the_mix_of_seed_rank_stream_and_step() -> None:
+    """The cached chain state gives exactly _mix_seed(seed, rank, stream, step) at every step, and a
+    seed restored from a checkpoint (a new _rng_seed) is picked up at the next step."""
+    from diffkit.module import _TRAIN_STREAM, _mix_seed
+
+    module = gaussian_module(noise_seed=11)
+    assert [module._next_train_generator().initial_seed() for _ in range(4)] == [_mix_seed(11, 0, _TRAIN_STREAM, k) for k in range(4)]
+    module._rng_seed, module._stream.draws = 12, 40
+    assert [module._next_train_generator().initial_seed() for _ in range(2)] == [_mix_seed(12, 0, _TRAIN_STREAM, k) for k in (40, 41)]
+    assert len({_mix_seed(11, 0, _TRAIN_STREAM, k) for k in range(1000)} | {_mix_seed(11, 1, _TRAIN_STREAM, k) for k in range(1000)}) == 2000
