@@ -100,11 +100,10 @@ _TRAIN_STREAM, _VAL_STREAM = 1, 2
 
 @dataclass
 class _TrainStream:
-    """Where the training stream is: steps drawn so far, and the cached (seed, rank, SplitMix64
-    chain state after (seed, rank, _TRAIN_STREAM)) that the next step's seed continues from."""
+    """Where the training stream is: the number of steps drawn so far. A plain object, so the
+    per-step update skips nn.Module.__setattr__ (a few microseconds on a LightningModule)."""
 
     draws: int = 0
-    key: tuple[int, int, int] | None = None
 
 
 _MASK64 = (1 << 64) - 1
@@ -118,18 +117,14 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def _mix_chain(*parts: int, h: int = 0) -> int:
-    """Fold non-negative ints into a SplitMix64 chain started at ``h``: the 64-bit state."""
-    for p in parts:
-        h = _splitmix64(h ^ (int(p) & _MASK64))
-    return h
-
-
 def _mix_seed(*parts: int) -> int:
     """A 63-bit seed from non-negative ints: each part folded into a SplitMix64 chain, so nearby
-    keys (step n and n + 1, rank 0 and 1) give unrelated seeds. Pure Python ints, about a
-    microsecond: it runs before every training step."""
-    return _mix_chain(*parts) >> 1
+    keys (step n and n + 1, rank 0 and 1) give unrelated seeds. Pure Python ints, a few
+    microseconds: it runs before every training step."""
+    h = 0
+    for p in parts:
+        h = _splitmix64(h ^ (int(p) & _MASK64))
+    return h >> 1
 
 
 class DiffusionModule(pl.LightningModule):
@@ -286,7 +281,9 @@ class DiffusionModule(pl.LightningModule):
 
     def _unpack(self, batch: Any, training: bool = False) -> Any:
         """x0 from a batch, checked when ``validate_inputs``: fully (``process.validate_x0``), or in a
-        training step by ``process._check_batch`` (its skipped value checks run on a non-finite loss)."""
+        training step after the first by ``process._check_batch`` (its skipped value checks run on a
+        non-finite loss). The first batch is always checked in full, so bad data is named as such
+        before its denoiser output is checked."""
         if isinstance(batch, (list, tuple)):
             if len(batch) != 1:
                 raise ValueError(
@@ -295,7 +292,8 @@ class DiffusionModule(pl.LightningModule):
                 )
             batch = batch[0]
         if self.validate_inputs:
-            (self.process._check_batch if training else self.process.validate_x0)(batch, "batch")
+            light = training and self._output_checked
+            (self.process._check_batch if light else self.process.validate_x0)(batch, "batch")
         return batch
 
     def _record_shape(self, x0: Any) -> None:
@@ -312,13 +310,10 @@ class DiffusionModule(pl.LightningModule):
             counts = torch.bincount(x0[mask_key].sum(1).cpu(), minlength=x0[mask_key].shape[1] + 1)
             self.size_counts = counts if self.size_counts is None else self.size_counts + counts
 
-    def _check_output(self, output: Any, x_t: Any, x0: Any) -> None:
-        """The first denoiser output's type, shape and values (once per module); the batch that made
-        it is checked in full first, so bad data is named as such rather than as a bad output."""
+    def _check_output(self, output: Any, x_t: Any) -> None:
+        """The first denoiser output's type, shape and values (once per module)."""
         if self._output_checked:
             return
-        if self.validate_inputs:
-            self.process.validate_x0(x0, "batch")
         if isinstance(self.process, ProductProcess):
             if not isinstance(output, Mapping):
                 raise TypeError(f"denoiser output: a ProductProcess needs a dict of fields {list(self.process.fields)}, got {type(output).__name__}")
@@ -353,15 +348,8 @@ class DiffusionModule(pl.LightningModule):
 
     def _next_train_generator(self) -> torch.Generator:
         """The training generator, re-seeded for the next training step (seed, rank, step)."""
-        gen, stream, rank = self._train_gen, self._stream, self.global_rank
-        if gen is None or stream.key is None or stream.key[:2] != (self._rng_seed, rank) or gen.device != self.device:
-            gen = self._seeded("_train_gen", _TRAIN_STREAM, stream.draws)
-            # The chain state after (seed, rank, stream), so later steps only fold in the step count:
-            # the same seed as _mix_seed(seed, rank, _TRAIN_STREAM, step).
-            stream.key = (self._rng_seed, rank, _mix_chain(self._rng_seed, rank, _TRAIN_STREAM))
-        else:
-            gen.manual_seed(_splitmix64(stream.key[2] ^ stream.draws) >> 1)
-        stream.draws += 1
+        gen = self._seeded("_train_gen", _TRAIN_STREAM, self._stream.draws)
+        self._stream.draws += 1
         return gen
 
     def _draw_generator(self) -> torch.Generator:
@@ -383,7 +371,7 @@ class DiffusionModule(pl.LightningModule):
         t = process.sample_timesteps(_batch_size(x0), device=self.device, generator=gen)
         noised = process._q_sample(x0, t, generator=gen)
         output = self.denoiser(noised.x_t, t)
-        self._check_output(output, noised.x_t, x0)
+        self._check_output(output, noised.x_t)
         return self._process_loss(output, x0, noised, t, reduction), t, output, noised
 
     def _process_loss(self, output: Any, x0: Any, noised: Any, t: Tensor, reduction: Literal["none", "mean"] = "none") -> Tensor:

@@ -46,6 +46,18 @@ class Noised(NamedTuple):
     noise: Any
 
 
+def check_loss_kind(kind: str) -> None:
+    """Raise unless ``kind`` is a :data:`LossKind` (the ``kind`` argument of ``loss``)."""
+    if kind not in ("simple", "kl", "hybrid"):
+        raise ValueError(f"kind: unknown loss {kind!r}; expected one of ['hybrid', 'kl', 'simple']")
+
+
+def at_least_float32(x: Tensor) -> Tensor:
+    """``x`` in float32 if it is half precision (float16 / bfloat16), else ``x`` itself: losses and
+    log-probabilities are formed and returned in full precision."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def expand_to(values: Tensor, ndim: int) -> Tensor:
     """View a (B,) tensor as (B, 1, ..., 1) with ``ndim`` dims, to broadcast against data."""
     return values.reshape(values.shape[0], *([1] * (ndim - 1)))
@@ -311,8 +323,7 @@ class ForwardProcess(nn.Module, abc.ABC):
         param = self.get_parametrization(parametrization)
         self._check_loss_inputs(param, output, x0, x_t)
         t = self.timesteps(t, x_t.shape[0], x_t.device)
-        if kind not in ("simple", "kl", "hybrid"):
-            raise ValueError(f"kind: unknown loss {kind!r}; expected one of ['hybrid', 'kl', 'simple']")
+        check_loss_kind(kind)
         return self._loss(output, x0, x_t, t, noise, param, kind, hybrid_weight, mask)
 
     def _loss(
@@ -336,8 +347,7 @@ class ForwardProcess(nn.Module, abc.ABC):
         (one fused op and autograd node, e.g. ``F.mse_loss``) instead of per-example means.
         """
         if reduction == "mean" and kind == "simple" and mask is None:
-            total = param.mean_simple_loss(self, output, x0, x_t, t, noise)
-            return total.float() if total.dtype in (torch.float16, torch.bfloat16) else total
+            return at_least_float32(param.mean_simple_loss(self, output, x0, x_t, t, noise))
         total = None  # no zeros + add: one autograd node less per training step
         if kind in ("simple", "hybrid"):
             total = self.reduce(param.simple_loss(self, output, x0, x_t, t, noise), mask, "mean")
@@ -346,7 +356,7 @@ class ForwardProcess(nn.Module, abc.ABC):
             vlb = self.reduce(self.vlb_terms(output, x0, x_t, t, param), mask, "mean") * self.num_steps
             total = weight * vlb if total is None else total + weight * vlb
         # As before, when the sum started from float32 zeros: half-precision losses come back in float32.
-        total = total.float() if total.dtype in (torch.float16, torch.bfloat16) else total
+        total = at_least_float32(total)
         return total.mean() if reduction == "mean" else total
 
     def prior_term(self, x0: Tensor, mask: Tensor | None = None) -> Tensor:

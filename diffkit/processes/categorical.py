@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from diffkit._checks import all_finite
 from diffkit.parametrizations import PreviousStepParametrization, X0BasedParametrization
-from diffkit.processes.base import ForwardProcess, Noised, expand_to
+from diffkit.processes.base import ForwardProcess, Noised, at_least_float32, expand_to
 from diffkit.processes.schedules import ScheduleLike, make_schedule
 
 __all__ = [
@@ -601,18 +601,18 @@ class CategoricalX0(X0BasedParametrization):
         return (*x_t.shape, process.num_classes)
 
     def x0_from_output(self, process, output, x_t, t):
-        probs = output.float().softmax(-1) if output.dtype in (torch.float16, torch.bfloat16) else output.softmax(-1)
+        probs = at_least_float32(output).softmax(-1)
         extra = process.num_states - process.num_classes
         return F.pad(probs, (0, extra)) if extra else probs
 
     def simple_loss(self, process, output, x0, x_t, t, noise):
-        logits = output.float() if output.dtype in (torch.float16, torch.bfloat16) else output
+        logits = at_least_float32(output)
         return torch.logsumexp(logits, -1) - logits.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
 
     def mean_simple_loss(self, process, output, x0, x_t, t, noise):
         # F.cross_entropy's mean: the same -log softmax(output)[x0], averaged, in one op.
         if type(self).simple_loss is CategoricalX0.simple_loss and output.shape == (*x0.shape, process.num_classes):
-            logits = output.float() if output.dtype in (torch.float16, torch.bfloat16) else output
+            logits = at_least_float32(output)
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x0.reshape(-1))
         return super().mean_simple_loss(process, output, x0, x_t, t, noise)
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from diffkit.parametrizations import Parametrization
-from diffkit.processes.base import ForwardProcess, LossKind, Noised
+from diffkit.processes.base import ForwardProcess, LossKind, Noised, check_loss_kind
 
 __all__ = ["ProductProcess"]
 
@@ -138,11 +138,7 @@ class ProductProcess(ForwardProcess):
 
     def _validate(self, x0: Any, name: str, full: bool) -> None:
         """validate_x0 (``full``) or _check_batch of every field, then the mask and symmetry checks."""
-        if not isinstance(x0, Mapping):
-            raise TypeError(f"{name}: a ProductProcess expects a dict of fields {list(self.fields)}, got {type(x0).__name__}")
-        missing = [f for f in self.fields if f not in x0]
-        if missing:
-            raise ValueError(f"{name}: missing field(s) {missing}; expected {list(self.fields)}")
+        self._check_fields(x0, name)
         for f, p in self.fields.items():
             (p.validate_x0 if full else p._check_batch)(x0[f], f"{name}[{f!r}]")
         mask = self._mask(x0)
@@ -158,6 +154,14 @@ class ProductProcess(ForwardProcess):
                 raise ValueError(f"{name}[{f!r}]: a symmetric field needs shape (B, N, N, ...), got {tuple(x.shape)}")
             if not torch.equal(x, x.transpose(1, 2)):
                 raise ValueError(f"{name}[{f!r}]: symmetric field is not symmetric (x[:, i, j] != x[:, j, i])")
+
+    def _check_fields(self, x: Any, name: str) -> None:
+        """Raise unless ``x`` is a dict holding every field."""
+        if not isinstance(x, Mapping):
+            raise TypeError(f"{name}: a ProductProcess expects a dict of fields {list(self.fields)}, got {type(x).__name__}")
+        missing = [f for f in self.fields if f not in x]
+        if missing:
+            raise ValueError(f"{name}: missing field(s) {missing}; expected {list(self.fields)}")
 
     def get_parametrization(self, parametrization) -> dict[str, Parametrization]:  # type: ignore[override]
         """One name / object for every field, or a dict field -> name / object."""
@@ -265,8 +269,7 @@ class ProductProcess(ForwardProcess):
         params = self.get_parametrization(parametrization)
         self._check_loss_inputs(params, output, x0, x_t)
         t = self._t(t, x_t)
-        if kind not in ("simple", "kl", "hybrid"):
-            raise ValueError(f"kind: unknown loss {kind!r}; expected one of ['hybrid', 'kl', 'simple']")
+        check_loss_kind(kind)
         return self._loss(output, x0, x_t, t, noise, params, kind, hybrid_weight, mask)
 
     def _loss(self, output, x0, x_t, t, noise, param, kind: LossKind = "simple", hybrid_weight: float = 1e-3, mask=None, reduction="none") -> Tensor:
@@ -281,11 +284,7 @@ class ProductProcess(ForwardProcess):
     def _check_loss_inputs(self, param, output, x0, x_t) -> None:
         """Every field's shape / dtype checks (see ForwardProcess._check_loss_inputs); metadata only."""
         for name, value in (("output", output), ("x0", x0), ("x_t", x_t)):
-            if not isinstance(value, Mapping):
-                raise TypeError(f"{name}: a ProductProcess needs a dict of fields {list(self.fields)}, got {type(value).__name__}")
-            missing = [f for f in self.fields if f not in value]
-            if missing:
-                raise ValueError(f"{name}: missing field(s) {missing}; expected {list(self.fields)}")
+            self._check_fields(value, name)
         for f, p in self.fields.items():
             p._check_loss_inputs(param[f], output[f], x0[f], x_t[f])
 
