@@ -93,7 +93,7 @@ def _copies(net, n: int):
     return nets, [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in nets]
 
 
-def _module_train_fn(process, net, parametrization: str, x0):
+def _module_train_fn(process, net, parametrization, x0):
     """DiffusionModule's training step on the batch x0 (everything training_step does but
     Lightning's logging) + backward + AdamW step, on a copy of net."""
     module = DiffusionModule(process, copy.deepcopy(net), parametrization, noise_seed=0)
@@ -108,6 +108,40 @@ def _module_train_fn(process, net, parametrization: str, x0):
     return step, module
 
 
+def _candidates(process, param, nets, opts, x0, bare_loss, x_t_fixed, gen, ddim: bool = False) -> tuple[dict, dict, DiffusionModule]:
+    """The rows every model has: (train, sample, the module timed as "diffkit").
+
+    train: "diffkit" (DiffusionModule's step on x0, from a copy of nets[0] made before any step),
+    "diffkit process API" (the checked public calls, on nets[0]), "bare" / "bare (again)" (bare_loss
+    on nets[1] / nets[2]). sample, all at the jump T // 2 -> T // 2 - 1 from x_t_fixed: "diffkit"
+    (diffkit.sample's loop body), "diffkit DDIM" (eta = 0, if ``ddim``), "diffkit process.step",
+    and the bare forwards.
+    """
+    (net_a, net_b, net_c), (opt_a, opt_b, opt_c) = nets, opts
+    batch, T = x0.shape[0], process.num_steps
+    t_c, s_c = torch.full((batch,), T // 2), torch.full((batch,), T // 2 - 1)
+    module_step, module = _module_train_fn(process, net_a, param, x0)
+
+    def api_loss(net):
+        t = process.sample_timesteps(batch, generator=gen)
+        x_t, noise = process.q_sample(x0, t, generator=gen)
+        return process.loss(net(x_t, t), x0, x_t, t, noise, param).mean()
+
+    @torch.no_grad()
+    def diffkit_sample(eta=None):
+        return _jump(process, net_a, x_t_fixed, t_c, T // 2, T // 2 - 1, param, gen, eta)[0]
+
+    @torch.no_grad()
+    def api_sample():
+        return process.step(net_a(x_t_fixed, t_c), x_t_fixed, t_c, s_c, param, generator=gen)
+
+    train = {"diffkit": module_step, "diffkit process API": _train_fn(net_a, opt_a, api_loss),
+             "bare": _train_fn(net_b, opt_b, bare_loss), "bare (again)": _train_fn(net_c, opt_c, bare_loss)}
+    sample = {"diffkit": diffkit_sample, **({"diffkit DDIM": lambda: diffkit_sample(0.0)} if ddim else {}), "diffkit process.step": api_sample,
+              "bare": torch.no_grad()(lambda: net_b(x_t_fixed, t_c)), "bare (again)": torch.no_grad()(lambda: net_c(x_t_fixed, t_c))}
+    return train, sample, module
+
+
 def mlp_cases(batch: int, T: int) -> dict[str, dict]:
     """{"train": {name: fn}, "sample": {name: fn}} for the 2-D MLP at one batch size."""
     gen = torch.Generator().manual_seed(0)
@@ -120,29 +154,11 @@ def mlp_cases(batch: int, T: int) -> dict[str, dict]:
     t_rand = process.sample_timesteps(batch, generator=gen)
     x_t_fixed, eps_fixed = process.q_sample(x0, t_rand, generator=gen)
 
-    def api_loss(net):
-        t = process.sample_timesteps(batch, generator=gen)
-        x_t, noise = process.q_sample(x0, t, generator=gen)
-        return process.loss(net(x_t, t), x0, x_t, t, noise, param).mean()
-
     def bare_loss(net):
         return F.mse_loss(net(x_t_fixed, t_rand), eps_fixed)
 
+    train, sample, module = _candidates(process, param, (net_a, net_b, net_c), (opt_a, opt_b, opt_c), x0, bare_loss, x_t_fixed, gen, ddim=True)
     t_c, s_c = torch.full((batch,), T // 2), torch.full((batch,), T // 2 - 1)
-
-    @torch.no_grad()
-    def diffkit_sample(eta=None):
-        return _jump(process, net_a, x_t_fixed, t_c, T // 2, T // 2 - 1, param, gen, eta)[0]
-
-    @torch.no_grad()
-    def api_sample():
-        return process.step(net_a(x_t_fixed, t_c), x_t_fixed, t_c, s_c, param, generator=gen)
-
-    module_step, module = _module_train_fn(process, base, "eps", x0)
-    train = {"diffkit": module_step, "diffkit process API": _train_fn(net_a, opt_a, api_loss),
-             "bare": _train_fn(net_b, opt_b, bare_loss), "bare (again)": _train_fn(net_c, opt_c, bare_loss)}
-    sample = {"diffkit": diffkit_sample, "diffkit DDIM": lambda: diffkit_sample(0.0), "diffkit process.step": api_sample,
-              "bare": torch.no_grad()(lambda: net_b(x_t_fixed, t_c)), "bare (again)": torch.no_grad()(lambda: net_c(x_t_fixed, t_c))}
     sample.update(_diffusers_sampling(net_a, x_t_fixed, t_c, T, gen))
     train.update(_diffusers_training(net_a, x0, T, gen))
     return {"train": train, "sample": sample, "parts": _mlp_parts(process, param, net_a, module, x0, x_t_fixed, t_c, s_c, gen)}
@@ -249,29 +265,11 @@ def categorical_cases(K: int, noise: str, cfg: Config) -> dict[str, dict]:
     t_rand = process.sample_timesteps(B, generator=gen)
     x_t_fixed = process.q_sample(x0, t_rand, generator=gen).x_t
 
-    def api_loss(net):
-        t = process.sample_timesteps(B, generator=gen)
-        x_t, noise_ = process.q_sample(x0, t, generator=gen)
-        return process.loss(net(x_t, t), x0, x_t, t, noise_, param).mean()
-
     def bare_loss(net):
         return F.cross_entropy(net(x_t_fixed, t_rand).reshape(-1, K), x0.reshape(-1))
 
+    train, sample, _ = _candidates(process, param, (net_a, net_b, net_c), (opt_a, opt_b, opt_c), x0, bare_loss, x_t_fixed, gen)
     t_c, s_c = torch.full((B,), T // 2), torch.full((B,), T // 2 - 1)
-
-    @torch.no_grad()
-    def diffkit_sample():
-        return _jump(process, net_a, x_t_fixed, t_c, T // 2, T // 2 - 1, param, gen, None)[0]
-
-    @torch.no_grad()
-    def api_sample():
-        return process.step(net_a(x_t_fixed, t_c), x_t_fixed, t_c, s_c, param, generator=gen)
-
-    module_step, _ = _module_train_fn(process, base, "x0", x0)
-    train = {"diffkit": module_step, "diffkit process API": _train_fn(net_a, opt_a, api_loss),
-             "bare": _train_fn(net_b, opt_b, bare_loss), "bare (again)": _train_fn(net_c, opt_c, bare_loss)}
-    sample = {"diffkit": diffkit_sample, "diffkit process.step": api_sample,
-              "bare": torch.no_grad()(lambda: net_b(x_t_fixed, t_c)), "bare (again)": torch.no_grad()(lambda: net_c(x_t_fixed, t_c))}
     out = net_a(x_t_fixed, t_c).detach()
     p = param.reverse(process, out, x_t_fixed, t_c, s_c)
     u_fixed = torch.rand(x0.shape, dtype=torch.float64, generator=gen)
