@@ -280,11 +280,7 @@ def inverse_cdf_sample(weights: Tensor, generator: torch.Generator | None = None
     w = weights.reshape(-1, K)
     R, device, f64 = w.shape[0], w.device, torch.float64
     size = max(1, math.isqrt(K))  # block size
-    full = K // size
-    sums = w[:, : full * size].reshape(R, full, size).sum(-1)
-    if full * size < K:
-        sums = torch.cat([sums, w[:, full * size :].sum(-1, keepdim=True)], 1)
-    cdf = sums.to(f64).cumsum(-1)  # (R, blocks)
+    cdf = _block_sums(w, size).to(f64).cumsum(-1)  # (R, blocks)
     total = cdf[:, -1:]
     u = torch.rand((R, 1), dtype=f64, device=device, generator=generator)
     v = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))  # strictly below the total
@@ -299,6 +295,15 @@ def inverse_cdf_sample(weights: Tensor, generator: torch.Generator | None = None
     uniform = (u.squeeze(-1) * K).long().clamp_max(K - 1)
     ok = (total.squeeze(-1) > 0) & (ids >= 0) & (ids < K)
     return torch.where(ok, ids, uniform).reshape(lead)
+
+
+def _block_sums(w: Tensor, size: int) -> Tensor:
+    """(R, K) -> (R, ceil(K / size)): sums over consecutive blocks of ``size`` columns, the last
+    block holding the K % size columns left over."""
+    R, K = w.shape
+    full = K // size
+    sums = w[:, : full * size].reshape(R, full, size).sum(-1)
+    return torch.cat([sums, w[:, full * size :].sum(-1, keepdim=True)], 1) if full * size < K else sums
 
 
 def _mixing_step_sample(logits: Tensor, x_t: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
@@ -339,16 +344,13 @@ def _mixing_step_sample(logits: Tensor, x_t: Tensor, alpha_bar_t: Tensor, alpha_
     rows = None if every else uses_p.nonzero().squeeze(1)  # (R',)
     flat = logits.reshape(R, K)
     sel = flat if every else flat.index_select(0, rows)  # (R', K)
-    w = (sel.float() if sel.dtype != dt else sel).softmax(-1)  # (R', K) probabilities
+    w = at_least_float32(sel).softmax(-1)  # (R', K) probabilities
     Rs = w.shape[0]
     lay = _block_layout(pi, K, dt)
-    size, full = lay.size, K // lay.size
-    parts = [w[:, : full * size].reshape(Rs, full, size).sum(-1)]
-    if K > full * size:
-        parts.append(w[:, full * size :].sum(-1, keepdim=True))
+    P = _block_sums(w, lay.size)
     if S > K:
-        parts.append(w.new_zeros(Rs, 1))  # the extra states: p = 0
-    P = (torch.cat(parts, 1) if len(parts) > 1 else parts[0]).to(f64)  # (R', blocks)
+        P = torch.cat([P, w.new_zeros(Rs, 1)], 1)  # the extra states: p = 0
+    P = P.to(f64)  # (R', blocks)
     n_sel = n if every else n[rows]
     p_n_sel = torch.where(n_sel < K, w.gather(1, n_sel.clamp_max(K - 1).unsqueeze(1)).squeeze(1).to(f64), 0.0)
     if every:
