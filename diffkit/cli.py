@@ -118,6 +118,23 @@ def _cli_class():
     return DiffkitCLI
 
 
+def load_model(ckpt_path: str | Path, device: str = "cpu") -> Any:
+    """The DiffusionModule of a checkpoint written by ``diffkit fit`` (its saved hyperparameters
+    rebuild process and denoiser), on ``device``, in eval mode.
+
+    Raises:
+        FileNotFoundError: no file at ``ckpt_path``.
+    """
+    from diffkit.module import DiffusionModule
+
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"ckpt_path: no checkpoint at {ckpt_path}")
+    model = DiffusionModule.load_from_checkpoint(ckpt_path, map_location=device)
+    model.eval()
+    return model
+
+
 def sample_from_checkpoint(
     ckpt_path: str | Path,
     num_samples: int = 1000,
@@ -148,14 +165,10 @@ def sample_from_checkpoint(
     """
     import torch
 
-    from diffkit.module import DiffusionModule
     from diffkit.plotting import plot_samples
 
     ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"ckpt_path: no checkpoint at {ckpt_path}")
-    model = DiffusionModule.load_from_checkpoint(ckpt_path, map_location=device)
-    model.eval()
+    model = load_model(ckpt_path, device)
     gen = torch.Generator(device).manual_seed(seed)
     samples = model.sample(num_samples, num_steps=num_steps, generator=gen, eta=eta, progress=progress)
     output = Path(output)

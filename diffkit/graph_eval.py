@@ -159,15 +159,17 @@ def evaluate_graph_checkpoint(
     """
     import torch
 
+    from diffkit.cli import load_model
     from diffkit.data.graphs import GraphDataModule
     from diffkit.graphs import to_networkx
     from diffkit.metrics.graphs import GraphMetrics
-    from diffkit.module import DiffusionModule
 
     ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"ckpt_path: no checkpoint at {ckpt_path}")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    model = load_model(ckpt_path, device)
+    if model.size_counts is None:
+        raise ValueError("ckpt_path: the checkpoint has no recorded node counts; was it trained on graph data?")
+    # The run's metadata only (dataset arguments, step, EMA): memory-mapped, so the weights are not read twice.
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
     args = _dataset_args(ckpt_path, checkpoint) if dataset is None else {"dataset": dataset}
     if cache_dir is not None:
         args["cache_dir"] = cache_dir
@@ -180,10 +182,6 @@ def evaluate_graph_checkpoint(
     out = ckpt_path.resolve().parent.parent / "eval" if out is None else Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    model = DiffusionModule.load_from_checkpoint(ckpt_path, map_location=device)
-    model.eval()
-    if model.size_counts is None:
-        raise ValueError("ckpt_path: the checkpoint has no recorded node counts; was it trained on graph data?")
     start = time.perf_counter()
     gen = torch.Generator(device).manual_seed(seed)
     graphs: list[nx.Graph] = []
@@ -199,7 +197,7 @@ def evaluate_graph_checkpoint(
     metric.update(graphs)
     values = {k: float(v) for k, v in metric.compute().items()}
     # The ratios' denominators: MMD^2 between the train and test splits (the "fresh data" reference).
-    values.update({f"train_vs_test/{k}": float(v) for k, v in metric._baseline._asdict().items()})
+    values.update({f"train_vs_test/{k}": float(v) for k, v in metric.baseline()._asdict().items()})
     metric_s = time.perf_counter() - start
 
     steps = num_steps or model.process.num_steps

@@ -681,18 +681,23 @@ class GraphMetrics(Metric):
         mask = dim_zero_cat(self.mask).bool().cpu()
         return to_networkx({"X": torch.zeros_like(mask, dtype=torch.int64), "E": E, "mask": mask})
 
+    def baseline(self) -> GraphMMD:
+        """MMD² between the train graphs and the reference split: each ratio's denominator (computed once)."""
+        if self._baseline is None:
+            self._baseline = graph_mmds(self.train_graphs, self.reference_graphs)
+        return self._baseline
+
     def compute(self) -> dict[str, Tensor]:
         """The values named in the class docstring."""
         graphs = self.generated_graphs()
-        if self._baseline is None:
-            self._baseline = graph_mmds(self.train_graphs, self.reference_graphs)
+        baseline_mmd = self.baseline()
         if any(g.number_of_nodes() > 0 for g in graphs):
             mmd = graph_mmds(graphs, self.reference_graphs)
         else:  # nothing to compare: every MMD is undefined
             mmd = GraphMMD(*[float("nan")] * len(GraphMMD._fields))
         out = {}
         for name in GraphMMD._fields:
-            baseline = getattr(self._baseline, name)
+            baseline = getattr(baseline_mmd, name)
             out[f"mmd/{name}"] = getattr(mmd, name)
             out[f"ratio/{name}"] = getattr(mmd, name) / baseline if baseline > _MMD_FLOOR else float("nan")
         ratios = [out[f"ratio/{name}"] for name in GraphMMD._fields if not np.isnan(out[f"ratio/{name}"])]
