@@ -9,6 +9,7 @@ multi-device training are Lightning's.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import warnings
@@ -109,22 +110,29 @@ class _TrainStream:
 _MASK64 = (1 << 64) - 1
 
 
-def _splitmix64(x: int) -> int:
-    """SplitMix64's output function (Steele et al. 2014): a bijective 64-bit mixer."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+def _fold(h: int, part: int) -> int:
+    """One link of a SplitMix64 chain (Steele et al. 2014): mix(h ^ part), mix a bijective 64-bit mixer."""
+    x = ((h ^ (int(part) & _MASK64)) + 0x9E3779B97F4A7C15) & _MASK64
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
     return x ^ (x >> 31)
 
 
-def _mix_seed(*parts: int) -> int:
-    """A 63-bit seed from non-negative ints: each part folded into a SplitMix64 chain, so nearby
-    keys (step n and n + 1, rank 0 and 1) give unrelated seeds. Pure Python ints, a few
-    microseconds: it runs before every training step."""
+@functools.lru_cache(maxsize=256)
+def _chain(*parts: int) -> int:
+    """The chain's state after ``parts``; memoized (a pure function), so the (seed, rank, stream)
+    prefix that every training step shares is folded once."""
     h = 0
     for p in parts:
-        h = _splitmix64(h ^ (int(p) & _MASK64))
-    return h >> 1
+        h = _fold(h, p)
+    return h
+
+
+def _mix_seed(*parts: int) -> int:
+    """A 63-bit seed from one or more non-negative ints: each part folded into a SplitMix64 chain, so
+    nearby keys (step n and n + 1, rank 0 and 1) give unrelated seeds. Pure Python ints, about a
+    microsecond: it runs before every training step."""
+    return _fold(_chain(*parts[:-1]), parts[-1]) >> 1
 
 
 class DiffusionModule(pl.LightningModule):
@@ -279,11 +287,12 @@ class DiffusionModule(pl.LightningModule):
                     f"{bad[0]!r} predicts p(x_(t-1) | x_t) and cannot stride; use num_steps=None or an x0-based parametrization"
                 )
 
-    def _unpack(self, batch: Any, training: bool = False) -> Any:
+    def _unpack(self, batch: Any, training: bool = False, process: ForwardProcess | None = None) -> Any:
         """x0 from a batch, checked when ``validate_inputs``: fully (``process.validate_x0``), or in a
         training step after the first by ``process._check_batch`` (its skipped value checks run on a
         non-finite loss). The first batch is always checked in full, so bad data is named as such
-        before its denoiser output is checked."""
+        before its denoiser output is checked. ``process``: ``self.process``, if the caller has it
+        (a submodule look-up costs ~1.5 us)."""
         if isinstance(batch, (list, tuple)):
             if len(batch) != 1:
                 raise ValueError(
@@ -292,8 +301,8 @@ class DiffusionModule(pl.LightningModule):
                 )
             batch = batch[0]
         if self.validate_inputs:
-            light = training and self._output_checked
-            (self.process._check_batch if light else self.process.validate_x0)(batch, "batch")
+            process = self.process if process is None else process
+            (process._check_batch if training and self._output_checked else process.validate_x0)(batch, "batch")
         return batch
 
     def _record_shape(self, x0: Any) -> None:
@@ -358,26 +367,33 @@ class DiffusionModule(pl.LightningModule):
             return self._train_gen if self._train_gen is not None else self._next_train_generator()
         return self._val_gen if self._val_gen is not None else self._seeded("_val_gen", _VAL_STREAM)
 
-    def _forward_loss(self, x0: Any, reduction: Literal["none", "mean"] = "none") -> tuple[Tensor, Tensor, Any, Any]:
+    def _forward_loss(
+        self, x0: Any, reduction: Literal["none", "mean"] = "none", generator: torch.Generator | None = None, process: ForwardProcess | None = None
+    ) -> tuple[Tensor, Tensor, Any, Any]:
         """Draw t and x_t, call the denoiser; returns (loss, t, output, x_t), the loss per example
         (B,) or, with ``reduction="mean"``, its batch mean.
 
-        t and the noise come from the module's generators (see the class docstring), never from
-        torch's global RNG. x0 was checked by :meth:`_unpack` (``validate_inputs``) and t is in
-        1..T by construction, so the process's unchecked ``_q_sample`` / ``_loss`` run; the
-        output's shape and dtype are checked at every step (metadata only), its values once.
+        t and the noise come from ``generator`` (default: the module's stream for the current mode,
+        see the class docstring), never from torch's global RNG; ``process`` is ``self.process``
+        (passed by a caller that has it). x0 was checked by :meth:`_unpack` (``validate_inputs``)
+        and t is in 1..T by construction, so the process's unchecked ``_q_sample`` / ``_loss`` run;
+        the output's shape and dtype are checked at every step (metadata only), its values once.
         """
-        process, gen = self.process, self._draw_generator()
-        t = process.sample_timesteps(_batch_size(x0), device=self.device, generator=gen)
+        process = self.process if process is None else process
+        gen = self._draw_generator() if generator is None else generator
+        t = process.sample_timesteps(_batch_size(x0), device=gen.device, generator=gen)
         noised = process._q_sample(x0, t, generator=gen)
         output = self.denoiser(noised.x_t, t)
-        self._check_output(output, noised.x_t)
-        return self._process_loss(output, x0, noised, t, reduction), t, output, noised
+        if not self._output_checked:
+            self._check_output(output, noised.x_t)
+        return self._process_loss(output, x0, noised, t, reduction, process), t, output, noised
 
-    def _process_loss(self, output: Any, x0: Any, noised: Any, t: Tensor, reduction: Literal["none", "mean"] = "none") -> Tensor:
+    def _process_loss(
+        self, output: Any, x0: Any, noised: Any, t: Tensor, reduction: Literal["none", "mean"] = "none", process: ForwardProcess | None = None
+    ) -> Tensor:
         """The process's loss; the library's own ``loss`` through its unchecked ``_loss`` (after the
         metadata-only shape checks), a plugin's overridden ``loss`` as it is."""
-        process = self.process
+        process = self.process if process is None else process
         if type(process).loss in (ForwardProcess.loss, ProductProcess.loss):
             process._check_loss_inputs(self.param, output, x0, noised.x_t)
             return process._loss(output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight, reduction=reduction)
@@ -421,15 +437,15 @@ class DiffusionModule(pl.LightningModule):
         Raises:
             FloatingPointError: a non-finite loss, naming the offending t.
         """
-        x0 = self._unpack(batch, training=True)
+        process = self.process
+        x0 = self._unpack(batch, True, process)
         self._record_shape(x0)
-        self._next_train_generator()
-        loss, t, output, noised = self._forward_loss(x0, reduction="mean")
+        loss, t, output, noised = self._forward_loss(x0, "mean", self._next_train_generator(), process)
         if not math.isfinite(loss.item()):
             if self.validate_inputs:
-                self.process.validate_x0(x0, "batch")  # the value checks _check_batch left to this point
+                process.validate_x0(x0, "batch")  # the value checks _check_batch left to this point
             with torch.no_grad():
-                per_example = self._process_loss(output, x0, noised, t)
+                per_example = self._process_loss(output, x0, noised, t, "none", process)
             bad = t[~torch.isfinite(per_example)].tolist()
             raise FloatingPointError(
                 f"non-finite training loss at global step {self.global_step} (t = {bad}); nothing is saved for this "

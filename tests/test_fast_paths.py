@@ -113,6 +113,26 @@ def test_scalar_coefficient_cache_follows_the_schedule_table() -> None:
     assert not torch.equal(before, after)
 
 
+def test_q_sample_table_follows_the_schedule_table() -> None:
+    """The cached (T + 1, 2, 1, ...) sqrt(alpha_bar) table of _q_sample is rebuilt when alpha_bar is
+    edited in place or replaced, for every data rank and dtype."""
+    proc = GaussianProcess(10, "linear")
+    t, noise = torch.tensor([3, 7]), torch.full((2, 2, 3), 0.5, dtype=torch.float64)
+    x0 = torch.ones(2, 2, 3, dtype=torch.float64)
+
+    def expected():
+        ab = proc.alpha_bar[t].view(2, 1, 1)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+    for edit in (lambda: None, lambda: proc.alpha_bar.mul_(0.5).index_fill_(0, torch.tensor([0]), 1.0),
+                 lambda: setattr(proc, "alpha_bar", proc.alpha_bar.sqrt())):
+        edit()
+        want = expected()
+        torch.testing.assert_close(proc._q_sample(x0, t, noise).x_t, want, rtol=1e-12, atol=0)
+        torch.testing.assert_close(proc._q_sample(x0[:, 0, 0], t, noise[:, 0, 0]).x_t, want[:, 0, 0], rtol=1e-12, atol=0)
+        torch.testing.assert_close(proc._q_sample(x0.float(), t, noise.float()).x_t, want.float())
+
+
 @pytest.mark.parametrize("name, eta", [("eps", None), ("v", 0.5), ("x0", 1.0), ("previous-step", None)])
 def test_per_example_single_steps_use_a_table_equal_to_the_per_example_formulas(name, eta) -> None:
     """s = t - 1 per example (KL / hybrid losses): rows of the cached (T + 1, 4) table, bitwise equal
@@ -468,3 +488,19 @@ def test_sampling_loop_passes_fresh_int64_times_and_reuses_s_as_the_next_t() -> 
     sample(proc, net, (4, 2), "eps", num_steps=5, generator=torch.Generator().manual_seed(0))
     assert [int(t[0]) for t in seen] == [10, 8, 6, 4, 2]
     assert all(bool((t == t[0]).all()) for t in seen)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_gaussian_q_sample_draws_the_randn_noise_of_the_generator(dtype) -> None:
+    """_q_sample fills its noise with normal_ on an empty tensor: the same numbers, in the same
+    order, as torch.randn(x0.shape) from that generator, also for a non-contiguous x0, and the
+    generator ends in the same state (so the next draws agree too)."""
+    proc = GaussianProcess(50)
+    for x0 in (torch.ones(6, 3, 2, dtype=dtype), torch.ones(2, 6, dtype=dtype).t(), torch.ones(5, dtype=dtype)):
+        t = torch.arange(1, x0.shape[0] + 1)
+        g_a, g_b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+        noised = proc._q_sample(x0, t, generator=g_a)
+        expected = torch.randn(x0.shape, dtype=dtype, generator=g_b)
+        assert noised.noise.is_contiguous() and torch.equal(noised.noise, expected)
+        assert torch.equal(torch.rand(3, generator=g_a), torch.rand(3, generator=g_b))
+        assert torch.allclose(noised.x_t, proc.q_sample(x0, t, noise=expected).x_t)

@@ -221,9 +221,27 @@ def test_diffusion_module_is_exported_lazily() -> None:
 
 
 def test_step_seeds_are_the_mix_of_seed_rank_stream_and_step() -> None:
-    """The cached chain state gives exactly _mix_seed(seed, rank, stream, step) at every step, and a
-    seed restored from a checkpoint (a new _rng_seed) is picked up at the next step."""
+    """Every step's seed is _mix_seed(seed, rank, stream, step), also after a seed restored from a
+    checkpoint (a new _rng_seed); _mix_seed is the SplitMix64 chain written out here (the memoized
+    prefix changes nothing), whose first link from 0 is SplitMix64's published first output."""
     from diffkit.module import _TRAIN_STREAM, _mix_seed
+
+    def splitmix64(x: int) -> int:
+        m = (1 << 64) - 1
+        z = (x + 0x9E3779B97F4A7C15) & m
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+        return z ^ (z >> 31)
+
+    def reference(*parts: int) -> int:
+        h = 0
+        for p in parts:
+            h = splitmix64(h ^ p)
+        return h >> 1
+
+    assert splitmix64(0) == 0xE220A8397B1DCDAF  # SplitMix64 seeded with 0 (Vigna's splitmix64.c)
+    for key in [(5,), (11, 0), (11, 0, _TRAIN_STREAM, 3), (2**63 - 1, 7, 2, 10**9), (11, 0, _TRAIN_STREAM, 4)]:
+        assert _mix_seed(*key) == reference(*key)
 
     module = gaussian_module(noise_seed=11)
     assert [module._next_train_generator().initial_seed() for _ in range(4)] == [_mix_seed(11, 0, _TRAIN_STREAM, k) for k in range(4)]

@@ -378,16 +378,16 @@ class ForwardProcess(nn.Module, abc.ABC):
             ValueError: x_t's shape differs from x0's, or output's from the parametrization's
                 :meth:`~diffkit.parametrizations.Parametrization.output_shape` for x_t.
         """
-        for name, value in (("x0", x0), ("x_t", x_t)):
-            if not isinstance(value, Tensor):
-                raise TypeError(f"{name}: expected a Tensor, got {type(value).__name__}")
+        if not isinstance(x0, Tensor) or not isinstance(x_t, Tensor):
+            name, value = ("x0", x0) if not isinstance(x0, Tensor) else ("x_t", x_t)
+            raise TypeError(f"{name}: expected a Tensor, got {type(value).__name__}")
         if x_t.shape != x0.shape:
             raise ValueError(f"x_t: shape {tuple(x_t.shape)} does not match x0 {tuple(x0.shape)}")
         if not isinstance(output, Tensor) or not output.is_floating_point():
             found = f"dtype {output.dtype}" if isinstance(output, Tensor) else type(output).__name__
             raise TypeError(f"output: expected a floating-point Tensor from the denoiser, got {found}")
         expected = tuple(param.output_shape(self, x_t))
-        if tuple(output.shape) != expected:
+        if output.shape != expected:
             raise ValueError(
                 f"output: shape {tuple(output.shape)} does not match the {param.name!r} parametrization of "
                 f"{type(self).__name__}, which expects {expected} for x_t of shape {tuple(x_t.shape)}"
