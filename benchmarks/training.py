@@ -99,13 +99,20 @@ def draw_samples(process: diffkit.ForwardProcess, denoiser: nn.Module, shape: tu
 
 def nll_bits(process: diffkit.ForwardProcess, denoiser: nn.Module, x0: Tensor, parametrization: str, seed: int, chunk: int = 1000) -> float:
     """Mean ``diffkit.nll_bound`` over x0 in bits per element (dimension or token)."""
+    return nll_terms_bits(process, denoiser, x0, parametrization, seed, chunk)[0]
+
+
+def nll_terms_bits(process: diffkit.ForwardProcess, denoiser: nn.Module, x0: Tensor, parametrization: str, seed: int, chunk: int = 1000) -> tuple[float, Tensor]:
+    """:func:`nll_bits` and where it is spent: (bound, (T,) float64 mean term of the denoiser call at
+    each t = 1..T), both in bits per element; the terms sum to the bound without its prior term."""
     gen = generator(seed, STREAM_NLL)
-    total, count = 0.0, 0
+    total, count, steps = 0.0, 0, torch.zeros(process.num_steps, dtype=torch.float64)
     for part in x0.split(chunk):
-        bound = diffkit.nll_bound(process, denoiser, part, parametrization, generator=gen)
+        bound = diffkit.nll_bound(process, denoiser, part, parametrization, generator=gen, per_step=True)
         total += float(bound.total.sum())
         count += int(bound.num_elements.sum())
-    return total / count / LOG2
+        steps += bound.steps.double().sum(0)
+    return total / count / LOG2, steps / count / LOG2
 
 
 @torch.no_grad()

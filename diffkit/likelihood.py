@@ -27,12 +27,16 @@ class NLLBound(NamedTuple):
         diffusion: sum_{t=2}^{T} L_{t-1}.
         decoder: L_0 = -log p(x0 | x_1).
         num_elements: scored elements per example (dimensions or tokens).
+        steps: with ``nll_bound(..., per_step=True)``, (B, T) nats, column t - 1 the term of the
+            denoiser call at time t (L_{t-1}: the decoder L_0 in column 0), so that
+            ``steps.sum(1) == decoder + diffusion``; else None.
     """
 
     prior: Tensor
     diffusion: Tensor
     decoder: Tensor
     num_elements: Tensor
+    steps: Tensor | None = None
 
     @property
     def total(self) -> Tensor:
@@ -57,6 +61,7 @@ def nll_bound(
     x0: Any,
     parametrization: str | Parametrization | dict = "x0",
     generator: torch.Generator | None = None,
+    per_step: bool = False,
 ) -> NLLBound:
     """Evaluate every term of the ELBO for a batch x0 (T denoiser calls).
 
@@ -66,6 +71,8 @@ def nll_bound(
         x0: clean batch (Tensor or dict, as the process takes).
         parametrization: how to read the denoiser output.
         generator: for the x_t ~ q(x_t | x0) draws.
+        per_step: also keep every term, (B, T) in ``NLLBound.steps`` (where in t the bound is
+            spent: e.g. an x0-predicting network pays most of it at the first few t).
 
     Returns:
         NLLBound with per-example terms.
@@ -76,12 +83,15 @@ def nll_bound(
     diffusion = torch.zeros_like(prior)
     decoder = torch.zeros_like(prior)
     batch = prior.shape[0]
+    terms = []
     for t_i in range(1, process.num_steps + 1):
         t = torch.full((batch,), t_i, dtype=torch.long, device=prior.device)
         x_t = process.q_sample(x0, t, generator=generator).x_t
         term = process.vlb(denoiser(x_t, t), x0, x_t, t, param)
+        if per_step:
+            terms.append(term)
         if t_i == 1:
             decoder = term
         else:
             diffusion = diffusion + term
-    return NLLBound(prior, diffusion, decoder, process.num_elements(x0))
+    return NLLBound(prior, diffusion, decoder, process.num_elements(x0), torch.stack(terms, 1) if per_step else None)

@@ -235,6 +235,31 @@ def test_nll_bound_of_the_oracle_estimates_each_term(kind, float64, cat_ref) -> 
         se = float(values.std() / math.sqrt(B))
         assert abs(float(values.mean()) - exact) <= 5 * se + 1e-12, f"{name}: mean {float(values.mean())} vs {exact} (se {se})"
     torch.testing.assert_close(bound.bits_per_element, bound.total / math.log(2), rtol=1e-14, atol=0)
+    assert bound.steps is None
+
+
+def test_nll_bound_per_step_terms_are_the_terms_of_each_call(float64, cat_ref) -> None:
+    """per_step=True keeps L_{t-1} of the call at t in column t - 1 (the same draws: the bound is
+    unchanged), for a categorical and a Gaussian process."""
+    T, B = 8, 50
+    cat, ref = build("uniform", T, cat_ref)
+    cases = [(cat, CategoricalOracle(ref, Q0), torch.multinomial(Q0, B, replacement=True, generator=torch.Generator().manual_seed(3)), "x0"),
+             (diffkit.GaussianProcess(T), lambda x_t, t: 0.5 * x_t, torch.randn(B, 3, generator=torch.Generator().manual_seed(3)), "eps")]
+    for proc, net, x0, param in cases:
+        calls = {}
+
+        def recording(x_t, t, net=net, calls=calls):
+            calls[int(t[0])] = (x_t.clone(), t.clone())
+            return net(x_t, t)
+
+        plain = diffkit.nll_bound(proc, net, x0, param, generator=torch.Generator().manual_seed(9))
+        bound = diffkit.nll_bound(proc, recording, x0, param, generator=torch.Generator().manual_seed(9), per_step=True)
+        assert bound.steps.shape == (B, T)
+        for t_i, (x_t, t) in calls.items():
+            torch.testing.assert_close(bound.steps[:, t_i - 1], proc.vlb(net(x_t, t), x0, x_t, t, param), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(bound.steps[:, 0], bound.decoder, rtol=0, atol=0)
+        torch.testing.assert_close(bound.steps.sum(1), bound.decoder + bound.diffusion, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(bound.total, plain.total, rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------------- the reverse loop
