@@ -287,12 +287,11 @@ class DiffusionModule(pl.LightningModule):
                     f"{bad[0]!r} predicts p(x_(t-1) | x_t) and cannot stride; use num_steps=None or an x0-based parametrization"
                 )
 
-    def _unpack(self, batch: Any, training: bool = False, process: ForwardProcess | None = None) -> Any:
+    def _unpack(self, batch: Any, training: bool = False) -> Any:
         """x0 from a batch, checked when ``validate_inputs``: fully (``process.validate_x0``), or in a
         training step after the first by ``process._check_batch`` (its skipped value checks run on a
         non-finite loss). The first batch is always checked in full, so bad data is named as such
-        before its denoiser output is checked. ``process``: ``self.process``, if the caller has it
-        (a submodule look-up costs ~1.5 us)."""
+        before its denoiser output is checked."""
         if isinstance(batch, (list, tuple)):
             if len(batch) != 1:
                 raise ValueError(
@@ -301,8 +300,8 @@ class DiffusionModule(pl.LightningModule):
                 )
             batch = batch[0]
         if self.validate_inputs:
-            process = self.process if process is None else process
-            (process._check_batch if training and self._output_checked else process.validate_x0)(batch, "batch")
+            light = training and self._output_checked
+            (self.process._check_batch if light else self.process.validate_x0)(batch, "batch")
         return batch
 
     def _record_shape(self, x0: Any) -> None:
@@ -368,32 +367,29 @@ class DiffusionModule(pl.LightningModule):
         return self._val_gen if self._val_gen is not None else self._seeded("_val_gen", _VAL_STREAM)
 
     def _forward_loss(
-        self, x0: Any, reduction: Literal["none", "mean"] = "none", generator: torch.Generator | None = None, process: ForwardProcess | None = None
+        self, x0: Any, reduction: Literal["none", "mean"] = "none", generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor, Any, Any]:
         """Draw t and x_t, call the denoiser; returns (loss, t, output, x_t), the loss per example
         (B,) or, with ``reduction="mean"``, its batch mean.
 
         t and the noise come from ``generator`` (default: the module's stream for the current mode,
-        see the class docstring), never from torch's global RNG; ``process`` is ``self.process``
-        (passed by a caller that has it). x0 was checked by :meth:`_unpack` (``validate_inputs``)
-        and t is in 1..T by construction, so the process's unchecked ``_q_sample`` / ``_loss`` run;
-        the output's shape and dtype are checked at every step (metadata only), its values once.
+        see the class docstring), never from torch's global RNG. x0 was checked by :meth:`_unpack`
+        (``validate_inputs``) and t is in 1..T by construction, so the process's unchecked
+        ``_q_sample`` / ``_loss`` run; the output's shape and dtype are checked at every step
+        (metadata only), its values once.
         """
-        process = self.process if process is None else process
+        process = self.process
         gen = self._draw_generator() if generator is None else generator
         t = process.sample_timesteps(_batch_size(x0), device=gen.device, generator=gen)
         noised = process._q_sample(x0, t, generator=gen)
         output = self.denoiser(noised.x_t, t)
-        if not self._output_checked:
-            self._check_output(output, noised.x_t)
-        return self._process_loss(output, x0, noised, t, reduction, process), t, output, noised
+        self._check_output(output, noised.x_t)
+        return self._process_loss(output, x0, noised, t, reduction), t, output, noised
 
-    def _process_loss(
-        self, output: Any, x0: Any, noised: Any, t: Tensor, reduction: Literal["none", "mean"] = "none", process: ForwardProcess | None = None
-    ) -> Tensor:
+    def _process_loss(self, output: Any, x0: Any, noised: Any, t: Tensor, reduction: Literal["none", "mean"] = "none") -> Tensor:
         """The process's loss; the library's own ``loss`` through its unchecked ``_loss`` (after the
         metadata-only shape checks), a plugin's overridden ``loss`` as it is."""
-        process = self.process if process is None else process
+        process = self.process
         if type(process).loss in (ForwardProcess.loss, ProductProcess.loss):
             process._check_loss_inputs(self.param, output, x0, noised.x_t)
             return process._loss(output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight, reduction=reduction)
@@ -437,15 +433,14 @@ class DiffusionModule(pl.LightningModule):
         Raises:
             FloatingPointError: a non-finite loss, naming the offending t.
         """
-        process = self.process
-        x0 = self._unpack(batch, True, process)
+        x0 = self._unpack(batch, training=True)
         self._record_shape(x0)
-        loss, t, output, noised = self._forward_loss(x0, "mean", self._next_train_generator(), process)
+        loss, t, output, noised = self._forward_loss(x0, "mean", self._next_train_generator())
         if not math.isfinite(loss.item()):
             if self.validate_inputs:
-                process.validate_x0(x0, "batch")  # the value checks _check_batch left to this point
+                self.process.validate_x0(x0, "batch")  # the value checks _check_batch left to this point
             with torch.no_grad():
-                per_example = self._process_loss(output, x0, noised, t, "none", process)
+                per_example = self._process_loss(output, x0, noised, t)
             bad = t[~torch.isfinite(per_example)].tolist()
             raise FloatingPointError(
                 f"non-finite training loss at global step {self.global_step} (t = {bad}); nothing is saved for this "
