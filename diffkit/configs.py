@@ -46,7 +46,7 @@ def config_dir() -> Path:
 
 
 def config_names() -> list[str]:
-    """Every shipped config's name (its path under :func:`config_dir` without ``.yaml``), sorted."""
+    """Every shipped config's name (its path under ``config_dir`` without ``.yaml``), sorted."""
     root = config_dir()
     return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob(f"*{SUFFIX}"))
 
@@ -59,7 +59,7 @@ def config_path(name: str) -> Path:
     """The file of the shipped config ``name``.
 
     Args:
-        name: a name from :func:`config_names`, with or without ``.yaml`` (``graphs/planar_cpu``).
+        name: a name from ``config_names``, with or without ``.yaml`` (``graphs/planar_cpu``).
 
     Raises:
         TypeError: ``name`` is not a str.
@@ -74,7 +74,7 @@ def config_path(name: str) -> Path:
 
 
 def read_config(name: str) -> str:
-    """The YAML text of the shipped config ``name`` (see :func:`config_path`)."""
+    """The YAML text of the shipped config ``name`` (see ``config_path``)."""
     return config_path(name).read_text(encoding="utf-8")
 
 
@@ -110,7 +110,7 @@ def resolve_config(value: str) -> str:
 
 def resolve_config_args(argv: Sequence[str]) -> list[str]:
     """``argv`` with the value of every ``--config`` / ``-c`` (also ``--config=value``) resolved
-    by :func:`resolve_config`; every other argument unchanged.
+    by ``resolve_config``; every other argument unchanged.
 
     Raises:
         ValueError: a config value is neither an existing file nor a shipped config.

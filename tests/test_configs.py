@@ -78,8 +78,15 @@ def test_resolve_config_args(tmp_path: Path, monkeypatch) -> None:
     inline = "{trainer: {max_steps: 2}}"  # LightningCLI parses an inline mapping itself
     argv = ["fit", "-c", "table", "--config=graphs/sbm_cpu", "--config", "swiss_roll", "--config", inline, "--x=table"]
     assert configs.resolve_config_args(argv) == [
-        "fit", "-c", shipped, f"--config={CONFIG_DIR / 'graphs' / 'sbm_cpu.yaml'}",
-        "--config", "swiss_roll", "--config", inline, "--x=table",
+        "fit",
+        "-c",
+        shipped,
+        f"--config={CONFIG_DIR / 'graphs' / 'sbm_cpu.yaml'}",
+        "--config",
+        "swiss_roll",
+        "--config",
+        inline,
+        "--x=table",
     ]
 
 
@@ -96,10 +103,17 @@ def test_fit_config_neither_file_nor_name_says_both(form: list[str], tmp_path: P
 def test_fit_trains_from_a_shipped_config_by_name(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # the config writes to runs/swiss_roll/ under the cwd
     fast = [
-        "--trainer.max_steps=3", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1",
-        "--trainer.check_val_every_n_epoch=1", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false", "--model.num_eval_samples=16",
-        "--data.init_args.num_train=96", "--data.init_args.num_val=32", "--data.init_args.batch_size=32",
+        "--trainer.max_steps=3",
+        "--trainer.limit_train_batches=3",
+        "--trainer.limit_val_batches=1",
+        "--trainer.check_val_every_n_epoch=1",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--model.num_eval_samples=16",
+        "--data.init_args.num_train=96",
+        "--data.init_args.num_val=32",
+        "--data.init_args.batch_size=32",
     ]
     run_cli(monkeypatch, ["fit", "--config", "swiss_roll", *fast])
     assert sys.argv[2:4] == ["--config", str(CONFIG_DIR / "swiss_roll.yaml")]  # what a DDP re-launch reads
