@@ -159,3 +159,13 @@ def test_license_is_the_apache_2_text() -> None:
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert "END OF TERMS AND CONDITIONS" in text
     assert pyproject()["project"]["license"] == "Apache-2.0"
+
+
+def test_ci_checks_the_wheel_then_ends_with_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    command = (
+        readme.split("Install the test extra and run the tests", 1)[1].split("```bash\n", 1)[1].split("\n```", 1)[0]
+    )
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.rstrip().splitlines()[-1] == command.strip()
+    assert ci.index('"$tmp/venv/bin/diffkit" fit --config swiss_roll') < ci.index(command.strip())
