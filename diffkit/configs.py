@@ -51,8 +51,8 @@ def config_names() -> list[str]:
     return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob(f"*{SUFFIX}"))
 
 
-def _unknown(name: str) -> str:
-    return f"{name!r} is not a shipped config; shipped configs: {', '.join(config_names())}"
+def _valid_names() -> str:
+    return f"shipped configs: {', '.join(config_names())}"
 
 
 def config_path(name: str) -> Path:
@@ -69,7 +69,7 @@ def config_path(name: str) -> Path:
         raise TypeError(f"name: expected a str, found {type(name).__name__}")
     stem = name.removesuffix(SUFFIX)
     if stem not in config_names():  # also keeps '..' and absolute paths out of the folder
-        raise ValueError(f"name: {_unknown(name)}")
+        raise ValueError(f"name: {name!r} is not a shipped config; {_valid_names()}")
     return config_dir() / f"{stem}{SUFFIX}"
 
 
@@ -105,7 +105,9 @@ def resolve_config(value: str) -> str:
     try:
         return str(config_path(value))
     except ValueError:
-        raise ValueError(f"--config: {value!r} is neither an existing file nor {_unknown(value)}") from None
+        raise ValueError(
+            f"--config: {value!r} is neither an existing file nor a shipped config; {_valid_names()}"
+        ) from None
 
 
 def resolve_config_args(argv: Sequence[str]) -> list[str]:
