@@ -4,6 +4,7 @@
     diffkit fit --config examples/configs/swiss_roll.yaml --print_config
     diffkit sample --ckpt_path runs/swiss_roll/checkpoints/last.ckpt --num_samples 2000 --num_steps 100 --output out.pt
     diffkit evaluate-graphs --ckpt_path runs/graphs_planar_cpu/checkpoints/last.ckpt   (diffkit.graph_eval)
+    diffkit config [NAME]    list the shipped configs / print one; ``--config NAME`` takes a name too (diffkit.configs)
 
 Configs are YAML with ``class_path`` / ``init_args`` (omegaconf interpolation within a file), so
 any process, denoiser or data module importable from the current directory, an installed
@@ -204,6 +205,11 @@ def main(args: list[str] | None = None) -> None:
         args: command-line arguments (default: ``sys.argv[1:]``); tests pass them in-process.
     """
     argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] == "config":  # list / print the shipped configs (diffkit.configs)
+        from diffkit.configs import main as list_or_print_config
+
+        list_or_print_config(argv[1:])
+        return
     _prepare()
     if argv and argv[0] == "sample":
         ns = _sample_parser().parse_args(argv[1:])
@@ -217,7 +223,15 @@ def main(args: list[str] | None = None) -> None:
 
         evaluate_graphs(argv[1:])
         return
-    _cli_class()(args=args)
+    from diffkit.configs import resolve_config_args
+
+    try:  # --config NAME: a shipped config's file (LightningCLI and DDP's re-launch read sys.argv)
+        argv = resolve_config_args(argv)
+    except ValueError as err:
+        sys.exit(f"diffkit: error: {err}")
+    if args is None:
+        sys.argv[1:] = argv
+    _cli_class()(args=None if args is None else argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
