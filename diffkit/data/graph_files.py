@@ -306,5 +306,10 @@ class GraphFileDataModule(RecordDataModule):
         return node_freq if field == "X" else edge_freq
 
     def state_dict(self) -> dict[str, Any]:
-        """The base's (sample format, file hash) plus the validity rule's import path."""
-        return {**super().state_dict(), "validity": self.validity_path}
+        """The base's (sample format, file hash) plus ``init_args``: what rebuilds this data module
+        (path, attributes, validity rule, split), so ``diffkit evaluate-graphs`` finds the run's test split."""
+        init_args = {
+            "path": str(self.path), "node_attr": self.node_attr, "edge_attr": self.edge_attr, "validity": self.validity_path,
+            "val_fraction": self.val_fraction, "test_fraction": self.test_fraction, "seed": self.seed,
+        }
+        return {**super().state_dict(), "init_args": init_args}
