@@ -88,7 +88,7 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
     """
     a, b = a.double().cpu().numpy(), b.double().cpu().numpy()
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))  # (D, D), also for D = 1
     root = scipy.linalg.sqrtm(cov_a @ cov_b)
     root = root.real if np.iscomplexobj(root) else root
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2.0 * root))
