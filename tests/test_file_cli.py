@@ -108,3 +108,34 @@ def test_fit_on_a_graph_file_sample_and_evaluate(tmp_path: Path, monkeypatch) ->
     written = read_graph_lines(tmp_path / "eval" / "samples.g6")
     valid = sum(g.number_of_nodes() > 0 and nx.is_connected(g) for g in written) / len(written)
     assert result["valid"] == pytest.approx(valid)
+
+
+def test_fit_on_pickled_labelled_graphs_and_sample_pickles(tmp_path: Path, monkeypatch) -> None:
+    import pickle
+
+    _, saved = fit_and_sample("molecules", "molecules.pkl", tmp_path, monkeypatch)
+    with open(tmp_path / "s.pkl", "rb") as f:
+        graphs = pickle.load(f)
+    samples = saved["samples"]
+    assert [g.number_of_nodes() for g in graphs] == samples["mask"].sum(1).tolist()
+    for b, g in enumerate(graphs):  # node classes 0, 1, 2 are the sorted training values C, N, O
+        assert [g.nodes[v]["atom"] for v in g] == [["C", "N", "O"][int(x)] for x in samples["X"][b][samples["mask"][b]]]
+        assert all(d["bond"] == [1, 2][int(samples["E"][b, u, v]) - 1] for u, v, d in g.edges(data=True))
+
+
+def test_documented_commands_parse(monkeypatch, capsys) -> None:
+    """Every `diffkit fit` command of docs/data.md parses (--print_config), run from the repository root."""
+    import shlex
+
+    text = (ROOT / "docs" / "data.md").read_text()
+    commands = [line.strip() for line in text.splitlines() if line.strip().startswith(("diffkit fit", "OMP_NUM_THREADS=1 diffkit fit"))]
+    assert len(commands) >= 6
+    monkeypatch.chdir(ROOT)
+    for command in commands:
+        args = shlex.split(command.split("#")[0])
+        args = args[args.index("diffkit") + 1 :] + ["--print_config"]
+        monkeypatch.setattr(sys, "argv", ["diffkit", *args])
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        assert stop.value.code in (0, None), command
+        assert "class_path: diffkit.data." in capsys.readouterr().out
