@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--gaussian", default=None, help="checkpoint of examples/configs/digits_gaussian.yaml")
     p.add_argument("--categorical", default=None, help="checkpoint of examples/configs/digits_categorical.yaml")
     p.add_argument("--num_steps", type=int, default=None, help="reverse steps (default: all T)")
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta for the Gaussian model (default: ancestral)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--img", default="docs/img")
     ns = p.parse_args(argv)
@@ -49,13 +50,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         step = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["global_step"]
         gen = torch.Generator().manual_seed(ns.seed)
         start = time.perf_counter()
-        samples = model.sample(len(test), num_steps=ns.num_steps, generator=gen)
+        eta = ns.eta if kind == "gaussian" else None
+        samples = model.sample(len(test), num_steps=ns.num_steps, generator=gen, eta=eta)
         seconds = time.perf_counter() - start
         levels = DigitsFormat(pixel_kind=kind).decode(samples)
         steps = ns.num_steps or model.process.num_steps
-        draw_digit_grid(levels, img / f"digits_{kind}.png", f"{kind} pixels: step {step}, {steps} reverse steps")
+        label = f"{steps} steps" + ("" if eta is None else f", DDIM eta {eta:g}")
+        draw_digit_grid(levels, img / f"digits_{kind}{'' if eta is None else '_ddim'}.png", f"{kind} pixels: step {step}, {label}")
         scores = digit_quality(clf, levels, train)
-        rows.append({"set": f"{kind} ({steps} steps)", **scores._asdict(), "fd_ratio": scores.frechet_distance / floor.frechet_distance, "sample_s": seconds, "step": step})
+        rows.append({"set": f"{kind} ({label})", **scores._asdict(), "fd_ratio": scores.frechet_distance / floor.frechet_distance, "sample_s": seconds, "step": step})
     print("| set | training steps | FD | FD / floor | predictive entropy | class entropy | coverage | sampling s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
