@@ -150,6 +150,10 @@ def sample_from_checkpoint(
     """Load a checkpoint alone (its saved hyperparameters rebuild process and denoiser), sample,
     save the samples with ``torch.save`` and draw them next to the stored reference data.
 
+    A run trained from a file data module (``diffkit.data.ArrayDataModule`` and friends, see
+    docs/data.md) stored how to decode its samples: they are also written in the data's own format
+    and units beside the picture (``output`` with the data's suffix: .npy, .txt, .csv, .g6, ...).
+
     Args:
         ckpt_path: a checkpoint written by ``diffkit fit``.
         num_samples: how many samples.
@@ -176,11 +180,34 @@ def sample_from_checkpoint(
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"samples": samples, "num_steps": num_steps, "eta": eta, "seed": seed, "checkpoint": str(ckpt_path)}, output)
     print(f"saved {num_samples} samples to {output}")
+    fmt = _checkpoint_sample_format(ckpt_path)
+    if fmt is not None:  # a file data module stored how to decode: samples in the data's own format too
+        written = fmt.write(samples, _decoded_path(output, fmt.suffix))
+        print(f"saved {num_samples} decoded samples to {written}")
     if plot is not None:
         png = output.with_suffix(".png") if plot == "" else Path(plot)
-        plot_samples(samples, model.reference, png, title=f"{ckpt_path.name}: {num_steps or model.process.num_steps} steps")
+        title = f"{ckpt_path.name}: {num_steps or model.process.num_steps} steps"
+        if fmt is not None and fmt.draws_samples:
+            fmt.plot(samples, png, title=title)
+        else:
+            plot_samples(samples, model.reference, png, title=title)
         print(f"saved picture to {png}")
     return samples
+
+
+def _checkpoint_sample_format(ckpt_path: Path) -> Any:
+    """The :class:`diffkit.formats.SampleFormat` a file data module stored in the checkpoint, or None."""
+    import torch
+
+    from diffkit.formats import sample_format_from_checkpoint
+
+    return sample_format_from_checkpoint(torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True))
+
+
+def _decoded_path(output: Path, suffix: str) -> Path:
+    """``output`` with the data's suffix (``<stem>_decoded<suffix>`` if that is ``output`` itself)."""
+    path = output.with_suffix(suffix)
+    return output.with_name(f"{output.stem}_decoded{suffix}") if path == output else path
 
 
 def _sample_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,13 @@ data's, recorded by the module), and writes into ``--out``:
 
 The dataset is read from the checkpoint (``GraphDataModule.state_dict`` records it) or, for runs
 whose checkpoints lack it, from the ``config.yaml`` LightningCLI wrote in the run folder; pass
-``dataset=`` to override.
+``dataset=`` to override. A run trained on the user's own graph file (``GraphFileDataModule``)
+is evaluated on that file's test split (the checkpoint records the path, the split and the file's
+hash; a changed file is refused), and its samples are written in the file's own format
+(``samples.g6`` / ``.s6`` / ``.pkl``, with the original node / edge attribute values).
+
+Validity (the "V" of V.U.N.): the dataset's rule, or any ``graph -> bool`` function given by import
+path (``--validity my_module.is_valid``; the current directory is importable), which overrides it.
 """
 
 from __future__ import annotations
@@ -106,6 +112,14 @@ def draw_graph_grid(
     return fig
 
 
+def _graph_file_state(checkpoint: dict) -> dict[str, Any] | None:
+    """What ``GraphFileDataModule.state_dict`` stored in the checkpoint (its ``init_args`` rebuild it), or None."""
+    for value in checkpoint.values():
+        if isinstance(value, dict) and "init_args" in value and "diffkit_sample_format" in value:
+            return value
+    return None
+
+
 def _dataset_args(ckpt_path: Path, checkpoint: dict) -> dict[str, Any]:
     """GraphDataModule arguments of the run: from the checkpoint, else from the run's config.yaml."""
     saved = checkpoint.get("GraphDataModule") or checkpoint.get("datamodule_hyper_parameters") or {}
@@ -138,11 +152,12 @@ def evaluate_graph_checkpoint(
     batch_size: int = 256,
     per_side: int = 16,
     progress: bool = False,
+    validity: str | None = None,
 ) -> dict[str, Any]:
     """Sample graphs from a checkpoint and score them against the test split (module docstring).
 
     Args:
-        ckpt_path: a checkpoint written by ``diffkit fit`` on a ``GraphDataModule``.
+        ckpt_path: a checkpoint written by ``diffkit fit`` on a ``GraphDataModule`` or a ``GraphFileDataModule``.
         out: output folder (default: ``<run folder>/eval``, the run folder holding ``checkpoints/``).
         num_samples: graphs to generate (default: the test split's size, as the protocol).
         num_steps: reverse steps (default: all T).
@@ -153,6 +168,8 @@ def evaluate_graph_checkpoint(
         batch_size: graphs sampled per call.
         per_side: graphs drawn per panel of samples.png.
         progress: show a progress bar over the reverse steps.
+        validity: import path of a ``graph -> bool`` rule ("my_module.is_valid") for V.U.N.,
+            overriding the dataset's (default: the dataset's rule, or none).
 
     Returns:
         The metrics dict written to metrics.json.
@@ -160,6 +177,7 @@ def evaluate_graph_checkpoint(
     import torch
 
     from diffkit.cli import load_model
+    from diffkit.data.graph_files import GraphFileDataModule, resolve_callable
     from diffkit.data.graphs import GraphDataModule
     from diffkit.graphs import to_networkx
     from diffkit.metrics.graphs import GraphMetrics
@@ -170,11 +188,19 @@ def evaluate_graph_checkpoint(
         raise ValueError("ckpt_path: the checkpoint has no recorded node counts; was it trained on graph data?")
     # The run's metadata only (dataset arguments, step, EMA): memory-mapped, so the weights are not read twice.
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
-    args = _dataset_args(ckpt_path, checkpoint) if dataset is None else {"dataset": dataset}
-    if cache_dir is not None:
-        args["cache_dir"] = cache_dir
-    dm = GraphDataModule(**args)
+    file_state = _graph_file_state(checkpoint) if dataset is None else None
+    if file_state is not None:  # trained on the user's own graph file
+        dm = GraphFileDataModule(**file_state["init_args"])
+        dm.load_state_dict(file_state)  # refuses a file that changed since training
+        fmt, name = dm.sample_format, str(dm.path)
+    else:
+        args = _dataset_args(ckpt_path, checkpoint) if dataset is None else {"dataset": dataset}
+        if cache_dir is not None:
+            args["cache_dir"] = cache_dir
+        dm, fmt, name = GraphDataModule(**args), None, args["dataset"]
     dm.setup()
+    rule = resolve_callable(validity) if validity is not None else dm.validity
+    rule_name = validity if validity is not None else (dm.validity_path if fmt is not None else dm.validity)
     test = dm.test_graphs()
     num_samples = len(test) if num_samples is None else num_samples
     if num_samples < 1:
@@ -188,12 +214,16 @@ def evaluate_graph_checkpoint(
     while len(graphs) < num_samples:
         n = min(batch_size, num_samples - len(graphs))
         samples = model.sample(n, num_steps=num_steps, generator=gen, progress=progress)
-        graphs += to_networkx({k: v.cpu() for k, v in samples.items()})
+        samples = {k: v.cpu() for k, v in samples.items()}
+        graphs += to_networkx(samples) if fmt is None else fmt.decode(samples)
     sample_s = time.perf_counter() - start
-    write_graph6(graphs, out / "samples.g6")
+    if fmt is None:
+        write_graph6(graphs, out / "samples.g6")
+    else:
+        fmt.write(graphs, out / f"samples{fmt.suffix}")
 
     start = time.perf_counter()
-    metric = GraphMetrics.from_datamodule(dm, "test")
+    metric = GraphMetrics(test, dm.train_graphs(), dm.max_nodes, rule)
     metric.update(graphs)
     values = {k: float(v) for k, v in metric.compute().items()}
     # The ratios' denominators: MMD^2 between the train and test splits (the "fresh data" reference).
@@ -203,7 +233,8 @@ def evaluate_graph_checkpoint(
     steps = num_steps or model.process.num_steps
     result = {
         **values,
-        "dataset": args["dataset"],
+        "dataset": name,
+        "validity": rule_name,
         "checkpoint": str(ckpt_path),
         "global_step": int(checkpoint.get("global_step", -1)),
         "epoch": int(checkpoint.get("epoch", -1)),
@@ -218,7 +249,7 @@ def evaluate_graph_checkpoint(
     (out / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
     draw_graph_grid(
         graphs, dm.train_graphs(), out / "samples.png", per_side=per_side,
-        title=f"{args['dataset']}: step {result['global_step']}, {steps} reverse steps, V.U.N. {100 * values['vun']:.0f}%",
+        title=f"{Path(name).name}: step {result['global_step']}, {steps} reverse steps, V.U.N. {100 * values['vun']:.0f}%",
     )
     return result
 
@@ -228,7 +259,7 @@ def _parser() -> Any:
 
     p = argparse.ArgumentParser(
         prog="diffkit evaluate-graphs",
-        description="Sample graphs from a checkpoint trained on a GraphDataModule and score them against the test split.",
+        description="Sample graphs from a checkpoint trained on a GraphDataModule or GraphFileDataModule and score them against the test split.",
     )
     p.add_argument("--ckpt_path", "--ckpt", required=True, help="checkpoint written by `diffkit fit`")
     p.add_argument("--out", default=None, help="output folder (default: <run folder>/eval)")
@@ -240,6 +271,7 @@ def _parser() -> Any:
     p.add_argument("--device", default="cpu")
     p.add_argument("--per_side", type=int, default=16, help="graphs drawn per panel of samples.png")
     p.add_argument("--progress", action="store_true", help="progress bar over the reverse steps")
+    p.add_argument("--validity", default=None, help="import path of a graph -> bool rule, e.g. my_module.is_valid (overrides the dataset's)")
     return p
 
 
@@ -248,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ns = _parser().parse_args(None if argv is None else list(argv))
     result = evaluate_graph_checkpoint(
         ns.ckpt_path, ns.out, ns.num_samples, ns.num_steps, ns.seed, ns.dataset, ns.cache_dir, ns.device,
-        per_side=ns.per_side, progress=ns.progress,
+        per_side=ns.per_side, progress=ns.progress, validity=ns.validity,
     )
     width = max(len(k) for k in result)
     for key, value in result.items():

@@ -4,6 +4,9 @@
 - ``mixture``: ``GaussianMixture`` (exact log density, Monte Carlo entropy) and its data module.
 - ``tokens``: ``MarkovChain`` (exact entropy rate, unigram, bigram) and ``MarkovTokensDataModule``.
 - ``tables``: a mixed numeric / categorical table with real dependence and ``TableDataModule``.
+- Your own files (docs/data.md): ``ArrayDataModule`` (.npy / .npz / .pt / numeric .csv),
+  ``TokenDataModule`` (text or ids), ``TableFileDataModule`` (CSV with declared column kinds),
+  ``GraphFileDataModule`` (graph6 / sparse6 / pickled networkx); ``DigitsDataModule`` (scikit-learn's digits).
 
 Every data module draws its train / val / test splits once in ``setup()``, shuffles the train
 split in an order fixed by (seed, epoch) through a loader that resumes mid-epoch
@@ -11,6 +14,11 @@ split in an order fixed by (seed, epoch) through a loader that resumes mid-epoch
 fresh true data.
 """
 
+from diffkit.data.arrays import ArrayDataModule
+from diffkit.data.digits import DigitsDataModule
+from diffkit.data.graph_files import GraphFileDataModule
+from diffkit.data.table_files import TableFileDataModule
+from diffkit.data.token_files import TokenDataModule
 from diffkit.data._base import EpochShuffleSampler, ResumableDataLoader, SampledDataModule, TensorDictDataset
 from diffkit.data.graphs import GraphDataModule
 from diffkit.data.mixture import EntropyEstimate, GaussianMixture, GaussianMixtureDataModule, well_separated_mixture
@@ -19,6 +27,11 @@ from diffkit.data.tokens import MarkovChain, MarkovTokensDataModule, random_tran
 from diffkit.data.toy2d import TOY2D, Toy2DDataModule, checkerboard, eight_gaussians, swiss_roll, two_moons
 
 __all__ = [
+    "ArrayDataModule",
+    "TokenDataModule",
+    "TableFileDataModule",
+    "GraphFileDataModule",
+    "DigitsDataModule",
     "GraphDataModule",
     "SampledDataModule",
     "TensorDictDataset",

@@ -10,12 +10,14 @@ from diffkit.models.graph_transformer import GraphTransformer
 from diffkit.models.mlp import MLPDenoiser
 from diffkit.models.table import TableDenoiser
 from diffkit.models.transformer import TokenTransformer
+from diffkit.models.unet import UNet
 
 __all__ = [
     "GraphTransformer",
     "MLPDenoiser",
     "TokenTransformer",
     "TableDenoiser",
+    "UNet",
     "TimeEmbedding",
     "SinusoidalEmbedding",
     "timestep_embedding",
