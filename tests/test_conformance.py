@@ -59,16 +59,17 @@ def test_builtin_processes_conform(name: str, T: int) -> None:
 class PosteriorVarianceOff(GaussianProcess):
     """q(x_s | x_t, x0) with its variance 1% too large."""
 
-    def _posterior(self, x_t, x0, t, s):
-        p = super()._posterior(x_t, x0, t, s)
+    def posterior(self, x_t, x0, t, s=None):
+        p = super().posterior(x_t, x0, t, s)
         return GaussianParams(p.mean, p.variance * 1.01)
 
 
 class PosteriorMeanOffByOneStep(GaussianProcess):
     """The posterior mean uses alpha_bar_{s-1} for alpha_bar_s (an off-by-one in the table index)."""
 
-    def _posterior(self, x_t, x0, t, s):
-        return super()._posterior(x_t, x0, t, (s - 1).clamp_min(0))
+    def posterior(self, x_t, x0, t, s=None):
+        t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
+        return super().posterior(x_t, x0, t, (s - 1).clamp_min(0))
 
 
 class MarginalVarianceOff(GaussianProcess):

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffkit._checks import all_finite
+from diffkit._checks import all_finite, check_values
 from diffkit.parametrizations import PreviousStepParametrization, X0BasedParametrization
 from diffkit.processes.base import ForwardProcess, Noised, at_least_float32, expand_to
 from diffkit.processes.schedules import ScheduleLike, make_schedule
@@ -96,12 +96,7 @@ def mixing_posterior(x_t: Tensor, x0_probs: Tensor, alpha_bar_t: Tensor, alpha_b
     if u is None:
         return _mixing_posterior_dense(x_t, x0_probs, alpha_bar_t, alpha_bar_s, pi)
     total = u.sum(-1, keepdim=True).clamp_min(torch.finfo(u.dtype).tiny)
-    return u.div_(total) if _may_write(x0_probs) else u / total
-
-
-def _may_write(x: Tensor) -> bool:
-    """Whether results derived from ``x`` may be edited in place (no autograd graph to keep)."""
-    return not (torch.is_grad_enabled() and x.requires_grad)
+    return u / total
 
 
 def _mixing_posterior_unnormalized(x_t: Tensor, x0_probs: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor) -> Tensor | None:
@@ -130,12 +125,7 @@ def _mixing_posterior_unnormalized(x_t: Tensor, x0_probs: Tensor, alpha_bar_t: T
         return None
     coef_p, coef_pi, u_n = (c.to(dt).unsqueeze(-1) for c in coefs)
     pi_dt = pi.to(device=x0_probs.device, dtype=dt)
-    u = x0_probs * coef_p
-    if _may_write(x0_probs):
-        u.addcmul_(coef_pi, pi_dt).scatter_(-1, ids, u_n)
-    else:
-        u = torch.addcmul(u, coef_pi, pi_dt).scatter(-1, ids, u_n)
-    return u
+    return torch.addcmul(x0_probs * coef_p, coef_pi, pi_dt).scatter(-1, ids, u_n)
 
 
 def _mixing_coefficients(x_t: Tensor, p_n: Tensor, mass: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor, dt: torch.dtype) -> tuple[Tensor, Tensor, Tensor] | None:
@@ -164,7 +154,10 @@ def _mixing_coefficients(x_t: Tensor, p_n: Tensor, mass: Tensor, alpha_bar_t: Te
     pi_n = pi_n.to(f64)
     base_t = (1 - ab_t) * pi_n
     peak = ab_t + base_t
-    if bool(((all_consistent & ~(mass > 0)) | ~peak_positive).any()):
+    # The 0 / 0 cases (p with no mass on x_t's consistent x0, or an x_t no x0 can produce) only come
+    # from inputs q(x_t | x0) cannot produce; inside trusted_values (x_t drawn from q, p a softmax)
+    # they cannot occur, and the check's host sync is skipped.
+    if check_values() and bool(((all_consistent & ~(mass > 0)) | ~peak_positive).any()):
         return None
     q = torch.where(all_consistent, p_n / mass, 1.0)
     r = torch.where(all_consistent, 1 / base_t, 0.0)
@@ -266,7 +259,7 @@ def inverse_cdf_sample(weights: Tensor, generator: torch.Generator | None = None
     a class inside it by the CDF of its weights (cumulated in float64) at the remainder. One uniform
     per row instead of K random numbers (Gumbel-max). A class of weight 0 is never drawn (rounding
     between the block sum and the block's own CDF is clamped to the block's last positive class); a
-    row of zeros (or NaN) draws uniformly, as the Gumbel-max of equal log-probabilities does.
+    row of zeros (or NaN / inf) raises (:func:`check_rows_drawable`).
     Probabilities are exact up to the float rounding of the block sums (float32: ~1e-7 relative).
 
     Args:
@@ -292,9 +285,25 @@ def inverse_cdf_sample(weights: Tensor, generator: torch.Generator | None = None
     pick = torch.searchsorted(inner.cumsum(-1), v - before, right=True)
     last = torch.where(inner > 0, offsets, -1).amax(-1, keepdim=True)
     ids = (block * size + torch.minimum(pick, last)).squeeze(-1)
-    uniform = (u.squeeze(-1) * K).long().clamp_max(K - 1)
-    ok = (total.squeeze(-1) > 0) & (ids >= 0) & (ids < K)
-    return torch.where(ok, ids, uniform).reshape(lead)
+    check_rows_drawable((total.squeeze(-1) > 0) & total.squeeze(-1).isfinite() & (ids >= 0) & (ids < K), "weights")
+    return ids.reshape(lead)
+
+
+def check_rows_drawable(ok: Tensor, name: str) -> None:
+    """Raise unless every row could be drawn from (one host sync).
+
+    A row of weights that is all zero, or holds NaN / inf, has no distribution to draw from; it
+    comes from a non-finite network output or a broken posterior, and drawing uniformly instead
+    would hide it (and can put the absorbing mask id into "clean" samples).
+
+    Raises:
+        ValueError: naming how many rows failed.
+    """
+    if not bool(ok.all()):
+        raise ValueError(
+            f"{name}: {int((~ok).sum())} of {ok.numel()} rows of categorical weights are all zero or not finite, "
+            "so no class can be drawn; check the denoiser's output for NaN / inf"
+        )
 
 
 def _block_sums(w: Tensor, size: int) -> Tensor:
@@ -346,7 +355,7 @@ def _mixing_step_sample(logits: Tensor, x_t: Tensor, alpha_bar_t: Tensor, alpha_
     sel = flat if every else flat.index_select(0, rows)  # (R', K)
     w = at_least_float32(sel).softmax(-1)  # (R', K) probabilities
     Rs = w.shape[0]
-    lay = _block_layout(pi, K, dt)
+    lay = _BlockLayout(pi, K, dt)
     P = _block_sums(w, lay.size)
     if S > K:
         P = torch.cat([P, w.new_zeros(Rs, 1)], 1)  # the extra states: p = 0
@@ -379,7 +388,7 @@ def _mixing_step_sample(logits: Tensor, x_t: Tensor, alpha_bar_t: Tensor, alpha_
 # passes over a small (B, ..., K) cost less than the fused sampler's O(B·L·sqrt(K)) float64 block
 # work and its fixed per-call ops (measured with one thread: 1.2-1.4x slower at K <= 256 for B·L =
 # 256; 0.3-0.7x the time at K = 1024).
-_FUSED_MIN_CLASSES = 512
+FUSED_MIN_CLASSES = 512
 
 
 class _BlockLayout:
@@ -408,22 +417,6 @@ class _BlockLayout:
         self.Pi = self.pi_tab.sum(-1)  # (nb,)
         self.col_block = torch.searchsorted(self.starts, torch.arange(S, device=device), right=True) - 1  # (S,)
         self.zero = torch.zeros((), dtype=f64, device=device)
-
-
-_LAYOUTS: dict = {}
-
-
-def _block_layout(pi: Tensor, K: int, dt: torch.dtype) -> _BlockLayout:
-    """The cached :class:`_BlockLayout` of this pi tensor (rebuilt when it is edited in place)."""
-    key = (id(pi), pi._version, K, dt, pi.device)
-    hit = _LAYOUTS.get(key)
-    if hit is not None and hit[0] is pi:
-        return hit[1]
-    if len(_LAYOUTS) >= 64:
-        _LAYOUTS.clear()
-    lay = _BlockLayout(pi, K, dt)
-    _LAYOUTS[key] = (pi, lay)
-    return lay
 
 
 def _mixing_block_draw(lay: _BlockLayout, w: Tensor, P: Tensor, n: Tensor, p_n: Tensor, coef_p: Tensor, coef_pi: Tensor, u_n: Tensor, u: Tensor) -> Tensor:
@@ -463,9 +456,8 @@ def _mixing_block_draw(lay: _BlockLayout, w: Tensor, P: Tensor, n: Tensor, p_n: 
     pick = torch.searchsorted(inner.cumsum(-1), v - before, right=True)
     last = torch.where(inner > 0, lay.offsets, -1).amax(-1, keepdim=True)
     ids = (lay.starts[block] + torch.minimum(pick, last)).squeeze(-1)
-    uniform = (u.squeeze(-1) * lay.S).long().clamp_max(lay.S - 1)
-    ok = (total.squeeze(-1) > 0) & (last.squeeze(-1) >= 0)
-    return torch.where(ok, ids, uniform)
+    check_rows_drawable((total.squeeze(-1) > 0) & total.squeeze(-1).isfinite() & (last.squeeze(-1) >= 0), "weights")
+    return ids
 
 def _log(p: Tensor) -> Tensor:
     return p.clamp_min(torch.finfo(p.dtype).tiny).log()
@@ -511,22 +503,13 @@ class MixingTransition(nn.Module):
         (uniform on [0, 1) given u >= alpha_bar_t)."""
         ab = expand_to(self.alpha_bar[t], x0.ndim)
         u = u.to(torch.float64)
-        cdf, last = self._pi_cdf()
+        cdf = self.pi.cumsum(0)
+        states = torch.arange(self.pi.shape[0], device=self.pi.device)
+        last = torch.where(self.pi > 0, states, 0).amax()  # the last class with pi > 0 (no host sync)
         v = ((u - ab) / (1 - ab)).clamp(0, 1) * cdf[-1]
         # The first class whose cdf exceeds v; never past the last class with pi > 0 (rounding).
-        draw = torch.searchsorted(cdf, v, right=True).clamp_max(last)
+        draw = torch.minimum(torch.searchsorted(cdf, v, right=True), last)
         return torch.where(u < ab, x0, draw)
-
-    def _pi_cdf(self) -> tuple[Tensor, int]:
-        """(cumsum(pi) in float64, the last id with pi > 0), cached until pi changes."""
-        pi = self.pi
-        key = (pi.data_ptr(), pi._version, pi.device)
-        cached = self.__dict__.get("_cdf_cache")
-        if cached is None or cached[0] != key:
-            positive = (pi > 0).nonzero()
-            last = int(positive.max()) if positive.numel() else pi.shape[0] - 1
-            cached = self.__dict__["_cdf_cache"] = (key, pi.cumsum(0), last)
-        return cached[1], cached[2]
 
     def posterior(self, x_t: Tensor, x0_probs: Tensor, t: Tensor, s: Tensor) -> Tensor:
         nd = x0_probs.ndim
@@ -598,6 +581,7 @@ class CategoricalX0(X0BasedParametrization):
     (DiGress; Austin et al. 2021's auxiliary loss), minimised by the exact q(x0 | x_t)."""
 
     name = "x0"
+    x0_is_softmax = True
 
     def output_shape(self, process, x_t):
         return (*x_t.shape, process.num_classes)
@@ -610,13 +594,6 @@ class CategoricalX0(X0BasedParametrization):
     def simple_loss(self, process, output, x0, x_t, t, noise):
         logits = at_least_float32(output)
         return torch.logsumexp(logits, -1) - logits.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
-
-    def mean_simple_loss(self, process, output, x0, x_t, t, noise):
-        # F.cross_entropy's mean: the same -log softmax(output)[x0], averaged, in one op.
-        if type(self).simple_loss is CategoricalX0.simple_loss and output.shape == (*x0.shape, process.num_classes):
-            logits = at_least_float32(output)
-            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x0.reshape(-1))
-        return super().mean_simple_loss(process, output, x0, x_t, t, noise)
 
     def oracle_output(self, process, x0, x_t, t, noise):
         onehot = F.one_hot(x0, process.num_classes).bool()
@@ -634,7 +611,7 @@ class CategoricalPreviousStep(PreviousStepParametrization):
         self.check_single_step(t, s)
         if eta is not None:
             raise ValueError("eta: DDIM's eta applies to Gaussian fields only")
-        probs = output.softmax(-1)
+        probs = at_least_float32(output).softmax(-1)
         if process.num_states > process.num_classes:
             # x_0 is data: the absorbing mask state has probability 0 at s = 0.
             final = expand_to(s == 0, probs.ndim) & (torch.arange(process.num_states, device=probs.device) >= process.num_classes)
@@ -642,11 +619,13 @@ class CategoricalPreviousStep(PreviousStepParametrization):
         return probs
 
     def simple_loss(self, process, output, x0, x_t, t, noise):
-        q = process._posterior(x_t, x0, t, t - 1)
-        return categorical_kl(q, output.softmax(-1))
+        # KL(q || softmax(output)) with log p = log_softmax(output) in float32: exact where p underflows.
+        q = process.posterior(x_t, x0, t, t - 1)
+        log_p = at_least_float32(output).log_softmax(-1)
+        return (torch.xlogy(q, q) - q * log_p.to(q.dtype)).sum(-1)
 
     def oracle_output(self, process, x0, x_t, t, noise):
-        return _log(process._posterior(x_t, x0, t, t - 1)).clamp_min(LOG_TINY)
+        return _log(process.posterior(x_t, x0, t, t - 1)).clamp_min(LOG_TINY)
 
 
 # ------------------------------------------------------------------------ process
@@ -669,6 +648,7 @@ class CategoricalProcess(ForwardProcess):
     """
 
     parametrizations = {"x0": CategoricalX0, "previous-step": CategoricalPreviousStep}
+    fuses_reverse_step = True
 
     def __init__(
         self,
@@ -737,7 +717,9 @@ class CategoricalProcess(ForwardProcess):
         return not self.kernel.ready
 
     def _ensure_ready(self) -> None:
-        if not self.kernel.ready:
+        """Raise while a "marginal" transition has no class frequencies (a value check: skipped
+        inside ``trusted_values``)."""
+        if check_values() and not self.kernel.ready:
             raise ValueError(
                 "marginals: transition='marginal' needs class frequencies; pass marginals=[...] or let "
                 "DiffusionModule fill them from the training data (process.set_marginals(freqs))"
@@ -767,8 +749,11 @@ class CategoricalProcess(ForwardProcess):
             )
         if x.ndim < 1:
             raise ValueError(f"{name}: expected shape (B, ...), got a scalar")
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= high):
-            bad = int(x.max()) if int(x.max()) >= high else int(x.min())
+        if not check_values() or not x.numel():
+            return
+        low, top = (int(v) for v in torch.aminmax(x))
+        if low < 0 or top >= high:
+            bad = top if top >= high else low
             hint = f" (id {self.num_classes} is the absorbing mask state, never valid in data)" if self.kind == "absorbing" and bad == self.num_classes else ""
             raise ValueError(f"{name}: found class id {bad}, expected ids in [0, {high}){hint}")
 
@@ -794,7 +779,7 @@ class CategoricalProcess(ForwardProcess):
         softmax outputs pass.
         """
         K = x.shape[-1]
-        if x.numel() == 0:
+        if x.numel() == 0 or not check_values():
             return
         if not all_finite(x):
             raise ValueError(f"{name}: expected probabilities over the {K} classes in the last dim, found NaN or inf (not finite)")
@@ -811,7 +796,9 @@ class CategoricalProcess(ForwardProcess):
             )
 
     def _check_reachable(self, x_t: Tensor, x0: Tensor, t: Tensor) -> None:
-        """Raise unless q(x_t | x0) > 0 for every element (ids x0; computed in float64)."""
+        """Raise unless q(x_t | x0) > 0 for every element (ids x0; computed in float64). A value check."""
+        if not check_values():
+            return
         like = self.kernel.marginal(F.one_hot(x0, self.num_states).to(torch.float64), t)
         like = like.gather(-1, x_t.unsqueeze(-1)).squeeze(-1)  # q(x_t | x0), shape of x_t
         bad = like <= 0
@@ -867,10 +854,6 @@ class CategoricalProcess(ForwardProcess):
             self._check_reachable(x_t, x0, t)
         return self.kernel.posterior(x_t, x0_probs, t, s)
 
-    def _posterior(self, x_t: Tensor, x0: Tensor, t: Tensor, s: Tensor) -> Tensor:
-        x0_probs = x0 if x0.is_floating_point() else F.one_hot(x0, self.num_states).to(torch.get_default_dtype())
-        return self.kernel.posterior(x_t, x0_probs, t, s)
-
     def q_sample(self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
         """x_t ~ Cat(x0 Qbar_t).
 
@@ -906,13 +889,6 @@ class CategoricalProcess(ForwardProcess):
         x_t, noise = gumbel_sample(_log(probs), noise, generator)
         return Noised(x_t, noise)
 
-    def _q_sample(self, x0: Tensor, t: Tensor, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
-        if noise is None and isinstance(self.kernel, MixingTransition):
-            self._ensure_ready()
-            noise = torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=generator)
-            return Noised(self.kernel.sample_marginal(x0, t, noise), noise)
-        return self.q_sample(x0, t, noise, generator)
-
     def prior_sample(self, shape, *, device=None, generator=None, mask=None) -> Tensor:
         """x_T ~ p(x_T) (see :attr:`prior_probs`): (B, ...) int64; masked-out elements are 0."""
         log_p = _log(self.prior_probs.to(device=device, dtype=torch.float32))
@@ -942,38 +918,30 @@ class CategoricalProcess(ForwardProcess):
         """x_s ~ Cat(p): (B, ...) int64, by the inverse CDF (:func:`inverse_cdf_sample`)."""
         return inverse_cdf_sample(p, generator)
 
-    def _step(self, output, x_t, t, s, param, generator=None, eta=None, same=None):
-        """The x0 parametrization under mixing noise: softmax, then (from ``_FUSED_MIN_CLASSES``
-        classes on) :func:`_mixing_step_sample` (block sums of p, one gathered block per element; the
-        posterior weights are never formed), else the weights of
-        :func:`_mixing_posterior_unnormalized` (no normalization pass), and for the 0 / 0 cases those
-        of :func:`_mixing_posterior_dense`, each with one inverse-CDF draw per element; the same law
-        as reverse_sample(param.reverse(...))."""
-        fast = (
+    def step(self, output, x_t, t, s=None, parametrization="x0", generator=None, eta=None):
+        """One reverse step x_s ~ p(x_s | x_t). For a parametrization with ``x0_is_softmax`` under a
+        mixing transition with at least ``FUSED_MIN_CLASSES`` classes (and ``fuses_reverse_step``),
+        the softmax and the draw are fused (:func:`_mixing_step_sample`: block sums of p, one
+        gathered block per element, the posterior weights never formed): the same law as
+        ``reverse_sample(reverse(...))``. Otherwise exactly that."""
+        param = self.get_parametrization(parametrization)
+        fused = (
             eta is None
+            and self.fuses_reverse_step
+            and param.x0_is_softmax
             and isinstance(self.kernel, MixingTransition)
-            and isinstance(param, CategoricalX0)
-            and type(param).x0_from_output is CategoricalX0.x0_from_output
+            and self.num_classes >= FUSED_MIN_CLASSES
             and isinstance(output, Tensor)
-            and output.is_floating_point()
             and output.shape == (*x_t.shape, self.num_classes)
         )
-        if not fast:
-            return super()._step(output, x_t, t, s, param, generator, eta, same)
-        nd = output.ndim
-        ab = self.kernel.alpha_bar
-        ab_t, ab_s = expand_to(ab[t], nd), expand_to(ab[s], nd)
-        if self.num_classes >= _FUSED_MIN_CLASSES:
-            # The softmax of x0_from_output (without its padding to num_states: the sampler treats
-            # the extra states as p = 0) and the draw, fused: no (B, ..., S) posterior weights.
-            ids = _mixing_step_sample(output, x_t, ab_t, ab_s, self.kernel.pi, generator)
+        if fused:
+            t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
+            nd = output.ndim
+            alpha_bar = self.kernel.alpha_bar
+            ids = _mixing_step_sample(output, x_t, expand_to(alpha_bar[t], nd), expand_to(alpha_bar[s], nd), self.kernel.pi, generator)
             if ids is not None:
                 return ids
-        x0_hat = param.x0_from_output(self, output, x_t, t)
-        weights = _mixing_posterior_unnormalized(x_t, x0_hat, ab_t, ab_s, self.kernel.pi)
-        if weights is None:
-            weights = _mixing_posterior_dense(x_t, x0_hat, ab_t, ab_s, self.kernel.pi)
-        return inverse_cdf_sample(weights, generator)
+        return super().step(output, x_t, t, s, param, generator, eta)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, num_steps={self.num_steps}, transition={self.kind!r}"
