@@ -27,7 +27,11 @@ import torch
 from torch import Tensor, nn
 
 from diffkit._checks import check_values, trusted_values
-from diffkit.parametrizations import Parametrization, resolve_parametrization, withdraw_capabilities
+from diffkit.parametrizations import (
+    Parametrization,
+    resolve_parametrization,
+    withdraw_capabilities,
+)
 
 __all__ = ["ForwardProcess", "Noised", "LossKind", "as_timesteps", "expand_to", "sampling_timesteps"]
 
