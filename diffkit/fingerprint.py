@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import warnings
+
 import torch
 from torch import nn
 
-__all__ = ["process_fingerprint", "fingerprint_differences"]
+__all__ = ["process_fingerprint", "fingerprint_differences", "check_same_process"]
 
 
 def process_fingerprint(process: nn.Module) -> dict[str, dict[str, Any]]:
@@ -57,3 +59,33 @@ def fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any]
         elif not all(abs(x - y) <= 1e-9 + 1e-8 * max(abs(x), abs(y)) for x, y in zip(a["stats"], b["stats"])):
             diffs.append(f"{name}: same shape {tuple(a['shape'])}, different values (e.g. another schedule or other transition matrices)")
     return diffs
+
+
+def check_same_process(info: Mapping[str, Any], process: nn.Module) -> None:
+    """Compare a checkpoint's ``checkpoint["diffkit"]`` record with ``process``: repr, then fingerprint.
+
+    Raises:
+        ValueError: the checkpoint was trained with a different process (the message names what
+            differs). A record without a fingerprint (older diffkit) passes with a warning after
+            the repr check alone.
+    """
+    mismatch = (
+        "checkpoint: it was trained with a different process.\n"
+        f"  checkpoint: {info['process']}\n  this model: {repr(process)}\n"
+    )
+    if info["process"] != repr(process):
+        raise ValueError(mismatch + "Build the model from the run's saved config.yaml, or start a new run")
+    saved = info.get("process_fingerprint")
+    if saved is None:
+        warnings.warn(
+            "checkpoint: has no process fingerprint (written by an older diffkit); only repr(process) was compared, "
+            "so a different schedule or transition matrix would go unnoticed",
+            stacklevel=3,
+        )
+        return
+    diffs = fingerprint_differences(saved, process_fingerprint(process))
+    if diffs:
+        raise ValueError(
+            mismatch + "".join(f"  differs: process.{d}\n" for d in diffs)
+            + "Build the model from the run's saved config.yaml (same schedule and transition), or start a new run"
+        )

@@ -12,7 +12,7 @@ import copy
 import math
 import warnings
 from collections.abc import Mapping
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional, Union
 
 import lightning.pytorch as pl
 import torch
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from diffkit._checks import trusted_values
 from diffkit.ema import EMA
-from diffkit.fingerprint import fingerprint_differences, process_fingerprint
+from diffkit.fingerprint import check_same_process, process_fingerprint
 from diffkit.likelihood import nll_bound
 from diffkit.marginals import fill_marginals
 from diffkit.parametrizations import Parametrization
@@ -435,26 +435,7 @@ class DiffusionModule(pl.LightningModule):
         info = checkpoint.get("diffkit")
         if info is None:
             return
-        mismatch = (
-            "checkpoint: it was trained with a different process.\n"
-            f"  checkpoint: {info['process']}\n  this model: {repr(self.process)}\n"
-        )
-        if info["process"] != repr(self.process):
-            raise ValueError(mismatch + "Build the model from the run's saved config.yaml, or start a new run")
-        saved = info.get("process_fingerprint")
-        if saved is None:
-            warnings.warn(
-                "checkpoint: has no process fingerprint (written by an older diffkit); only repr(process) was compared, "
-                "so a different schedule or transition matrix would go unnoticed",
-                stacklevel=2,
-            )
-        else:
-            diffs = fingerprint_differences(saved, process_fingerprint(self.process))
-            if diffs:
-                raise ValueError(
-                    mismatch + "".join(f"  differs: process.{d}\n" for d in diffs)
-                    + "Build the model from the run's saved config.yaml (same schedule and transition), or start a new run"
-                )
+        check_same_process(info, self.process)
         self.data_shape = info.get("data_shape")
         self.reference = info.get("reference")
         self.size_counts = info.get("size_counts")

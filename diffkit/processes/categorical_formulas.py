@@ -80,13 +80,13 @@ def mixing_posterior(x_t: Tensor, x0_probs: Tensor, alpha_bar_t: Tensor, alpha_b
 def _mixing_posterior_unnormalized(x_t: Tensor, x0_probs: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor) -> Tensor | None:
     """:func:`mixing_posterior` up to a positive factor per element, in two passes over (B, ..., K).
 
-    With n = x_t, the likelihood Qbar_t[x0, n] = ab_t [x0 = n] + base_t, base_t = (1 - ab_t) pi[n],
+    With n = x_t, the likelihood Qbar_t[x0, n] = alpha_bar_t [x0 = n] + base_t, base_t = (1 - alpha_bar_t) pi[n],
     is one constant off the diagonal, so every term of (C3)-(C4) is a per-element scalar times p,
     pi or e_n. For base_t > 0 (every x0 consistent with n), with p' = p / sum(p), q = p'[n],
-    r = 1 / base_t, peak = ab_t + base_t, base_ts = (1 - alpha_{t|s}) pi[n]:
+    r = 1 / base_t, peak = alpha_bar_t + base_t, base_ts = (1 - alpha_{t|s}) pi[n]:
         w = r p' + (1 / peak - r) q e_n,   S = sum(w) = r (1 - q) + q / peak
-        u(x) = base_ts (ab_s r p'(x) + (1 - ab_s) S pi(x))                     for x != n
-        u(n) = (base_ts + alpha_{t|s}) (ab_s q / peak + (1 - ab_s) S pi[n])   (no cancellation)
+        u(x) = base_ts (alpha_bar_s r p'(x) + (1 - alpha_bar_s) S pi(x))                     for x != n
+        u(n) = (base_ts + alpha_{t|s}) (alpha_bar_s q / peak + (1 - alpha_bar_s) S pi[n])   (no cancellation)
     For base_t = 0 only x0 = n is consistent: q = 1, r = 0, so u = u(n) e_n. The per-element
     scalars are formed in float64.
 
@@ -122,16 +122,16 @@ def _mixing_coefficients(x_t: Tensor, p_n: Tensor, mass: Tensor, alpha_bar_t: Te
         (coef_p, coef_pi, u_n), each (B, ...) float64, or None for the dense formula's 0 / 0 cases.
     """
     f64 = torch.float64
-    ab_t, ab_s = alpha_bar_t.to(f64).squeeze(-1), alpha_bar_s.to(f64).squeeze(-1)  # broadcast against x_t
+    alpha_bar_t, alpha_bar_s = alpha_bar_t.to(f64).squeeze(-1), alpha_bar_s.to(f64).squeeze(-1)  # broadcast against x_t
     # Which x0 are consistent with x_t is decided on the data dtype's values, as the dense formula
     # does (a pi entry or a likelihood that underflows there is 0).
     pi_n = pi.to(device=x_t.device, dtype=dt)[x_t]
-    base_dt = (1 - ab_t).to(dt) * pi_n
+    base_dt = (1 - alpha_bar_t).to(dt) * pi_n
     all_consistent = base_dt > 0
-    peak_positive = (ab_t.to(dt) + base_dt) > 0
+    peak_positive = (alpha_bar_t.to(dt) + base_dt) > 0
     pi_n = pi_n.to(f64)
-    base_t = (1 - ab_t) * pi_n
-    peak = ab_t + base_t
+    base_t = (1 - alpha_bar_t) * pi_n
+    peak = alpha_bar_t + base_t
     # The 0 / 0 cases (p with no mass on x_t's consistent x0, or an x_t no x0 can produce) only come
     # from inputs q(x_t | x0) cannot produce; inside trusted_values (x_t drawn from q, p a softmax)
     # they cannot occur, and the check's host sync is skipped.
@@ -139,12 +139,12 @@ def _mixing_coefficients(x_t: Tensor, p_n: Tensor, mass: Tensor, alpha_bar_t: Te
         return None
     q = torch.where(all_consistent, p_n / mass, 1.0)
     r = torch.where(all_consistent, 1 / base_t, 0.0)
-    alpha_ts = ab_t / ab_s
+    alpha_ts = alpha_bar_t / alpha_bar_s
     base_ts = (1 - alpha_ts) * pi_n
     S = r * (1 - q) + q / peak
-    coef_p = base_ts * ab_s * r / mass
-    coef_pi = base_ts * (1 - ab_s) * S
-    u_n = (base_ts + alpha_ts) * (ab_s * q / peak + (1 - ab_s) * S * pi_n)
+    coef_p = base_ts * alpha_bar_s * r / mass
+    coef_pi = base_ts * (1 - alpha_bar_s) * S
+    u_n = (base_ts + alpha_ts) * (alpha_bar_s * q / peak + (1 - alpha_bar_s) * S * pi_n)
     return coef_p, coef_pi, u_n
 
 

@@ -126,8 +126,8 @@ def _mixing_step_sample(logits: Tensor, x_t: Tensor, alpha_bar_t: Tensor, alpha_
     R = x_t.numel()
     n = x_t.reshape(R)
     # Elements whose weights involve p: every x0 consistent with x_t (as in _mixing_coefficients).
-    ab_t = alpha_bar_t.squeeze(-1).expand(lead).reshape(R)
-    uses_p = ((1 - ab_t).to(dt) * pi.to(device=device, dtype=dt)[n]) > 0  # (R,)
+    alpha_bar_rows = alpha_bar_t.squeeze(-1).expand(lead).reshape(R)
+    uses_p = ((1 - alpha_bar_rows).to(dt) * pi.to(device=device, dtype=dt)[n]) > 0  # (R,)
     every = bool(uses_p.all())
     rows = None if every else uses_p.nonzero().squeeze(1)  # (R',)
     flat = logits.reshape(R, K)

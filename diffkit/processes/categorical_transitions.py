@@ -57,15 +57,15 @@ class MixingTransition(nn.Module):
         """x_t ~ alpha_bar_t e_x0 + (1 - alpha_bar_t) pi from uniforms u (shape of x0), in float64:
         keep x0 where u < alpha_bar_t, else the inverse CDF of pi at (u - alpha_bar_t) / (1 - alpha_bar_t)
         (uniform on [0, 1) given u >= alpha_bar_t)."""
-        ab = expand_to(self.alpha_bar[t], x0.ndim)
+        alpha_bar_t = expand_to(self.alpha_bar[t], x0.ndim)
         u = u.to(torch.float64)
         cdf = self.pi.cumsum(0)
         states = torch.arange(self.pi.shape[0], device=self.pi.device)
         last = torch.where(self.pi > 0, states, 0).amax()  # the last class with pi > 0 (no host sync)
-        v = ((u - ab) / (1 - ab)).clamp(0, 1) * cdf[-1]
+        v = ((u - alpha_bar_t) / (1 - alpha_bar_t)).clamp(0, 1) * cdf[-1]
         # The first class whose cdf exceeds v; never past the last class with pi > 0 (rounding).
         draw = torch.minimum(torch.searchsorted(cdf, v, right=True), last)
-        return torch.where(u < ab, x0, draw)
+        return torch.where(u < alpha_bar_t, x0, draw)
 
     def posterior(self, x_t: Tensor, x0_probs: Tensor, t: Tensor, s: Tensor) -> Tensor:
         nd = x0_probs.ndim
