@@ -63,7 +63,8 @@ class DiffusionModule(pl.LightningModule):
             Parametrization object, or for a ProductProcess a dict field -> one of those.
         loss: "simple" (the parametrization's MSE / cross-entropy), "kl" (the ELBO's per-step
             terms, scaled by T) or "hybrid" (simple + hybrid_weight * kl).
-        hybrid_weight: weight of the kl term in "hybrid".
+        hybrid_weight: what multiplies the T-scaled ELBO term in "hybrid" (not D3PM's lambda, which
+            multiplies the cross-entropy: see ``ForwardProcess.loss``).
         optimizer: optimizer factory over the denoiser's parameters (LightningCLI's
             ``optimizer`` class_path / init_args).
         lr_scheduler: optional LR scheduler factory.

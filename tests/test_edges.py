@@ -79,3 +79,19 @@ def test_previous_step_categorical_loss_is_exact_where_the_softmax_underflows() 
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
     assert float(got) > 10  # about 200 * q(class 2): the clamped softmax gave ~87 * q instead
+
+
+def test_hybrid_weight_multiplies_the_T_scaled_elbo_term() -> None:
+    """loss(kind="hybrid") = simple + hybrid_weight * loss(kind="kl"), the kl term being T * L_{t-1}
+    per element: the weight multiplies the ELBO term (D3PM's lambda multiplies the cross-entropy)."""
+    proc = CategoricalProcess(4, 50, "absorbing")
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, 4, (5, 6), generator=gen)
+    t = torch.randint(1, 51, (5,), generator=gen)
+    x_t, noise = proc.q_sample(x0, t, generator=gen)
+    out = torch.randn(5, 6, 4, generator=gen)
+    simple = proc.loss(out, x0, x_t, t, noise, "x0", "simple")
+    kl = proc.loss(out, x0, x_t, t, noise, "x0", "kl")
+    torch.testing.assert_close(kl, 50 * proc.vlb(out, x0, x_t, t, "x0") / 6)
+    for w in (0.01, 0.2):
+        torch.testing.assert_close(proc.loss(out, x0, x_t, t, noise, "x0", "hybrid", hybrid_weight=w), simple + w * kl)
