@@ -258,6 +258,8 @@ class ForwardProcess(nn.Module, abc.ABC):
         Returns:
             (B,) tensor.
         """
+        if mask is None and how == "mean" and values.is_floating_point():
+            return values.reshape(values.shape[0], -1).mean(1)  # sum / count in one op
         if mask is not None:
             mask = mask.expand_as(values)
             values = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))

@@ -11,6 +11,7 @@ import math
 from typing import ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from diffkit._checks import all_finite, check_values
@@ -88,7 +89,9 @@ class _GaussianX0Based(X0BasedParametrization):
         return self.target(process, x0, x_t, t, noise)
 
     def simple_loss(self, process: GaussianProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
-        sq = (output - self.oracle_output(process, x0, x_t, t, noise)) ** 2
+        target = self.oracle_output(process, x0, x_t, t, noise)
+        same = target.shape == output.shape and target.dtype == output.dtype
+        sq = F.mse_loss(output, target, reduction="none") if same else (output - target) ** 2  # one autograd node
         if self.min_snr_gamma is None:
             return sq
         snr = process.snr_at(t, x_t)
@@ -320,8 +323,10 @@ class GaussianProcess(ForwardProcess):
             noise = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=generator)
         else:
             self._check_pair(x0, noise, "x0", "noise")
-        mean, variance = gaussian_marginal(x0, self.alpha_bar_at(t, x0))
-        return Noised(mean + variance.sqrt() * noise, noise)
+        # (G1) with sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) taken in float64, then cast.
+        alpha_bar_t = self.alpha_bar[t]
+        scale, std = (self._gather(v, x0) for v in (alpha_bar_t.sqrt(), (1 - alpha_bar_t).sqrt()))
+        return Noised(torch.addcmul(scale * x0, std, noise), noise)
 
     def prior_sample(self, shape, *, device=None, generator=None, mask=None, dtype: torch.dtype | None = None) -> Tensor:
         """x_T ~ N(0, I) of the given shape (B, ...) in ``dtype`` (default: torch's default
