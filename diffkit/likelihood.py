@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from diffkit._checks import trusted_values
 from diffkit.parametrizations import Parametrization
 from diffkit.processes.base import ForwardProcess
 
@@ -65,6 +66,10 @@ def nll_bound(
 ) -> NLLBound:
     """Evaluate every term of the ELBO for a batch x0 (T denoiser calls).
 
+    Calls the process's public hooks ``validate_x0``, ``get_parametrization``, ``prior_term``
+    (``prior_kl``), ``num_elements`` and, for every t in 1..T, ``q_sample``, the denoiser and
+    ``vlb`` (``vlb_terms``: ``parametrization.reverse``, ``posterior``, ``kl``, ``decoder_nll``).
+
     Args:
         process: the forward process.
         denoiser: ``denoiser(x_t, t)``.
@@ -84,14 +89,15 @@ def nll_bound(
     decoder = torch.zeros_like(prior)
     batch = prior.shape[0]
     terms = []
-    for t_i in range(1, process.num_steps + 1):
-        t = torch.full((batch,), t_i, dtype=torch.long, device=prior.device)
-        x_t = process.q_sample(x0, t, generator=generator).x_t
-        term = process.vlb(denoiser(x_t, t), x0, x_t, t, param)
-        if per_step:
-            terms.append(term)
-        if t_i == 1:
-            decoder = term
-        else:
-            diffusion = diffusion + term
+    with trusted_values():  # x0 was checked above; every t below is in 1..T
+        for t_i in range(1, process.num_steps + 1):
+            t = torch.full((batch,), t_i, dtype=torch.long, device=prior.device)
+            x_t = process.q_sample(x0, t, generator=generator).x_t
+            term = process.vlb(denoiser(x_t, t), x0, x_t, t, param)
+            if per_step:
+                terms.append(term)
+            if t_i == 1:
+                decoder = term
+            else:
+                diffusion = diffusion + term
     return NLLBound(prior, diffusion, decoder, process.num_elements(x0), torch.stack(terms, 1) if per_step else None)

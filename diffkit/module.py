@@ -9,26 +9,26 @@ multi-device training are Lightning's.
 from __future__ import annotations
 
 import copy
-import functools
 import math
-import os
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional, Union
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from diffkit._checks import trusted_values
+from diffkit.ema import EMA
+from diffkit.fingerprint import check_same_process, process_fingerprint
+from diffkit.likelihood import nll_bound
+from diffkit.marginals import fill_marginals
 from diffkit.parametrizations import Parametrization
 from diffkit.processes.base import ForwardProcess, LossKind
-from diffkit.processes.categorical import CategoricalProcess
 from diffkit.processes.product import ProductProcess
-from diffkit.ema import EMA
-from diffkit.likelihood import nll_bound
-from diffkit.sampling import sample as run_sampler
+from diffkit.random_streams import TRAIN_STREAM, VAL_STREAM, mix_seed, resolve_seed, seeded
+from diffkit.sampling import check_can_stride, sample as run_sampler
 
 __all__ = ["DiffusionModule"]
 
@@ -53,88 +53,6 @@ def _to(x: Any, device: torch.device | str) -> Any:
     return {k: v.to(device) for k, v in x.items()} if isinstance(x, Mapping) else x.to(device)
 
 
-def process_fingerprint(process: nn.Module) -> dict[str, dict[str, Any]]:
-    """What defines a process beyond its repr: its non-persistent buffers, summarized.
-
-    Non-persistent buffers are the tables a process builds from its arguments (the schedule's
-    alpha_bar, transition matrices Q / Qbar, a fixed stationary distribution); checkpoints do not
-    hold them, so a model built with other arguments would silently use other tables. Persistent
-    buffers (e.g. class frequencies filled from data) are in the state dict and are not included.
-
-    Returns:
-        buffer name -> {"shape": [...], "dtype": str, "stats": [4 floats]}, the stats being
-        float64 projections of the values on fixed cosine vectors (compared with a tolerance, so
-        last-bit differences between machines do not count as a different process).
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for prefix, module in process.named_modules():
-        for name, buf in module._buffers.items():
-            if buf is None or name not in module._non_persistent_buffers_set:
-                continue
-            values = buf.detach().to("cpu", torch.float64).flatten()
-            n = values.numel()
-            pos = (torch.arange(n, dtype=torch.float64) + 0.5) / max(n, 1)
-            finite = torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-            stats = [float((finite * torch.cos(torch.pi * k * pos)).sum()) for k in range(3)]
-            stats.append(float(torch.isfinite(values).sum()))
-            out[f"{prefix}.{name}" if prefix else name] = {"shape": list(buf.shape), "dtype": str(buf.dtype), "stats": stats}
-    return out
-
-
-def _fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Human-readable differences between two :func:`process_fingerprint` results."""
-    diffs = []
-    for name in sorted(set(saved) | set(current)):
-        a, b = saved.get(name), current.get(name)
-        if a is None or b is None:
-            diffs.append(f"{name}: {'only in this model' if a is None else 'only in the checkpoint'}")
-        elif list(a["shape"]) != list(b["shape"]):
-            diffs.append(f"{name}: shape {tuple(a['shape'])} in the checkpoint, {tuple(b['shape'])} in this model")
-        elif not all(abs(x - y) <= 1e-9 + 1e-8 * max(abs(x), abs(y)) for x, y in zip(a["stats"], b["stats"])):
-            diffs.append(f"{name}: same shape {tuple(a['shape'])}, different values (e.g. another schedule or other transition matrices)")
-    return diffs
-
-
-# Random streams of the module's own generators (see DiffusionModule, "Randomness").
-_TRAIN_STREAM, _VAL_STREAM = 1, 2
-
-
-@dataclass
-class _TrainStream:
-    """Where the training stream is: the number of steps drawn so far. A plain object, so the
-    per-step update skips nn.Module.__setattr__ (a few microseconds on a LightningModule)."""
-
-    draws: int = 0
-
-
-_MASK64 = (1 << 64) - 1
-
-
-def _fold(h: int, part: int) -> int:
-    """One link of a SplitMix64 chain (Steele et al. 2014): mix(h ^ part), mix a bijective 64-bit mixer."""
-    x = ((h ^ (int(part) & _MASK64)) + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-@functools.lru_cache(maxsize=256)
-def _chain(*parts: int) -> int:
-    """The chain's state after ``parts``; memoized (a pure function), so the (seed, rank, stream)
-    prefix that every training step shares is folded once."""
-    h = 0
-    for p in parts:
-        h = _fold(h, p)
-    return h
-
-
-def _mix_seed(*parts: int) -> int:
-    """A 63-bit seed from one or more non-negative ints: each part folded into a SplitMix64 chain, so
-    nearby keys (step n and n + 1, rank 0 and 1) give unrelated seeds. Pure Python ints, about a
-    microsecond: it runs before every training step."""
-    return _fold(_chain(*parts[:-1]), parts[-1]) >> 1
-
-
 class DiffusionModule(pl.LightningModule):
     """Train and sample a diffusion model for any ForwardProcess.
 
@@ -145,7 +63,8 @@ class DiffusionModule(pl.LightningModule):
             Parametrization object, or for a ProductProcess a dict field -> one of those.
         loss: "simple" (the parametrization's MSE / cross-entropy), "kl" (the ELBO's per-step
             terms, scaled by T) or "hybrid" (simple + hybrid_weight * kl).
-        hybrid_weight: weight of the kl term in "hybrid".
+        hybrid_weight: what multiplies the T-scaled ELBO term in "hybrid" (not D3PM's lambda, which
+            multiplies the cross-entropy: see ``ForwardProcess.loss``).
         optimizer: optimizer factory over the denoiser's parameters (LightningCLI's
             ``optimizer`` class_path / init_args).
         lr_scheduler: optional LR scheduler factory.
@@ -198,6 +117,12 @@ class DiffusionModule(pl.LightningModule):
             raise TypeError(f"process: expected a ForwardProcess, got {type(process).__name__}")
         if not callable(denoiser):
             raise TypeError(f"denoiser: expected an nn.Module called as denoiser(x_t, t), got {type(denoiser).__name__}")
+        denoiser_steps = getattr(denoiser, "num_steps", None)
+        if isinstance(denoiser_steps, int) and denoiser_steps != process.num_steps:
+            raise ValueError(
+                f"denoiser: num_steps = {denoiser_steps} differs from the process's T = {process.num_steps}; its time "
+                "embedding would see times it was not built for (set both from one value)"
+            )
         if loss not in ("simple", "kl", "hybrid"):
             raise ValueError(f"loss: unknown kind {loss!r}; expected one of ['hybrid', 'kl', 'simple']")
         if ema_decay is not None and not 0 < ema_decay < 1:
@@ -234,7 +159,7 @@ class DiffusionModule(pl.LightningModule):
         self._eval_count = 0
         self.noise_seed = noise_seed
         self._rng_seed: int | None = None  # resolved when fit starts, or restored from a checkpoint
-        self._stream = _TrainStream()  # the training stream's position (a plain object: updated every step)
+        self._train_steps = 0  # the training stream's position: training steps drawn so far
         self._train_gen: torch.Generator | None = None
         self._val_gen: torch.Generator | None = None
 
@@ -279,19 +204,11 @@ class DiffusionModule(pl.LightningModule):
         return list(self.param.values()) if isinstance(self.param, dict) else [self.param]
 
     def _check_stride(self, steps: int | None) -> None:
-        if steps is not None and steps < self.process.num_steps:
-            bad = [p.name for p in self._params() if not p.can_stride]
-            if bad:
-                raise ValueError(
-                    f"num_steps: {steps} < T = {self.process.num_steps} needs strided jumps, but parametrization "
-                    f"{bad[0]!r} predicts p(x_(t-1) | x_t) and cannot stride; use num_steps=None or an x0-based parametrization"
-                )
+        check_can_stride(self.param, self.process.sampling_grid(steps))
 
-    def _unpack(self, batch: Any, training: bool = False) -> Any:
-        """x0 from a batch, checked when ``validate_inputs``: fully (``process.validate_x0``), or in a
-        training step after the first by ``process._check_batch`` (its skipped value checks run on a
-        non-finite loss). The first batch is always checked in full, so bad data is named as such
-        before its denoiser output is checked."""
+    def _unpack(self, batch: Any) -> Any:
+        """x0 from a batch, checked by ``process.validate_x0`` when ``validate_inputs`` (inside
+        ``trusted_values``, after the first training batch, its value checks are skipped)."""
         if isinstance(batch, (list, tuple)):
             if len(batch) != 1:
                 raise ValueError(
@@ -300,8 +217,7 @@ class DiffusionModule(pl.LightningModule):
                 )
             batch = batch[0]
         if self.validate_inputs:
-            light = training and self._output_checked
-            (self.process._check_batch if light else self.process.validate_x0)(batch, "batch")
+            self.process.validate_x0(batch, "batch")
         return batch
 
     def _record_shape(self, x0: Any) -> None:
@@ -314,9 +230,14 @@ class DiffusionModule(pl.LightningModule):
             return
         mask_key = getattr(self.process, "mask_key", None)
         if self.training and mask_key in x0 and self.current_epoch == 0:
-            # Node counts of the first epoch: sampling draws each sample's size from them.
-            counts = torch.bincount(x0[mask_key].sum(1).cpu(), minlength=x0[mask_key].shape[1] + 1)
-            self.size_counts = counts if self.size_counts is None else self.size_counts + counts
+            # Node counts of the first epoch, accumulated where the batch lives (no host sync):
+            # sampling draws each sample's size from them.
+            mask = x0[mask_key]
+            sizes = mask.sum(1)
+            if self.size_counts is None or self.size_counts.device != sizes.device:
+                base = self.size_counts.to(sizes.device) if self.size_counts is not None else torch.zeros(mask.shape[1] + 1, dtype=torch.long, device=sizes.device)
+                self.size_counts = base
+            self.size_counts = self.size_counts.index_add(0, sizes, torch.ones_like(sizes))
 
     def _check_output(self, output: Any, x_t: Any) -> None:
         """The first denoiser output's type, shape and values (once per module)."""
@@ -335,66 +256,44 @@ class DiffusionModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ random streams
     def _base_seed(self) -> int:
-        """The seed of the module's streams: ``noise_seed``, else PL_GLOBAL_SEED, else torch.initial_seed()."""
+        """The seed of the module's streams (:func:`diffkit.random_streams.resolve_seed`), fixed once resolved."""
         if self._rng_seed is None:
-            if self.noise_seed is not None:
-                self._rng_seed = int(self.noise_seed)
-            elif os.environ.get("PL_GLOBAL_SEED", "").strip().lstrip("-").isdigit():
-                self._rng_seed = int(os.environ["PL_GLOBAL_SEED"]) % (1 << 63)
-            else:
-                self._rng_seed = torch.initial_seed() % (1 << 63)
+            self._rng_seed = resolve_seed(self.noise_seed)
         return self._rng_seed
 
     def _seeded(self, attr: str, *key: int) -> torch.Generator:
-        gen = getattr(self, attr)
-        device = self.device
-        if gen is None or gen.device != device:
-            gen = torch.Generator(device)
-            setattr(self, attr, gen)
-        gen.manual_seed(_mix_seed(self._base_seed(), self.global_rank, *key))
+        """The generator in ``attr``, re-seeded from (seed, global rank, *key)."""
+        gen = seeded(getattr(self, attr), self.device, mix_seed(self._base_seed(), self.global_rank, *key))
+        setattr(self, attr, gen)
         return gen
 
     def _next_train_generator(self) -> torch.Generator:
         """The training generator, re-seeded for the next training step (seed, rank, step)."""
-        gen = self._seeded("_train_gen", _TRAIN_STREAM, self._stream.draws)
-        self._stream.draws += 1
+        gen = self._seeded("_train_gen", TRAIN_STREAM, self._train_steps)
+        self._train_steps += 1
         return gen
 
     def _draw_generator(self) -> torch.Generator:
         """Where _forward_loss draws t and noise: the training step's generator, or validation's."""
         if self.training:
             return self._train_gen if self._train_gen is not None else self._next_train_generator()
-        return self._val_gen if self._val_gen is not None else self._seeded("_val_gen", _VAL_STREAM)
+        return self._val_gen if self._val_gen is not None else self._seeded("_val_gen", VAL_STREAM)
 
-    def _forward_loss(
-        self, x0: Any, reduction: Literal["none", "mean"] = "none", generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor, Any, Any]:
-        """Draw t and x_t, call the denoiser; returns (loss, t, output, x_t), the loss per example
-        (B,) or, with ``reduction="mean"``, its batch mean.
+    def _forward_loss(self, x0: Any, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Any, Any]:
+        """Draw t and x_t, call the denoiser; returns (per-example loss (B,), t, output, x_t).
 
-        t and the noise come from ``generator`` (default: the module's stream for the current mode,
-        see the class docstring), never from torch's global RNG. x0 was checked by :meth:`_unpack`
-        (``validate_inputs``) and t is in 1..T by construction, so the process's unchecked
-        ``_q_sample`` / ``_loss`` run; the output's shape and dtype are checked at every step
-        (metadata only), its values once.
+        Calls the process's public hooks ``sample_timesteps``, ``q_sample`` and ``loss``; t and the
+        noise come from ``generator`` (default: the module's stream for the current mode, see the
+        class docstring), never from torch's global RNG. The first output is checked in full.
         """
         process = self.process
         gen = self._draw_generator() if generator is None else generator
         t = process.sample_timesteps(_batch_size(x0), device=gen.device, generator=gen)
-        noised = process._q_sample(x0, t, generator=gen)
+        noised = process.q_sample(x0, t, generator=gen)
         output = self.denoiser(noised.x_t, t)
         self._check_output(output, noised.x_t)
-        return self._process_loss(output, x0, noised, t, reduction), t, output, noised
-
-    def _process_loss(self, output: Any, x0: Any, noised: Any, t: Tensor, reduction: Literal["none", "mean"] = "none") -> Tensor:
-        """The process's loss; the library's own ``loss`` through its unchecked ``_loss`` (after the
-        metadata-only shape checks), a plugin's overridden ``loss`` as it is."""
-        process = self.process
-        if type(process).loss in (ForwardProcess.loss, ProductProcess.loss):
-            process._check_loss_inputs(self.param, output, x0, noised.x_t)
-            return process._loss(output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight, reduction=reduction)
         loss = process.loss(output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight)
-        return loss.mean() if reduction == "mean" else loss
+        return loss, t, output, noised
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_fit_start(self) -> None:
@@ -402,23 +301,10 @@ class DiffusionModule(pl.LightningModule):
         self._fill_marginals()
 
     def _fill_marginals(self) -> None:
-        """Give "marginal" categorical fields the class frequencies of the training data."""
-        fields = self.process.fields.items() if isinstance(self.process, ProductProcess) else [(None, self.process)]
-        pending = {name: p for name, p in fields if isinstance(p, CategoricalProcess) and p.needs_marginals}
-        if not pending:
-            return
+        """Give "marginal" categorical fields the class frequencies of the training data
+        (:func:`diffkit.marginals.fill_marginals`)."""
         loader = self.trainer.fit_loop._data_source.dataloader()
-        counts = {name: torch.zeros(p.num_classes, dtype=torch.float64) for name, p in pending.items()}
-        mask_key = getattr(self.process, "mask_key", None)
-        for batch in loader:
-            batch = self._unpack(batch)
-            for name, p in pending.items():
-                ids = batch if name is None else batch[name]
-                if name is not None and mask_key in batch:
-                    ids = ids[self.process.field_mask(name, ids, batch[mask_key]).expand_as(ids)]
-                counts[name] += torch.bincount(ids.flatten().cpu(), minlength=p.num_classes).double()
-        for name, p in pending.items():
-            p.set_marginals(counts[name])
+        fill_marginals(self.process, (self._unpack(batch) for batch in loader))
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss, batch_size = self._training_loss(batch)
@@ -428,20 +314,24 @@ class DiffusionModule(pl.LightningModule):
     def _training_loss(self, batch: Any) -> tuple[Tensor, int]:
         """All of :meth:`training_step` but the logging: (scalar loss, batch size).
 
+        The first batch is checked in full (the data's values, the denoiser's first output); later
+        steps run inside :func:`~diffkit._checks.trusted_values`, which skips the value checks that
+        need a host sync, so a step makes one: the non-finite-loss guard below.
         ``benchmarks/speed.py`` times this against the bare denoiser's step.
 
         Raises:
             FloatingPointError: a non-finite loss, naming the offending t.
         """
-        x0 = self._unpack(batch, training=True)
-        self._record_shape(x0)
-        loss, t, output, noised = self._forward_loss(x0, "mean", self._next_train_generator())
+        first = not self._output_checked
+        with trusted_values(not first):
+            x0 = self._unpack(batch)
+            self._record_shape(x0)
+            per_example, t, _, _ = self._forward_loss(x0, self._next_train_generator())
+        loss = per_example.mean()
         if not math.isfinite(loss.item()):
             if self.validate_inputs:
-                self.process.validate_x0(x0, "batch")  # the value checks _check_batch left to this point
-            with torch.no_grad():
-                per_example = self._process_loss(output, x0, noised, t)
-            bad = t[~torch.isfinite(per_example)].tolist()
+                self.process.validate_x0(x0, "batch")  # names NaN / inf data (skipped above after the first batch)
+            bad = t[~torch.isfinite(per_example.detach())].tolist()
             raise FloatingPointError(
                 f"non-finite training loss at global step {self.global_step} (t = {bad}); nothing is saved for this "
                 "step and the last checkpoint is intact. Check the data, the learning rate, or use loss='simple'"
@@ -481,7 +371,7 @@ class DiffusionModule(pl.LightningModule):
 
     def _eval_epoch_start(self) -> None:
         self._eval_buffer, self._eval_count = [], 0
-        self._seeded("_val_gen", _VAL_STREAM)  # the same t and noise at every validation / test
+        self._seeded("_val_gen", VAL_STREAM)  # the same t and noise at every validation / test
 
     def _eval_epoch_end(self, stage: str, metrics: bool = True) -> None:
         """The NLL bound and sample metrics on the examples buffered by :meth:`_eval_step`:
@@ -530,8 +420,8 @@ class DiffusionModule(pl.LightningModule):
             "process_fingerprint": process_fingerprint(self.process),
             "data_shape": self.data_shape,
             "reference": self.reference,
-            "size_counts": self.size_counts,
-            "rng": {"seed": self._rng_seed, "train_steps": self._stream.draws},
+            "size_counts": None if self.size_counts is None else self.size_counts.cpu(),
+            "rng": {"seed": self._rng_seed, "train_steps": self._train_steps},
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -546,33 +436,14 @@ class DiffusionModule(pl.LightningModule):
         info = checkpoint.get("diffkit")
         if info is None:
             return
-        mismatch = (
-            "checkpoint: it was trained with a different process.\n"
-            f"  checkpoint: {info['process']}\n  this model: {repr(self.process)}\n"
-        )
-        if info["process"] != repr(self.process):
-            raise ValueError(mismatch + "Build the model from the run's saved config.yaml, or start a new run")
-        saved = info.get("process_fingerprint")
-        if saved is None:
-            warnings.warn(
-                "checkpoint: has no process fingerprint (written by an older diffkit); only repr(process) was compared, "
-                "so a different schedule or transition matrix would go unnoticed",
-                stacklevel=2,
-            )
-        else:
-            diffs = _fingerprint_differences(saved, process_fingerprint(self.process))
-            if diffs:
-                raise ValueError(
-                    mismatch + "".join(f"  differs: process.{d}\n" for d in diffs)
-                    + "Build the model from the run's saved config.yaml (same schedule and transition), or start a new run"
-                )
+        check_same_process(info, self.process)
         self.data_shape = info.get("data_shape")
         self.reference = info.get("reference")
         self.size_counts = info.get("size_counts")
         rng = info.get("rng")
         if rng is not None and rng.get("seed") is not None:
             self._rng_seed = int(rng["seed"])
-            self._stream.draws = int(rng["train_steps"])
+            self._train_steps = int(rng["train_steps"])
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

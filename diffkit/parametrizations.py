@@ -25,12 +25,32 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 
-from diffkit._checks import all_finite
+from diffkit._checks import all_finite, check_values
 
 if TYPE_CHECKING:
     from diffkit.processes.base import ForwardProcess
 
-__all__ = ["Parametrization", "X0BasedParametrization", "PreviousStepParametrization", "resolve_parametrization"]
+__all__ = ["Parametrization", "X0BasedParametrization", "PreviousStepParametrization", "resolve_parametrization", "CAPABILITY_METHODS", "withdraw_capabilities"]
+
+#: capability attribute -> the methods whose behaviour it declares:
+#: ``x0_is_softmax``: ``x0_from_output`` is softmax(output) over the data classes (padded with zeros
+#: to the process's states) and ``reverse`` is ``process.reverse_from_x0`` of it, so a categorical
+#: process may fuse the softmax into its reverse draw.
+#: ``x0_is_linear``: ``x0_from_output`` is a_out output + a_x x_t with (a_out, a_x) =
+#: ``x0_coefficients(alpha_bar_t)`` and ``reverse`` is ``process.reverse_from_x0`` of it, so a
+#: Gaussian process may fold the x0 estimate into scalar step coefficients.
+CAPABILITY_METHODS: dict[str, tuple[str, ...]] = {
+    "x0_is_softmax": ("x0_from_output", "reverse"),
+    "x0_is_linear": ("x0_from_output", "reverse", "x0_coefficients"),
+}
+
+
+def withdraw_capabilities(cls: type, capabilities: dict[str, tuple[str, ...]]) -> None:
+    """Set each capability to False on ``cls`` if ``cls`` overrides one of the methods it vouches
+    for without declaring the capability itself: a fused path never bypasses an override."""
+    for capability, methods in capabilities.items():
+        if capability not in cls.__dict__ and any(m in cls.__dict__ for m in methods):
+            setattr(cls, capability, False)
 
 
 class Parametrization(abc.ABC):
@@ -40,6 +60,15 @@ class Parametrization(abc.ABC):
     name: ClassVar[str]
     #: Whether one prediction gives a valid jump to any s < t (strided sampling).
     can_stride: ClassVar[bool] = True
+    #: Capabilities a process may rely on to fuse work, each vouching for some methods of this
+    #: class (see :data:`CAPABILITY_METHODS`). A subclass that overrides one of those methods
+    #: loses the capability (it is set to False on the subclass) unless it declares it again.
+    x0_is_softmax: ClassVar[bool] = False
+    x0_is_linear: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        withdraw_capabilities(cls, CAPABILITY_METHODS)
 
     @abc.abstractmethod
     def reverse(self, process: ForwardProcess, output: Tensor, x_t: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> Any:
@@ -48,15 +77,6 @@ class Parametrization(abc.ABC):
     @abc.abstractmethod
     def simple_loss(self, process: ForwardProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
         """Per-element training loss (same shape as the process's elements, no reduction)."""
-
-    def mean_simple_loss(self, process: ForwardProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
-        """The mean of :meth:`simple_loss` over every element of the batch: a scalar.
-
-        For an unmasked batch (every example has the same number of elements) this equals the mean
-        of the per-example losses that ``process.loss`` returns. Built-in parametrizations fuse it
-        into one op (``F.mse_loss``, ``F.cross_entropy``) when :meth:`simple_loss` is their own.
-        """
-        return self.simple_loss(process, output, x0, x_t, t, noise).mean()
 
     @abc.abstractmethod
     def oracle_output(self, process: ForwardProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
@@ -82,7 +102,7 @@ class Parametrization(abc.ABC):
                 f"denoiser output: shape {tuple(output.shape)} does not match the {self.name!r} "
                 f"parametrization of {type(process).__name__}, which expects {expected}"
             )
-        if not all_finite(output):
+        if check_values() and not all_finite(output):
             raise ValueError("denoiser output: found NaN or inf values")
 
     def __repr__(self) -> str:
@@ -116,8 +136,13 @@ class PreviousStepParametrization(Parametrization):
         Raises:
             ValueError: naming the requested jump and the fix.
         """
-        if not bool((t - s == 1).all()):
-            jump = int((t - s).max())
+        if isinstance(t, int) and isinstance(s, int):
+            single, jump = t - s == 1, t - s
+        elif not check_values():
+            return
+        else:
+            single, jump = bool((t - s == 1).all()), int((t - s).max())
+        if not single:
             raise ValueError(
                 "parametrization 'previous-step' predicts p(x_{t-1} | x_t) directly and cannot jump "
                 f"from t to s < t - 1 (asked for a jump of {jump} steps); sample with all T steps "

@@ -14,39 +14,39 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffkit._checks import trusted_values
 from diffkit.parametrizations import Parametrization
-from diffkit.processes.base import ForwardProcess
+from diffkit.processes.base import ForwardProcess, sampling_timesteps
 
-__all__ = ["sampling_timesteps", "sample"]
+__all__ = ["sampling_timesteps", "sample", "check_grid"]
 
 Denoiser = Callable[[Any, Tensor], Any]
 
 
-def sampling_timesteps(num_steps: int, steps: int | None = None) -> list[int]:
-    """Evenly strided decreasing times [T, ..., 0] with ``steps`` jumps.
-
-    Args:
-        num_steps: T of the process.
-        steps: number of reverse steps (1..T); None means all T (every s = t - 1).
-
-    Returns:
-        A list of ``steps + 1`` distinct ints, first T, last 0.
+def check_grid(timesteps: Sequence[int], num_steps: int) -> list[int]:
+    """Validate an explicit time grid: ints, strictly decreasing from T to 0.
 
     Raises:
-        ValueError: if steps is outside 1..T.
+        ValueError: naming the grid and what was expected (a grid that starts below T would
+            start from noise the network was not trained to see at that t).
     """
-    steps = num_steps if steps is None else steps
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_steps:
-        raise ValueError(f"num_steps: expected 1 <= number of sampling steps <= T = {num_steps}, got {steps!r}")
-    ts = torch.linspace(num_steps, 0, steps + 1, dtype=torch.float64).round().long()
-    return ts.tolist()
-
-
-def _check_timesteps(timesteps: Sequence[int], num_steps: int) -> list[int]:
     ts = [int(t) for t in timesteps]
-    if len(ts) < 2 or ts[-1] != 0 or ts[0] > num_steps or any(a <= b for a, b in zip(ts, ts[1:])):
-        raise ValueError(f"timesteps: expected a strictly decreasing list from <= T = {num_steps} down to 0, got {ts}")
+    if len(ts) < 2 or ts[0] != num_steps or ts[-1] != 0 or any(a <= b for a, b in zip(ts, ts[1:])):
+        raise ValueError(f"timesteps: expected a strictly decreasing list of ints from T = {num_steps} down to 0, got {ts}")
     return ts
+
+
+def check_can_stride(param: Parametrization | dict, grid: Sequence[int]) -> None:
+    """Raise if the grid has a jump of more than one step and a parametrization cannot stride."""
+    params = param.values() if isinstance(param, dict) else [param]
+    jump = max(a - b for a, b in zip(grid, grid[1:]))
+    bad = [p.name for p in params if not p.can_stride]
+    if jump > 1 and bad:
+        raise ValueError(
+            f"num_steps: parametrization {bad[0]!r} predicts p(x_{{t-1}} | x_t) directly and cannot jump from t to "
+            f"s < t - 1 (the grid has a jump of {jump} steps); sample with all T steps (num_steps=None) or train "
+            "an x0-based parametrization ('eps', 'x0', 'v') to stride"
+        )
 
 
 @torch.no_grad()
@@ -66,13 +66,18 @@ def sample(
 ) -> Any:
     """Run the reverse chain x_T -> ... -> x_0.
 
+    Calls, in order, the process's public hooks ``get_parametrization``, ``sampling_grid`` (unless
+    ``timesteps`` is given), ``prior_sample`` and, for each jump t -> s of the grid, the denoiser
+    and ``step(output, x_t, t, s, ...)`` with t and s Python ints. Inputs are checked once here;
+    the loop runs inside :func:`~diffkit._checks.trusted_values`.
+
     Args:
         process: the forward process the denoiser was trained for.
         denoiser: called as ``denoiser(x_t, t)`` with t a (B,) int64 tensor.
         shape: data shape (B, ...), or for a ProductProcess a dict field -> shape.
         parametrization: how to read the denoiser's output (a dict per field for a ProductProcess).
         num_steps: number of reverse steps, evenly strided; None = all T.
-        timesteps: an explicit decreasing list [t_0 = T', ..., 0] (overrides num_steps).
+        timesteps: an explicit strictly decreasing list [T, ..., 0] (overrides num_steps).
         generator: makes the run reproducible; its device is the sampling device.
         eta: DDIM's eta for Gaussian fields (None: ancestral with the process's variance).
         mask: (B, N) bool node mask for padded data (ProductProcess).
@@ -81,29 +86,36 @@ def sample(
 
     Returns:
         x0 samples: a Tensor (B, ...) or a dict of Tensors.
+
+    Raises:
+        ValueError: a grid that does not run from T down to 0, or a stride the parametrization
+            cannot take.
     """
-    ts = _check_timesteps(timesteps, process.num_steps) if timesteps is not None else sampling_timesteps(process.num_steps, num_steps)
+    grid = process.sampling_grid(num_steps) if timesteps is None else check_grid(timesteps, process.num_steps)
+    param = process.get_parametrization(parametrization)
+    check_can_stride(param, grid)
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
-    param = process.get_parametrization(parametrization)
     x = process.prior_sample(shape, device=device, generator=generator, mask=None if mask is None else mask.to(device))
     batch = next(iter(shape.values()))[0] if isinstance(shape, dict) else shape[0]
-    pairs = list(zip(ts[:-1], ts[1:]))
+    jumps = list(zip(grid[:-1], grid[1:]))
     if progress:
         from tqdm.auto import tqdm
 
-        pairs = tqdm(pairs, desc="sampling", leave=False)
-    # The schedule was checked once above (ints, 0 <= s < t <= T), so each jump goes to the
-    # unchecked step with (t, s) as ints: per-jump scalar coefficients, no per-step validation.
-    t = torch.full((batch,), ts[0], dtype=torch.long, device=device)
-    for t_i, s_i in pairs:
-        x, t = _jump(process, denoiser, x, t, t_i, s_i, param, generator, eta)
+        jumps = tqdm(jumps, desc="sampling", leave=False)
+    with trusted_values():
+        for t, s in jumps:
+            x = denoise_step(process, denoiser, x, t, s, batch, param, generator, eta)
     return x
 
 
-def _jump(process: ForwardProcess, denoiser: Denoiser, x: Any, t: Tensor, t_i: int, s_i: int, param: Any, generator: torch.Generator | None, eta: float | None) -> tuple[Any, Tensor]:
-    """One iteration of :func:`sample`'s loop: x_t -> x_s for ints 0 <= s_i < t_i <= T (checked by
-    the caller), ``t`` the (B,) int64 tensor of t_i. Returns (x_s, s as a (B,) tensor), so the next
-    jump reuses s as its t: one new time tensor per step. ``benchmarks/speed.py`` times this."""
-    s = torch.full(t.shape, s_i, dtype=torch.long, device=t.device)
-    return process._step(denoiser(x, t), x, t, s, param, generator, eta, (t_i, s_i)), s
+def denoise_step(process: ForwardProcess, denoiser: Denoiser, x: Any, t: int, s: int, batch: int, param: Any, generator: torch.Generator | None, eta: float | None) -> Any:
+    """One jump of :func:`sample`: the denoiser at (x_t, t), then ``process.step`` to x_s.
+    ``benchmarks/speed.py`` times this."""
+    t_batch = torch.full((batch,), t, dtype=torch.long, device=process_device(x))
+    return process.step(denoiser(x, t_batch), x, t, s, param, generator=generator, eta=eta)
+
+
+def process_device(x: Any) -> torch.device:
+    """The device of a sample (a Tensor, or the first Tensor of a dict)."""
+    return next(v for v in x.values() if isinstance(v, Tensor)).device if isinstance(x, dict) else x.device

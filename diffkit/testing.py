@@ -8,7 +8,9 @@ It checks the contract against independent computations, not against golden numb
    Gaussian  a linear-Gaussian transition composed with q(x_s | x0) gives q(x_t | x0);
 3. ``posterior`` against brute-force Bayes, q(x_s | x_t, x0) ∝ q(x_t | x_s) q(x_s | x0):
    enumeration over states (discrete) or a numerical product of densities on a grid (Gaussian);
-4. ``q_sample``'s empirical statistics against ``marginal``;
+4. ``q_sample``'s empirical statistics against ``marginal`` (discrete: a pooled chi-square test per
+   element whose false-alarm rate does not depend on the number or size of the cells; Gaussian:
+   mean and variance within 5 standard errors);
 5. for every parametrization: the oracle output (a network that knows x0) gives a zero
    simple loss (Gaussian) and finite loss / ELBO terms; random outputs give finite terms too;
 6. ``prior_sample`` and ``prior_term``.
@@ -26,7 +28,7 @@ from torch import Tensor
 
 from diffkit.processes.base import ForwardProcess
 
-__all__ = ["check_process", "ConformanceError"]
+__all__ = ["check_process", "ConformanceError", "pooled_chi_square_p_value"]
 
 
 class ConformanceError(AssertionError):
@@ -125,10 +127,54 @@ def _check_discrete(process, x0, x_t, t, s, atol, num_draws, gen) -> None:
     bayes = bayes / bayes.sum(-1, keepdim=True)
     _close("posterior", post, bayes, atol, f"posterior vs brute-force Bayes at (t, s) = ({t_i}, {s_i})")
     draws = process.q_sample(x0.repeat(num_draws, *([1] * (x0.ndim - 1))), t.repeat(num_draws), generator=gen).x_t
-    freq = torch.nn.functional.one_hot(draws, K).double().reshape(num_draws, *m_t.shape).mean(0)
-    tol = 5 * (m_t * (1 - m_t) / num_draws).sqrt() + 1e-9
-    if ((freq - m_t).abs() > tol).any():
-        _fail("q_sample", f"empirical frequencies differ from marginal by more than 5 standard errors at t = {t_i}")
+    counts = torch.nn.functional.one_hot(draws, K).double().reshape(num_draws, -1, K).sum(0)  # (elements, K)
+    probs = m_t.reshape(-1, K).clamp_min(0)
+    impossible = (counts > 0) & (probs <= 0)
+    if bool(impossible.any()):
+        _fail("q_sample", f"drew a state of probability 0 under marginal at t = {t_i}")
+    # One pooled chi-square test per element at level FALSE_ALARM / (number of elements): the
+    # false-alarm rate of the whole check does not depend on how many cells there are or how small.
+    level = FALSE_ALARM / counts.shape[0]
+    for element in range(counts.shape[0]):
+        p_value = pooled_chi_square_p_value(counts[element], probs[element])
+        if p_value < level:
+            _fail("q_sample", f"empirical frequencies differ from marginal at t = {t_i} (element {element}: pooled chi-square p = {p_value:.2e} < {level:.1e})")
+
+
+#: The chance that check_process rejects a correct process's q_sample at one (t, s) pair.
+FALSE_ALARM = 1e-6
+
+
+def pooled_chi_square_p_value(counts: Tensor, probs: Tensor, min_expected: float = 5.0) -> float:
+    """Pearson's chi-square goodness-of-fit p-value of ``counts`` (K,) under ``probs`` (K,), with
+    the cells of expected count below ``min_expected`` pooled into one (then merged with the next
+    smallest cell until it reaches ``min_expected``), so the chi-square approximation holds however
+    small some probabilities are: a single draw of a 1e-5 cell no longer counts as hundreds of
+    standard errors.
+
+    Args:
+        counts: (K,) observed counts (float), summing to n.
+        probs: (K,) probabilities summing to 1.
+
+    Returns:
+        The p-value (1.0 when all the mass is in one pooled cell: nothing to test).
+    """
+    from scipy.stats import chi2
+
+    n = float(counts.sum())
+    expected = (n * probs.double()).tolist()
+    observed = counts.double().tolist()
+    cells = sorted(zip(expected, observed))
+    pooled_e = pooled_o = 0.0
+    while cells and (pooled_e < min_expected or cells[0][0] < min_expected):
+        e, o = cells.pop(0)
+        pooled_e, pooled_o = pooled_e + e, pooled_o + o
+    if pooled_e > 0:
+        cells.append((pooled_e, pooled_o))
+    if len(cells) < 2:
+        return 1.0
+    stat = sum((o - e) ** 2 / e for e, o in cells)
+    return float(chi2.sf(stat, len(cells) - 1))
 
 
 def _check_gaussian(process, x0, x_t, t, s, atol, num_draws, gen) -> None:

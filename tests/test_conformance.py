@@ -59,16 +59,17 @@ def test_builtin_processes_conform(name: str, T: int) -> None:
 class PosteriorVarianceOff(GaussianProcess):
     """q(x_s | x_t, x0) with its variance 1% too large."""
 
-    def _posterior(self, x_t, x0, t, s):
-        p = super()._posterior(x_t, x0, t, s)
+    def posterior(self, x_t, x0, t, s=None):
+        p = super().posterior(x_t, x0, t, s)
         return GaussianParams(p.mean, p.variance * 1.01)
 
 
 class PosteriorMeanOffByOneStep(GaussianProcess):
     """The posterior mean uses alpha_bar_{s-1} for alpha_bar_s (an off-by-one in the table index)."""
 
-    def _posterior(self, x_t, x0, t, s):
-        return super()._posterior(x_t, x0, t, (s - 1).clamp_min(0))
+    def posterior(self, x_t, x0, t, s=None):
+        t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
+        return super().posterior(x_t, x0, t, (s - 1).clamp_min(0))
 
 
 class MarginalVarianceOff(GaussianProcess):
@@ -155,3 +156,61 @@ def test_broken_processes_fail_with_conformance_error(build, example, check) -> 
 def test_conformance_error_is_an_assertion_error() -> None:
     # pytest reports it as a failed assertion, and `except AssertionError` catches it.
     assert issubclass(ConformanceError, AssertionError)
+
+
+# ----------------------------------------------------------------------------------- tiny probabilities
+def banded_kernel(K: int = 16, T: int = 4, far: float = 1e-6) -> torch.Tensor:
+    """(T, K, K) ordinal kernels: stay 0.9, a neighbour 0.05 each side, every other class ``far``."""
+    Q = torch.full((K, K), far, dtype=torch.float64)
+    idx = torch.arange(K)
+    Q[idx, idx] = 0.0
+    Q[idx[:-1], idx[:-1] + 1] = 0.05
+    Q[idx[1:], idx[1:] - 1] = 0.05
+    Q[idx, idx] = 1 - Q.sum(1)
+    return Q.expand(T, K, K).clone()
+
+
+def per_cell_five_se_rejects(freq: torch.Tensor, probs: torch.Tensor, n: int) -> bool:
+    """The check this replaced: any cell more than 5 binomial standard errors off."""
+    return bool(((freq - probs).abs() > 5 * (probs * (1 - probs) / n).sqrt() + 1e-9).any())
+
+
+def test_a_banded_kernel_with_tiny_probabilities_conforms() -> None:
+    """A correct process with 1e-6 cells: one draw in such a cell is 5 standard errors by itself, so
+    a per-cell test false-alarms (shown on this seed's draws); the pooled chi-square test does not."""
+    K, n = 16, 4000
+    proc = CategoricalProcess(K, 4, banded_kernel(K))
+    x0 = torch.arange(64).reshape(4, 16) % K
+    draws = proc.q_sample(x0.repeat(n, 1), torch.full((4 * n,), 1), generator=torch.Generator().manual_seed(0)).x_t
+    freq = torch.nn.functional.one_hot(draws, K).double().reshape(n, 4, 16, K).mean(0)
+    assert per_cell_five_se_rejects(freq, proc.marginal(x0, 1).double(), n)
+    check_process(proc, x0, pairs=[(1, 0), (4, 3), (4, 0)], num_draws=n)
+
+
+class BandedQSampleOneStepBehind(CategoricalProcess):
+    """q_sample draws x_{t-1} instead of x_t: off by one step of a slow kernel."""
+
+    def q_sample(self, x0, t, noise=None, generator=None):
+        t = self.timesteps(t, x0.shape[0], x0.device)
+        return super().q_sample(x0, t - 1, noise, generator)
+
+
+def test_a_banded_kernel_one_step_behind_fails() -> None:
+    proc = BandedQSampleOneStepBehind(16, 4, banded_kernel(16))
+    x0 = torch.arange(64).reshape(4, 16) % 16
+    with pytest.raises(ConformanceError, match=r"\[q_sample\] empirical frequencies differ from marginal at t = 3"):
+        check_process(proc, x0, pairs=[(3, 2)], num_draws=4000)
+
+
+def test_pooled_chi_square_is_calibrated_and_pools_small_cells() -> None:
+    from diffkit.testing import pooled_chi_square_p_value
+
+    probs = torch.tensor([0.5, 0.3, 0.2 - 3e-6, 1e-6, 1e-6, 1e-6], dtype=torch.float64)
+    # Exactly the expected counts (and one hit in a 1e-6 cell, pooled with the others): p near 1.
+    assert pooled_chi_square_p_value(torch.tensor([5000.0, 3000, 1999, 1, 0, 0]), probs) > 0.5
+    # A 3% shift of mass between the large cells is found (2%: p = 2e-5).
+    assert pooled_chi_square_p_value(torch.tensor([5300.0, 2700, 2000, 0, 0, 0]), probs) < 1e-6
+    # Under the null, p-values are about uniform: few below 0.05 over many draws.
+    gen = torch.Generator().manual_seed(0)
+    p = [pooled_chi_square_p_value(torch.bincount(torch.multinomial(probs, 2000, True, generator=gen), minlength=6).double(), probs) for _ in range(200)]
+    assert 0 < sum(v < 0.05 for v in p) < 25

@@ -1,17 +1,17 @@
-"""The fast paths of issue 5 against the reference paths they replace.
+"""The fused paths against the reference paths they replace.
 
-* Gaussian: the fused step x_s = P output + Q x_t + sigma z (per-jump float64 coefficients, cached
-  for a jump shared by the batch) against x0_from_output -> reverse_from_x0 -> reverse_sample in
-  float64, with the same generator (so the same z): equal up to rounding. The sampling loop
-  against a loop of reference steps.
+* Gaussian: the fused step x_s = P output + Q x_t + sigma z (per-jump scalar coefficients, for a
+  jump shared by the batch, given as ints as sample() does) against x0_from_output ->
+  reverse_from_x0 -> reverse_sample in float64, with the same generator (so the same z): equal up
+  to rounding. The sampling loop against a loop of reference steps. A parametrization or process
+  that overrides a hook the fused step stands for loses the capability, so its override runs.
 * Categorical: the two-pass mixing posterior against the term-by-term (dense) one; the two-level
   inverse-CDF sampler, the fused categorical step and the O(B·L) q_sample against exact
   probabilities (frequency checks with fixed seeds, 5 binomial standard errors per cell).
 * The fused categorical sampler (block sums of p, no (B, L, S) weights; large K) against the
   two-pass weights + inverse_cdf_sample under the same uniforms: the same ids.
-* Per-example single Gaussian jumps (s = t - 1) from a cached table, bitwise equal to the formulas.
-* The training step's paths: unchecked _q_sample and the fused batch-mean loss against the public
-  q_sample and loss(...).mean() (values and gradients); all_finite against torch.isfinite.
+* Inside trusted_values (the training step after its first batch) q_sample and loss give the same
+  values and gradients as outside; all_finite against torch.isfinite.
 """
 
 from __future__ import annotations
@@ -65,9 +65,7 @@ def test_fused_gaussian_step_equals_the_reference_path(schedule, reverse_varianc
         for args in ((t_i, s_i), (t, s)):
             got = proc.step(out, x_t, *args, parametrization=name, eta=eta, generator=torch.Generator().manual_seed(7))
             torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-        # ... the unchecked step with the jump given, and float32 data.
-        got = proc._step(out, x_t, t, s, proc.get_parametrization(name), torch.Generator().manual_seed(7), eta, (t_i, s_i))
-        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+        # ... and float32 data.
         got32 = proc.step(out.float(), x_t.float(), t, s, parametrization=name, eta=eta, generator=torch.Generator().manual_seed(7))
         assert got32.dtype == torch.float32
         expected32, _ = reference_step(proc, name, out, x_t, t, s, eta, torch.Generator().manual_seed(7), torch.float32)
@@ -86,12 +84,15 @@ def test_fused_gaussian_step_equals_the_reference_path(schedule, reverse_varianc
 
 
 def test_fused_step_is_not_used_for_a_custom_x0_from_output() -> None:
+    """A subclass overriding x0_from_output loses x0_is_linear, so step (ints, as sample() calls it)
+    runs its x0_from_output: the clipped estimate, not the built-in one."""
     from diffkit.processes.gaussian import EpsParametrization
 
     class Clipped(EpsParametrization):
         def x0_from_output(self, process, output, x_t, t):
             return super().x0_from_output(process, output, x_t, t).clamp(-1, 1)
 
+    assert EpsParametrization.x0_is_linear and not Clipped.x0_is_linear
     proc = GaussianProcess(20)
     g = torch.Generator().manual_seed(0)
     x_t, out = 5 * torch.randn(4, 2, generator=g), torch.randn(4, 2, generator=g)
@@ -99,23 +100,31 @@ def test_fused_step_is_not_used_for_a_custom_x0_from_output() -> None:
     p = proc.reverse_from_x0(x_t, Clipped().x0_from_output(proc, out, x_t, t), t, s)
     got = proc.reverse(out, x_t, t, s, Clipped())
     torch.testing.assert_close(got.mean, p.mean, rtol=0, atol=0)
+    expected, _ = reference_step(proc, "eps", out, x_t, t, s, None, torch.Generator().manual_seed(1))
+    clipped = proc.step(out, x_t, 10, 9, Clipped(), generator=torch.Generator().manual_seed(1))
+    z = torch.randn(4, 2, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(clipped, p.mean + p.variance.sqrt() * z)
+    assert not torch.allclose(clipped, expected)
 
 
-def test_scalar_coefficient_cache_follows_the_schedule_table() -> None:
-    proc = GaussianProcess(10, "linear")
-    x_t, out = torch.ones(2, 1, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.float64)
-    before = proc.step(out, x_t, 5, 4, "x0", eta=0.0)
-    proc.alpha_bar.mul_(0.5).index_fill_(0, torch.tensor([0]), 1.0)  # edit the table in place
-    after = proc.step(out, x_t, 5, 4, "x0", eta=0.0)
-    ab = proc.alpha_bar
-    # x0 = 0: DDIM's eta = 0 mean is sqrt(1 - ab_s) / sqrt(1 - ab_t) x_t.
-    torch.testing.assert_close(after, ((1 - ab[4]) / (1 - ab[5])).sqrt() * x_t, rtol=1e-12, atol=0)
-    assert not torch.equal(before, after)
+def test_fused_step_is_not_used_by_a_process_overriding_reverse_sample() -> None:
+    """A GaussianProcess subclass overriding reverse_sample loses fuses_reverse_step: sample() runs it."""
+    calls = []
+
+    class Mean(GaussianProcess):
+        def reverse_sample(self, p, s, generator=None):
+            calls.append(1)
+            return p.mean
+
+    assert GaussianProcess.fuses_reverse_step and not Mean.fuses_reverse_step
+    proc = Mean(10)
+    x = sample(proc, lambda x, t: torch.zeros_like(x), (3, 2), "eps", generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 10 and x.shape == (3, 2)
 
 
-def test_q_sample_table_follows_the_schedule_table() -> None:
-    """The cached (T + 1, 2, 1, ...) sqrt(alpha_bar) table of _q_sample is rebuilt when alpha_bar is
-    edited in place or replaced, for every data rank and dtype."""
+def test_q_sample_follows_the_schedule_table() -> None:
+    """q_sample reads alpha_bar at every call (no table cached from it): edited in place or replaced,
+    for every data rank and dtype."""
     proc = GaussianProcess(10, "linear")
     t, noise = torch.tensor([3, 7]), torch.full((2, 2, 3), 0.5, dtype=torch.float64)
     x0 = torch.ones(2, 2, 3, dtype=torch.float64)
@@ -128,30 +137,9 @@ def test_q_sample_table_follows_the_schedule_table() -> None:
                  lambda: setattr(proc, "alpha_bar", proc.alpha_bar.sqrt())):
         edit()
         want = expected()
-        torch.testing.assert_close(proc._q_sample(x0, t, noise).x_t, want, rtol=1e-12, atol=0)
-        torch.testing.assert_close(proc._q_sample(x0[:, 0, 0], t, noise[:, 0, 0]).x_t, want[:, 0, 0], rtol=1e-12, atol=0)
-        torch.testing.assert_close(proc._q_sample(x0.float(), t, noise.float()).x_t, want.float())
-
-
-@pytest.mark.parametrize("name, eta", [("eps", None), ("v", 0.5), ("x0", 1.0), ("previous-step", None)])
-def test_per_example_single_steps_use_a_table_equal_to_the_per_example_formulas(name, eta) -> None:
-    """s = t - 1 per example (KL / hybrid losses): rows of the cached (T + 1, 4) table, bitwise equal
-    to the per-example float64 formulas, and rebuilt when the schedule table is edited in place."""
-    from diffkit.processes.gaussian import _TENSOR_OPS, _X0_LINEAR, _jump_terms
-
-    proc = GaussianProcess(40, "cosine")
-    param = proc.get_parametrization(name)
-    x0_linear = None if name == "previous-step" else _X0_LINEAR[type(param).x0_from_output]
-    t = torch.randint(1, 41, (64,), generator=torch.Generator().manual_seed(0))
-    t[:2] = torch.tensor([1, 40])
-    x = torch.zeros(64, 3, dtype=torch.float64)
-    for _ in range(2):
-        ab = proc.alpha_bar
-        expected = _jump_terms(ab[t], ab[t - 1], t == 1, x0_linear, eta, False, *_TENSOR_OPS)
-        got = proc._jump_coefficients(param, t, t - 1, eta, None, x, x)
-        for g, e in zip(got, expected):
-            assert torch.equal(g.reshape(-1), torch.as_tensor(e, dtype=torch.float64).expand(64))
-        proc.alpha_bar.mul_(0.9).index_fill_(0, torch.tensor([0]), 1.0)  # edit the table in place
+        torch.testing.assert_close(proc.q_sample(x0, t, noise).x_t, want, rtol=1e-12, atol=0)
+        torch.testing.assert_close(proc.q_sample(x0[:, 0, 0], t, noise[:, 0, 0]).x_t, want[:, 0, 0], rtol=1e-12, atol=0)
+        torch.testing.assert_close(proc.q_sample(x0.float(), t, noise.float()).x_t, want.float())
 
 
 @pytest.mark.parametrize("eta", [None, 0.0])
@@ -250,10 +238,26 @@ def test_inverse_cdf_sampler_frequencies(K) -> None:
         ids = inverse_cdf_sample((scale * w).to(dtype).expand(n, K), torch.Generator().manual_seed(1))
         assert ids.shape == (n,) and ids.dtype == torch.long
         assert_frequencies(ids, w, f"K={K} scale={scale} {dtype}")
-    # Leading dims kept; a row of zeros draws uniformly (as Gumbel-max of equal log-probabilities).
-    zero = inverse_cdf_sample(torch.zeros(200, 50, K), torch.Generator().manual_seed(2))
-    assert zero.shape == (200, 50)
-    assert_frequencies(zero.flatten(), torch.ones(K), f"K={K} zeros")
+    # Leading dims kept.
+    assert inverse_cdf_sample(torch.ones(20, 5, K), torch.Generator().manual_seed(2)).shape == (20, 5)
+
+
+@pytest.mark.parametrize("bad", [0.0, float("nan"), float("inf")])
+def test_inverse_cdf_sampler_refuses_rows_it_cannot_draw_from(bad) -> None:
+    """A row of zeros, or one holding NaN / inf, raises (it used to draw uniformly, which put the
+    absorbing mask id into "clean" samples); the message counts the bad rows."""
+    w = torch.rand(6, 4, 5, generator=torch.Generator().manual_seed(0))
+    w[2, 1] = 0.0
+    w[2, 1, 3] = bad
+    with pytest.raises(ValueError, match=r"weights: 1 of 24 rows of categorical weights are all zero or not finite"):
+        inverse_cdf_sample(w, torch.Generator().manual_seed(1))
+
+
+def test_categorical_step_refuses_a_non_finite_output() -> None:
+    """sample() with a denoiser that returns NaN logits raises instead of drawing uniformly."""
+    proc = CategoricalProcess(5, 10, "absorbing")
+    with pytest.raises(ValueError, match="not finite"):
+        sample(proc, lambda x, t: torch.full((*x.shape, 5), float("nan")), (3, 4), "x0", generator=torch.Generator().manual_seed(0))
 
 
 def test_inverse_cdf_sampler_is_reproducible_and_depends_on_the_seed() -> None:
@@ -324,7 +328,7 @@ def test_fused_step_sampler_equals_the_reference_draws(case) -> None:
             assert case == 3 and torch.equal(step, ref)
             continue
         assert fused is not None and fused.shape == x_t.shape and fused.dtype == torch.long
-        assert torch.equal(step, fused if K >= categorical._FUSED_MIN_CLASSES else ref)
+        assert torch.equal(step, fused if K >= categorical.FUSED_MIN_CLASSES else ref)
         same = (fused == ref).double().mean().item()
         assert same == 1.0 if dtype == torch.float64 else same >= 0.999, (dtype, same)
         # never a class of probability 0: a -inf logit, or the mask state at s = 0
@@ -338,7 +342,7 @@ def test_fused_step_frequencies_with_short_blocks_and_zeros(dtype, monkeypatch) 
     """K = 10 absorbing (blocks 3, 3, 3, 1, then the mask), the fused sampler forced: frequencies
     against the exact posterior, zero-probability classes (a -inf logit; the mask at s = 0) never
     drawn; float16 logits go through the float32 softmax."""
-    monkeypatch.setattr(categorical, "_FUSED_MIN_CLASSES", 1)
+    monkeypatch.setattr(categorical, "FUSED_MIN_CLASSES", 1)
     proc = CategoricalProcess(10, 40, "absorbing", "cosine")
     g = torch.Generator().manual_seed(40)
     n, K, N = 30000, proc.num_classes, proc.num_states
@@ -413,10 +417,10 @@ def _output(proc, param, x_t, gen):
 
 
 @pytest.mark.parametrize("case, make, name, kind", MEAN_LOSS_CASES, ids=[c[0] for c in MEAN_LOSS_CASES])
-def test_mean_loss_and_unchecked_q_sample_equal_the_public_calls(case, make, name, kind) -> None:
-    """The module's training path (_q_sample, _loss(reduction="mean"): one fused F.mse_loss /
-    F.cross_entropy for the unmasked simple loss) against q_sample and loss(...).mean(), values and
-    gradients."""
+def test_trusted_values_change_nothing_but_the_checks(case, make, name, kind) -> None:
+    """The training step after its first batch runs q_sample and loss inside trusted_values: the
+    same draws, losses and gradients as the checked calls."""
+    from diffkit._checks import trusted_values
     from diffkit.processes.gaussian import VParametrization
 
     proc = make()
@@ -425,24 +429,25 @@ def test_mean_loss_and_unchecked_q_sample_equal_the_public_calls(case, make, nam
     x0 = _draw(proc, gen)
     t = proc.sample_timesteps(7, generator=gen)
     x_t, noise = proc.q_sample(x0, t, generator=torch.Generator().manual_seed(5))
-    x_t2, noise2 = proc._q_sample(x0, t, generator=torch.Generator().manual_seed(5))
+    with trusted_values():
+        x_t2, noise2 = proc.q_sample(x0, t, generator=torch.Generator().manual_seed(5))
     for a, b in ((x_t, x_t2), (noise, noise2)):
         for key in a if isinstance(a, dict) else [None]:
-            torch.testing.assert_close(a if key is None else a[key], b if key is None else b[key], rtol=1e-12, atol=1e-12)
+            assert torch.equal(a if key is None else a[key], b if key is None else b[key])
     out = _output(proc, param, x_t, gen)
     leaves = list(out.values()) if isinstance(out, dict) else [out]
     for leaf in leaves:
         leaf.requires_grad_(True)
     expected = proc.loss(out, x0, x_t, t, noise, param, kind).mean()
     grads = torch.autograd.grad(expected, leaves)
-    got = proc._loss(out, x0, x_t, t, noise, param, kind, reduction="mean")
-    assert got.shape == ()
-    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    with trusted_values():
+        got = proc.loss(out, x0, x_t, t, noise, param, kind).mean()
+    assert torch.equal(got, expected)
     for g, e in zip(torch.autograd.grad(got, leaves), grads):
-        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-14)
+        assert torch.equal(g, e)
 
 
-def test_mean_loss_respects_an_overridden_simple_loss() -> None:
+def test_loss_uses_an_overridden_simple_loss() -> None:
     from diffkit.processes.gaussian import EpsParametrization
 
     class Huber(EpsParametrization):
@@ -454,7 +459,7 @@ def test_mean_loss_respects_an_overridden_simple_loss() -> None:
     t = torch.arange(1, 7)
     x_t, noise = proc.q_sample(x0, t)
     out = 3 * torch.randn(6, 2, dtype=torch.float64)
-    got = proc._loss(out, x0, x_t, t, noise, Huber(), reduction="mean")
+    got = proc.loss(out, x0, x_t, t, noise, Huber()).mean()
     torch.testing.assert_close(got, F.huber_loss(out, noise))
     assert not torch.allclose(got, F.mse_loss(out, noise))
 
@@ -475,8 +480,7 @@ def test_all_finite_is_exact_where_the_sum_overflows() -> None:
 
 
 def test_sampling_loop_passes_fresh_int64_times_and_reuses_s_as_the_next_t() -> None:
-    """The loop makes one time tensor per jump (s of a jump is the next jump's t): the denoiser still
-    sees (B,) int64 tensors holding t_i at every step."""
+    """The denoiser sees (B,) int64 tensors holding t_i at every step of the grid."""
     proc = GaussianProcess(10)
     seen = []
 
@@ -492,14 +496,13 @@ def test_sampling_loop_passes_fresh_int64_times_and_reuses_s_as_the_next_t() -> 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_gaussian_q_sample_draws_the_randn_noise_of_the_generator(dtype) -> None:
-    """_q_sample fills its noise with normal_ on an empty tensor: the same numbers, in the same
-    order, as torch.randn(x0.shape) from that generator, also for a non-contiguous x0, and the
-    generator ends in the same state (so the next draws agree too)."""
+    """q_sample's noise is torch.randn(x0.shape) from the generator, also for a non-contiguous x0,
+    and the generator ends in the same state (so the next draws agree too)."""
     proc = GaussianProcess(50)
     for x0 in (torch.ones(6, 3, 2, dtype=dtype), torch.ones(2, 6, dtype=dtype).t(), torch.ones(5, dtype=dtype)):
         t = torch.arange(1, x0.shape[0] + 1)
         g_a, g_b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
-        noised = proc._q_sample(x0, t, generator=g_a)
+        noised = proc.q_sample(x0, t, generator=g_a)
         expected = torch.randn(x0.shape, dtype=dtype, generator=g_b)
         assert noised.noise.is_contiguous() and torch.equal(noised.noise, expected)
         assert torch.equal(torch.rand(3, generator=g_a), torch.rand(3, generator=g_b))

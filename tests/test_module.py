@@ -167,10 +167,10 @@ def test_sample_is_reproducible_and_strides(tmp_path) -> None:
 
 
 def test_previous_step_cannot_stride() -> None:
-    with pytest.raises(ValueError, match="cannot stride"):
+    with pytest.raises(ValueError, match="cannot jump"):
         DiffusionModule(GaussianProcess(20), MLPDenoiser(2, 20, hidden=16), "previous-step", sample_steps=5)
     model = DiffusionModule(GaussianProcess(20), MLPDenoiser(2, 20, hidden=16), "previous-step")
-    with pytest.raises(ValueError, match="cannot stride"):
+    with pytest.raises(ValueError, match="cannot jump"):
         model.sample(4, num_steps=5, shape_like=torch.zeros(1, 2))
     assert model.sample(4, shape_like=torch.zeros(1, 2)).shape == (4, 2)
 
@@ -221,10 +221,10 @@ def test_diffusion_module_is_exported_lazily() -> None:
 
 
 def test_step_seeds_are_the_mix_of_seed_rank_stream_and_step() -> None:
-    """Every step's seed is _mix_seed(seed, rank, stream, step), also after a seed restored from a
-    checkpoint (a new _rng_seed); _mix_seed is the SplitMix64 chain written out here (the memoized
-    prefix changes nothing), whose first link from 0 is SplitMix64's published first output."""
-    from diffkit.module import _TRAIN_STREAM, _mix_seed
+    """Every step's seed is mix_seed(seed, rank, stream, step), also after a seed restored from a
+    checkpoint (a new _rng_seed); mix_seed is the SplitMix64 chain written out here, whose first
+    link from 0 is SplitMix64's published first output."""
+    from diffkit.random_streams import TRAIN_STREAM as _TRAIN_STREAM, mix_seed as _mix_seed
 
     def splitmix64(x: int) -> int:
         m = (1 << 64) - 1
@@ -245,6 +245,6 @@ def test_step_seeds_are_the_mix_of_seed_rank_stream_and_step() -> None:
 
     module = gaussian_module(noise_seed=11)
     assert [module._next_train_generator().initial_seed() for _ in range(4)] == [_mix_seed(11, 0, _TRAIN_STREAM, k) for k in range(4)]
-    module._rng_seed, module._stream.draws = 12, 40
+    module._rng_seed, module._train_steps = 12, 40
     assert [module._next_train_generator().initial_seed() for _ in range(2)] == [_mix_seed(12, 0, _TRAIN_STREAM, k) for k in (40, 41)]
     assert len({_mix_seed(11, 0, _TRAIN_STREAM, k) for k in range(1000)} | {_mix_seed(11, 1, _TRAIN_STREAM, k) for k in range(1000)}) == 2000

@@ -1,9 +1,10 @@
 """Forward processes: the ForwardProcess interface and its Gaussian, categorical and product kinds."""
 
+from diffkit._checks import check_values, trusted_values
 from diffkit.processes.base import ForwardProcess, Noised
 from diffkit.processes.categorical import CategoricalProcess
 from diffkit.processes.gaussian import GaussianParams, GaussianProcess
 from diffkit.processes.product import ProductProcess
 from diffkit.processes.schedules import NoiseSchedule
 
-__all__ = ["ForwardProcess", "Noised", "GaussianProcess", "GaussianParams", "CategoricalProcess", "ProductProcess", "NoiseSchedule"]
+__all__ = ["ForwardProcess", "Noised", "GaussianProcess", "GaussianParams", "CategoricalProcess", "ProductProcess", "NoiseSchedule", "check_values", "trusted_values"]

@@ -26,11 +26,21 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from diffkit.parametrizations import Parametrization, resolve_parametrization
+from diffkit._checks import check_values, trusted_values
+from diffkit.parametrizations import (
+    Parametrization,
+    resolve_parametrization,
+    withdraw_capabilities,
+)
 
-__all__ = ["ForwardProcess", "Noised", "LossKind", "as_timesteps", "expand_to"]
+__all__ = ["ForwardProcess", "Noised", "LossKind", "as_timesteps", "expand_to", "sampling_timesteps"]
 
 LossKind = Literal["simple", "kl", "hybrid"]
+
+#: capability attribute -> the public hooks whose behaviour it stands for (see ``fuses_reverse_step``).
+PROCESS_CAPABILITY_METHODS: dict[str, tuple[str, ...]] = {
+    "fuses_reverse_step": ("reverse", "reverse_from_x0", "reverse_sample", "posterior", "reverse_variance_at"),
+}
 
 
 class Noised(NamedTuple):
@@ -66,44 +76,53 @@ def expand_to(values: Tensor, ndim: int) -> Tensor:
 def as_timesteps(t: Tensor | int, batch_size: int, num_steps: int, device: torch.device | None, name: str = "t") -> Tensor:
     """Validate a time argument and return it as an int64 tensor of shape (B,).
 
+    Type, dtype and shape are always checked; the values (0 <= t <= T) too, except inside
+    :func:`diffkit._checks.trusted_values` (they cost a host sync for a tensor).
+
     Raises:
         TypeError: a float or bool tensor (times are integer steps).
         ValueError: wrong shape, or a value outside {0, ..., T}.
     """
-    return _times(t, batch_size, num_steps, device, name)[0]
-
-
-def _times(t: Tensor | int, batch_size: int, num_steps: int, device: torch.device | None, name: str) -> tuple[Tensor, int, int]:
-    """:func:`as_timesteps`, also returning min(t) and max(t) (one reduction, none for an int)."""
-    if type(t) is Tensor and t.dtype == torch.long and t.shape == (batch_size,) and (device is None or t.device == device) and batch_size:
-        lo_t, hi_t = torch.aminmax(t)  # the common case: already a (B,) int64 tensor in place
-        lo, hi = int(lo_t), int(hi_t)
-        if lo < 0 or hi > num_steps:
-            raise ValueError(f"{name}: expected values in 0..T = 0..{num_steps}, got min {lo}, max {hi}")
-        return t, lo, hi
     if isinstance(t, bool):
         raise TypeError(f"{name}: expected an int or an int64 tensor, got bool")
     if isinstance(t, int):
-        lo = hi = t
-        t = torch.full((batch_size,), t, dtype=torch.long, device=device)
-    elif isinstance(t, Tensor):
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise TypeError(f"{name}: expected integer time steps (int64), got dtype {t.dtype}")
-        t = t.to(device=device, dtype=torch.long)
-        if t.ndim == 0:
-            t = t.expand(batch_size)
-        if t.shape != (batch_size,):
-            raise ValueError(f"{name}: expected shape ({batch_size},) to match the batch, got {tuple(t.shape)}")
-        if t.numel():
-            lo_t, hi_t = torch.aminmax(t)
-            lo, hi = int(lo_t), int(hi_t)
-        else:
-            lo, hi = 0, 0
-    else:
+        if not 0 <= t <= num_steps:
+            raise ValueError(f"{name}: expected values in 0..T = 0..{num_steps}, got min {t}, max {t}")
+        return torch.full((batch_size,), t, dtype=torch.long, device=device)
+    if not isinstance(t, Tensor):
         raise TypeError(f"{name}: expected an int or an int64 tensor, got {type(t).__name__}")
-    if batch_size and (lo < 0 or hi > num_steps):
-        raise ValueError(f"{name}: expected values in 0..T = 0..{num_steps}, got min {lo}, max {hi}")
-    return t, lo, hi
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name}: expected integer time steps (int64), got dtype {t.dtype}")
+    t = t.to(device=device, dtype=torch.long)
+    if t.ndim == 0:
+        t = t.expand(batch_size)
+    if t.shape != (batch_size,):
+        raise ValueError(f"{name}: expected shape ({batch_size},) to match the batch, got {tuple(t.shape)}")
+    if check_values() and t.numel():
+        lo, hi = (int(v) for v in torch.aminmax(t))
+        if lo < 0 or hi > num_steps:
+            raise ValueError(f"{name}: expected values in 0..T = 0..{num_steps}, got min {lo}, max {hi}")
+    return t
+
+
+def sampling_timesteps(num_steps: int, steps: int | None = None) -> list[int]:
+    """Evenly strided decreasing times [T, ..., 0] with ``steps`` jumps.
+
+    Args:
+        num_steps: T of the process.
+        steps: number of reverse steps (1..T); None means all T (every s = t - 1).
+
+    Returns:
+        A list of ``steps + 1`` distinct ints, first T, last 0.
+
+    Raises:
+        ValueError: if steps is outside 1..T.
+    """
+    steps = num_steps if steps is None else steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_steps:
+        raise ValueError(f"num_steps: expected 1 <= number of sampling steps <= T = {num_steps}, got {steps!r}")
+    ts = torch.linspace(num_steps, 0, steps + 1, dtype=torch.float64).round().long()
+    return ts.tolist()
 
 
 class ForwardProcess(nn.Module, abc.ABC):
@@ -113,13 +132,26 @@ class ForwardProcess(nn.Module, abc.ABC):
     ELBO terms and the full NLL bound are derived here once. Tables are non-persistent buffers
     built in float64, so ``.to(device)`` moves them and checkpoints do not duplicate them.
 
-    Class attributes:
+    Every public method here is a hook: :func:`~diffkit.sample`, :func:`~diffkit.nll_bound` and
+    :class:`~diffkit.DiffusionModule` call only public methods (``docs/plugins.md`` lists which),
+    so overriding one in a subclass takes effect everywhere.
+
+    Class attributes (capabilities, declared, never inferred from which methods are overridden):
         parametrizations: name -> Parametrization class accepted by this process.
         supports_eta: whether :meth:`reverse_from_x0` takes DDIM's eta.
+        is_continuous_time: whether t is a float in [0, 1] (False: an int in 0..T).
     """
 
     parametrizations: ClassVar[dict[str, type[Parametrization]]] = {}
     supports_eta: ClassVar[bool] = False
+    is_continuous_time: ClassVar[bool] = False
+    #: Whether the process's own :meth:`step` may fuse reverse + reverse_sample (same law). A
+    #: subclass overriding one of :data:`PROCESS_CAPABILITY_METHODS`' methods loses it.
+    fuses_reverse_step: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        withdraw_capabilities(cls, PROCESS_CAPABILITY_METHODS)
 
     # ----------------------------------------------------------------- primitives
     @property
@@ -129,7 +161,11 @@ class ForwardProcess(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def validate_x0(self, x0: Any, name: str = "x0") -> None:
-        """Raise TypeError / ValueError if x0 is not valid clean data for this process."""
+        """Raise TypeError / ValueError if x0 is not valid clean data for this process.
+
+        Checks that need tensor values (ranges, NaN / inf) should be skipped when
+        :func:`diffkit._checks.check_values` is False (inputs already checked once).
+        """
 
     @abc.abstractmethod
     def marginal(self, x0: Tensor, t: Tensor | int) -> Any:
@@ -146,21 +182,6 @@ class ForwardProcess(nn.Module, abc.ABC):
     @abc.abstractmethod
     def q_sample(self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
         """Draw x_t ~ q(x_t | x0); returns (x_t, noise)."""
-
-    def _check_batch(self, x0: Any, name: str = "batch") -> None:
-        """The check :class:`~diffkit.DiffusionModule` runs on every training batch (``validate_inputs``).
-
-        Default: :meth:`validate_x0`. A process may leave out value checks whose failure always makes
-        the loss non-finite (NaN / inf in Gaussian data): the module runs the full :meth:`validate_x0`
-        when a loss is non-finite, so such a batch is still refused with the same message, and a
-        clean batch costs one host sync less.
-        """
-        self.validate_x0(x0, name)
-
-    def _q_sample(self, x0: Tensor, t: Tensor, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
-        """:meth:`q_sample` for inputs already checked (``x0`` validated, ``t`` a (B,) int64 in 1..T):
-        the training step's path. Processes override it to skip their checks; the default checks anyway."""
-        return self.q_sample(x0, t, noise, generator)
 
     @abc.abstractmethod
     def prior_sample(self, shape: Any, *, device: torch.device | str | None = None, generator: torch.Generator | None = None, mask: Tensor | None = None) -> Any:
@@ -180,15 +201,11 @@ class ForwardProcess(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def reverse_from_x0(self, x_t: Tensor, x0_hat: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> Any:
-        """p(x_s | x_t) derived from a clean-sample estimate (DESIGN.md (1))."""
+        """p(x_s | x_t) derived from a clean-sample estimate (docs/theory.md (1))."""
 
     @abc.abstractmethod
     def reverse_sample(self, p: Any, s: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Draw x_s ~ p(x_s | x_t); Gaussian processes return the mean where s = 0."""
-
-    def _posterior(self, x_t: Tensor, x0: Tensor, t: Tensor, s: Tensor) -> Any:
-        """:meth:`posterior` without input validation, for inner loops (t, s already (B,))."""
-        return self.posterior(x_t, x0, t, s)
 
     # ----------------------------------------------------------------- derived
     def sample_timesteps(self, batch_size: int, device: torch.device | str | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -196,6 +213,12 @@ class ForwardProcess(nn.Module, abc.ABC):
         if generator is not None and device is None:
             device = generator.device
         return torch.randint(1, self.num_steps + 1, (batch_size,), device=device, generator=generator)
+
+    def sampling_grid(self, steps: int | None = None) -> list[int]:
+        """The decreasing times [T, ..., 0] that :func:`~diffkit.sample` walks, ``steps`` jumps
+        evenly strided (None: all T, every s = t - 1), see :func:`sampling_timesteps`. A process
+        with ``is_continuous_time`` returns floats [1.0, ..., 0.0] instead."""
+        return sampling_timesteps(self.num_steps, steps)
 
     def get_parametrization(self, parametrization: str | Parametrization) -> Parametrization:
         """Resolve a name (or check an object) against :attr:`parametrizations`."""
@@ -208,30 +231,20 @@ class ForwardProcess(nn.Module, abc.ABC):
     def step_pair(self, t: Tensor | int, s: Tensor | int | None, batch_size: int, device: torch.device | None) -> tuple[Tensor, Tensor]:
         """Validate a reverse jump t -> s (s defaults to t - 1) and return both as (B,) int64.
 
+        Ints are checked for free; tensor values (a host sync) unless inside ``trusted_values``.
+
         Raises:
             ValueError: if any s >= t, s < 0 or t > T.
         """
-        t, s, _ = self._step_pair(t, s, batch_size, device)
-        return t, s
-
-    def _step_pair(self, t: Tensor | int, s: Tensor | int | None, batch_size: int, device: torch.device | None) -> tuple[Tensor, Tensor, tuple[int, int] | None]:
-        """:meth:`step_pair`, also returning (t, s) as ints when every example shares them (else None).
-
-        One reduction and host sync per tensor argument (none for ints); the elementwise s < t check
-        only runs when t or s varies over the batch.
-        """
-        t, t_lo, t_hi = _times(t, batch_size, self.num_steps, device, "t")
-        if s is None:
-            s, s_lo, s_hi = t - 1, t_lo - 1, t_hi - 1
-        else:
-            s, s_lo, s_hi = _times(s, batch_size, self.num_steps, device, "s")
-        if t_lo == t_hi and s_lo == s_hi:
-            if not 0 <= s_lo < t_lo and batch_size:
-                raise ValueError(f"s: expected 0 <= s < t for a reverse jump, got s = {s.tolist()} and t = {t.tolist()}")
-            return t, s, (t_lo, s_lo)
-        if s_lo < 0 or bool((s >= t).any()):
-            raise ValueError(f"s: expected 0 <= s < t for a reverse jump, got s = {s.tolist()} and t = {t.tolist()}")
-        return t, s, None
+        if isinstance(t, int) and not isinstance(t, bool) and (s is None or (isinstance(s, int) and not isinstance(s, bool))):
+            s_i = t - 1 if s is None else s
+            if not 0 <= s_i < t:
+                raise ValueError(f"s: expected 0 <= s < t for a reverse jump, got s = {s_i} and t = {t}")
+        t_v = self.timesteps(t, batch_size, device, "t")
+        s_v = t_v - 1 if s is None else self.timesteps(s, batch_size, device, "s")
+        if check_values() and batch_size and bool(((s_v < 0) | (s_v >= t_v)).any()):
+            raise ValueError(f"s: expected 0 <= s < t for a reverse jump, got s = {s_v.tolist()} and t = {t_v.tolist()}")
+        return t_v, s_v
 
     @staticmethod
     def reduce(values: Tensor, mask: Tensor | None = None, how: Literal["sum", "mean"] = "sum") -> Tensor:
@@ -246,7 +259,7 @@ class ForwardProcess(nn.Module, abc.ABC):
             (B,) tensor.
         """
         if mask is None and how == "mean" and values.is_floating_point():
-            return values.reshape(values.shape[0], -1).mean(1)  # = sum / count, one op (and autograd node)
+            return values.reshape(values.shape[0], -1).mean(1)  # sum / count in one op
         if mask is not None:
             mask = mask.expand_as(values)
             values = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
@@ -266,35 +279,33 @@ class ForwardProcess(nn.Module, abc.ABC):
         return tuple(x0.shape)
 
     def reverse(self, output: Tensor, x_t: Tensor, t: Tensor | int, s: Tensor | int | None = None, parametrization: str | Parametrization = "x0", eta: float | None = None) -> Any:
-        """p(x_s | x_t) from a network output through a parametrization (s defaults to t - 1)."""
+        """p(x_s | x_t) from a network output through a parametrization (s defaults to t - 1):
+        ``parametrization.reverse``, which for x0-based ones is :meth:`reverse_from_x0` of the
+        parametrization's ``x0_from_output``."""
         param = self.get_parametrization(parametrization)
         t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
         return param.reverse(self, output, x_t, t, s, eta=eta)
 
     def step(self, output: Tensor, x_t: Tensor, t: Tensor | int, s: Tensor | int | None = None, parametrization: str | Parametrization = "x0", generator: torch.Generator | None = None, eta: float | None = None) -> Tensor:
-        """One reverse step: x_s ~ p(x_s | x_t) from a network output (s defaults to t - 1)."""
+        """One reverse step, x_s ~ p(x_s | x_t) from a network output (s defaults to t - 1):
+        ``reverse_sample(reverse(...))``. :func:`~diffkit.sample` calls it with ints t and s."""
         param = self.get_parametrization(parametrization)
-        t, s, same = self._step_pair(t, s, x_t.shape[0], x_t.device)
-        return self._step(output, x_t, t, s, param, generator, eta, same)
-
-    def _step(self, output: Any, x_t: Any, t: Tensor, s: Tensor, param: Any, generator: torch.Generator | None = None, eta: float | None = None, same: tuple[int, int] | None = None) -> Any:
-        """:meth:`step` without argument checks: ``param`` resolved, t and s validated (B,) int64.
-
-        ``same`` is (t, s) as ints when every example shares them (the sampling loop's case), which
-        lets a process use per-jump scalar coefficients; None when they vary over the batch.
-        Overrides must draw exactly what ``reverse_sample(param.reverse(...))`` would (same law).
-        """
-        return self.reverse_sample(param.reverse(self, output, x_t, t, s, eta=eta), s, generator)
+        p = self.reverse(output, x_t, t, s, param, eta)
+        _, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
+        return self.reverse_sample(p, s, generator)
 
     def vlb_terms(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, parametrization: Parametrization) -> Tensor:
         """Per-element L_{t-1}: the decoder term -log p(x0 | x_1) where t = 1, else the KL.
 
         L_{t-1} = KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for t >= 2 and -log p(x0 | x_1) for
         t = 1 (Ho et al. 2020 eq. 5). Both branches are computed finite and one is selected.
+        Calls ``parametrization.reverse``, :meth:`posterior`, :meth:`kl` and :meth:`decoder_nll`.
         """
         s = t - 1
         p = parametrization.reverse(self, output, x_t, t, s)
-        kl = self.kl(self._posterior(x_t, x0, t, s), p)
+        with trusted_values():  # x_t was drawn from q(x_t | x0): the posterior's inputs are consistent
+            q = self.posterior(x_t, x0, t, s)
+        kl = self.kl(q, p)
         decoder = self.decoder_nll(x0, p)
         first = expand_to(t == 1, kl.ndim)
         return torch.where(first, decoder, kl)
@@ -311,53 +322,30 @@ class ForwardProcess(nn.Module, abc.ABC):
         hybrid_weight: float = 1e-3,
         mask: Tensor | None = None,
     ) -> Tensor:
-        """Per-example training loss, (B,).
+        """Per-example training loss, (B,), in float32 or wider.
 
         * ``simple``: the parametrization's own per-element loss (eps / x0 / v MSE, or the
           categorical cross-entropy on x0), averaged over elements.
         * ``kl``: T * L_{t-1} averaged over elements, an unbiased estimate of the ELBO's
           diffusion and decoder terms (nats per element) with t ~ U{1..T}.
-        * ``hybrid``: simple + hybrid_weight * kl (Nichol & Dhariwal 2021 use 1e-3 for Gaussians;
-          Austin et al. 2021 use 1e-2 with the categorical cross-entropy).
+        * ``hybrid``: simple + hybrid_weight * (T * L_{t-1} averaged over elements): the weight
+          multiplies the T-scaled ELBO term of ``kl`` (Nichol & Dhariwal 2021 use 1e-3 for
+          Gaussians). D3PM (Austin et al. 2021) weight the other term: L_{t-1} + lambda * CE with
+          lambda = 0.01, i.e. CE + (1 / lambda) * L_{t-1}; the same balance here is
+          hybrid_weight = 1 / (lambda * T) (0.2 for T = 500), not 0.01.
         """
         param = self.get_parametrization(parametrization)
-        self._check_loss_inputs(param, output, x0, x_t)
+        self.check_loss_inputs(param, output, x0, x_t)
         t = self.timesteps(t, x_t.shape[0], x_t.device)
         check_loss_kind(kind)
-        return self._loss(output, x0, x_t, t, noise, param, kind, hybrid_weight, mask)
-
-    def _loss(
-        self,
-        output: Tensor,
-        x0: Tensor,
-        x_t: Tensor,
-        t: Tensor,
-        noise: Tensor | None,
-        param: Parametrization,
-        kind: LossKind = "simple",
-        hybrid_weight: float = 1e-3,
-        mask: Tensor | None = None,
-        reduction: Literal["none", "mean"] = "none",
-    ) -> Tensor:
-        """:meth:`loss` without argument checks (``param`` resolved, ``t`` a valid (B,) int64, ``kind``
-        known, shapes checked), for the training step.
-
-        ``reduction="mean"`` returns the batch mean, a scalar equal to ``loss(...).mean()``; for the
-        unmasked simple loss it is the parametrization's :meth:`~Parametrization.mean_simple_loss`
-        (one fused op and autograd node, e.g. ``F.mse_loss``) instead of per-example means.
-        """
-        if reduction == "mean" and kind == "simple" and mask is None:
-            return at_least_float32(param.mean_simple_loss(self, output, x0, x_t, t, noise))
-        total = None  # no zeros + add: one autograd node less per training step
+        total = None
         if kind in ("simple", "hybrid"):
             total = self.reduce(param.simple_loss(self, output, x0, x_t, t, noise), mask, "mean")
         if kind in ("kl", "hybrid"):
             weight = 1.0 if kind == "kl" else hybrid_weight
             vlb = self.reduce(self.vlb_terms(output, x0, x_t, t, param), mask, "mean") * self.num_steps
             total = weight * vlb if total is None else total + weight * vlb
-        # As before, when the sum started from float32 zeros: half-precision losses come back in float32.
-        total = at_least_float32(total)
-        return total.mean() if reduction == "mean" else total
+        return at_least_float32(total)
 
     def prior_term(self, x0: Tensor, mask: Tensor | None = None) -> Tensor:
         """L_T = KL(q(x_T | x0) || p(x_T)) summed over elements: (B,) nats."""
@@ -366,11 +354,11 @@ class ForwardProcess(nn.Module, abc.ABC):
     def vlb(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor | int, parametrization: str | Parametrization, mask: Tensor | None = None) -> Tensor:
         """L_{t-1} summed over elements: (B,) nats."""
         param = self.get_parametrization(parametrization)
-        self._check_loss_inputs(param, output, x0, x_t)
+        self.check_loss_inputs(param, output, x0, x_t)
         t = self.timesteps(t, x_t.shape[0], x_t.device)
         return self.reduce(self.vlb_terms(output, x0, x_t, t, param), mask)
 
-    def _check_loss_inputs(self, param: Parametrization, output: Tensor, x0: Tensor, x_t: Tensor) -> None:
+    def check_loss_inputs(self, param: Parametrization, output: Tensor, x0: Tensor, x_t: Tensor) -> None:
         """Shapes and dtypes of :meth:`loss` / :meth:`vlb` inputs (metadata only: no device sync).
 
         Raises:

@@ -1,34 +1,36 @@
-"""Gaussian (DDPM) diffusion: pure formulas, the eps / x0 / v / previous-step parametrizations,
-and :class:`GaussianProcess`.
+"""Gaussian (DDPM) diffusion: the eps / x0 / v / previous-step parametrizations and
+:class:`GaussianProcess`.
 
-Every formula is for any 0 <= s < t (DESIGN.md), with alpha_{t|s} = alpha_bar_t / alpha_bar_s:
-
-    q(x_t | x0)      = N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I)                       (G1)
-    q(x_t | x_s)     = N(sqrt(alpha_{t|s}) x_s, (1 - alpha_{t|s}) I)                      (G2)
-    q(x_s | x_t, x0) = N(mu, var I),                                                     (G3)
-        mu  = sqrt(alpha_bar_s) (1 - alpha_{t|s}) / (1 - alpha_bar_t) x0
-            + sqrt(alpha_{t|s}) (1 - alpha_bar_s) / (1 - alpha_bar_t) x_t
-        var = (1 - alpha_{t|s}) (1 - alpha_bar_s) / (1 - alpha_bar_t)
-    x0  = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)                            (G4)
-    v   = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0                                 (G5)
-    x0  = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v                                  (G6)
-
-Because mu in (G3) is linear in x0, the derived reverse step mu(x_t, E[x0 | x_t]) has the exact
-mean of q(x_s | x_t) = E_{x0 ~ q(x0 | x_t)}[q(x_s | x_t, x0)] (DESIGN.md (1)).
+The formulas (G1)-(G6) live in :mod:`diffkit.processes.gaussian_formulas` (re-exported here), the
+fused reverse step in :mod:`diffkit.processes.gaussian_step`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal, NamedTuple
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffkit._checks import all_finite
+from diffkit._checks import all_finite, check_values
 from diffkit.parametrizations import PreviousStepParametrization, X0BasedParametrization
 from diffkit.processes.base import ForwardProcess, Noised, expand_to
+from diffkit.processes.gaussian_formulas import (
+    GaussianParams,
+    ddim_reverse,
+    eps_from_x0,
+    gaussian_kl,
+    gaussian_marginal,
+    gaussian_nll,
+    gaussian_posterior,
+    gaussian_transition,
+    v_from_x0,
+    x0_from_eps,
+    x0_from_v,
+)
+from diffkit.processes.gaussian_step import fused_step, jump_coefficients
 from diffkit.processes.schedules import ScheduleLike, make_schedule
 
 __all__ = [
@@ -51,113 +53,6 @@ __all__ = [
 ]
 
 
-class GaussianParams(NamedTuple):
-    """A diagonal Gaussian N(mean, variance). ``variance`` broadcasts against ``mean``."""
-
-    mean: Tensor
-    variance: Tensor
-
-
-# ------------------------------------------------------------------------ pure formulas
-def gaussian_marginal(x0: Tensor, alpha_bar_t: Tensor) -> GaussianParams:
-    """q(x_t | x0) = N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I), (G1); Ho et al. 2020 eq. 4.
-
-    Args:
-        x0: (B, ...) float clean data.
-        alpha_bar_t: (B, 1, ..., 1) float, broadcastable to x0.
-
-    Returns:
-        GaussianParams with mean (B, ...) and variance (B, 1, ..., 1).
-    """
-    return GaussianParams(alpha_bar_t.sqrt() * x0, 1 - alpha_bar_t)
-
-
-def gaussian_transition(x_s: Tensor, alpha_ts: Tensor) -> GaussianParams:
-    """q(x_t | x_s) = N(sqrt(alpha_{t|s}) x_s, (1 - alpha_{t|s}) I), (G2).
-
-    Args:
-        x_s: (B, ...) float.
-        alpha_ts: (B, 1, ..., 1) alpha_bar_t / alpha_bar_s.
-    """
-    return GaussianParams(alpha_ts.sqrt() * x_s, 1 - alpha_ts)
-
-
-def gaussian_posterior(x_t: Tensor, x0: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor) -> GaussianParams:
-    """q(x_s | x_t, x0) for any s < t, (G3); Ho et al. 2020 eqs. 6-7 for s = t - 1.
-
-    Args:
-        x_t: (B, ...) float noisy data at t.
-        x0: (B, ...) float clean data (or an estimate of it).
-        alpha_bar_t: (B, 1, ..., 1), with alpha_bar_t < alpha_bar_s.
-        alpha_bar_s: (B, 1, ..., 1).
-
-    Returns:
-        GaussianParams: mean (B, ...), variance (B, 1, ..., 1) (0 where s = 0).
-    """
-    # Coefficients in the dtype of the alpha_bar arguments (pass float64 to avoid the
-    # cancellation in 1 - alpha_{t|s} at small t), cast to the data's dtype before use.
-    alpha_ts = alpha_bar_t / alpha_bar_s
-    coef_x0 = alpha_bar_s.sqrt() * (1 - alpha_ts) / (1 - alpha_bar_t)
-    coef_xt = alpha_ts.sqrt() * (1 - alpha_bar_s) / (1 - alpha_bar_t)
-    variance = (1 - alpha_ts) * (1 - alpha_bar_s) / (1 - alpha_bar_t)
-    dt = x_t.dtype
-    return GaussianParams(coef_x0.to(dt) * x0 + coef_xt.to(dt) * x_t, variance.to(dt))
-
-
-def x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar_t: Tensor) -> Tensor:
-    """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), (G4); Ho et al. 2020 eq. 4 solved for x0."""
-    return (x_t - (1 - alpha_bar_t).sqrt() * eps) / alpha_bar_t.sqrt()
-
-
-def eps_from_x0(x_t: Tensor, x0: Tensor, alpha_bar_t: Tensor) -> Tensor:
-    """eps = (x_t - sqrt(alpha_bar_t) x0) / sqrt(1 - alpha_bar_t), the inverse of (G4)."""
-    return (x_t - alpha_bar_t.sqrt() * x0) / (1 - alpha_bar_t).sqrt()
-
-
-def x0_from_v(x_t: Tensor, v: Tensor, alpha_bar_t: Tensor) -> Tensor:
-    """x0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v, (G6); Salimans & Ho 2022 sec. 4."""
-    return alpha_bar_t.sqrt() * x_t - (1 - alpha_bar_t).sqrt() * v
-
-
-def v_from_x0(x_t: Tensor, x0: Tensor, alpha_bar_t: Tensor) -> Tensor:
-    """v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0 with eps from (G4), i.e. (G5)."""
-    eps = eps_from_x0(x_t, x0, alpha_bar_t)
-    return alpha_bar_t.sqrt() * eps - (1 - alpha_bar_t).sqrt() * x0
-
-
-def ddim_reverse(x_t: Tensor, x0_hat: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, eta: float) -> GaussianParams:
-    """DDIM's generalized reverse step (Song et al. 2021 eq. 12), any s < t.
-
-        sigma^2 = eta^2 var,  var from (G3)
-        mean    = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s - sigma^2) eps_hat
-
-    eta = 1 gives exactly q(x_s | x_t, x0_hat) of (G3); eta = 0 is the deterministic DDIM step.
-    """
-    variance = eta**2 * gaussian_posterior(x_t, x0_hat, alpha_bar_t, alpha_bar_s).variance
-    eps_hat = eps_from_x0(x_t, x0_hat, alpha_bar_t)
-    mean = alpha_bar_s.sqrt() * x0_hat + (1 - alpha_bar_s - variance).clamp_min(0).sqrt() * eps_hat
-    return GaussianParams(mean, variance)
-
-
-def gaussian_kl(q: GaussianParams, p: GaussianParams) -> Tensor:
-    """KL(N(mu_q, var_q) || N(mu_p, var_p)) per element, nats.
-
-    KL = 0.5 (log var_p - log var_q + (var_q + (mu_q - mu_p)^2) / var_p - 1).
-    Variances are clamped at the dtype's smallest normal number so a zero posterior variance
-    (s = 0) stays finite; the ELBO selects the decoder term there.
-    """
-    tiny = torch.finfo(q.mean.dtype).tiny
-    var_q = q.variance.clamp_min(tiny)
-    var_p = p.variance.clamp_min(tiny)
-    return 0.5 * (var_p.log() - var_q.log() + (var_q + (q.mean - p.mean) ** 2) / var_p - 1)
-
-
-def gaussian_nll(x: Tensor, p: GaussianParams) -> Tensor:
-    """-log N(x; mean, variance) per element, nats (a density: can be negative)."""
-    var = p.variance.clamp_min(torch.finfo(x.dtype).tiny)
-    return 0.5 * (math.log(2 * math.pi) + var.log() + (x - p.mean) ** 2 / var)
-
-
 # ------------------------------------------------------------------------ parametrizations
 class _GaussianX0Based(X0BasedParametrization):
     """Shared pieces of the eps / x0 / v parametrizations.
@@ -176,21 +71,17 @@ class _GaussianX0Based(X0BasedParametrization):
     def target(self, process: GaussianProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def x0_coefficients(self, alpha_bar_t: float) -> tuple[float, float]:
+        """(a_out, a_x) with x0_from_output = a_out output + a_x x_t at this alpha_bar_t, for a
+        target with ``x0_is_linear``."""
+        raise NotImplementedError
+
     def mse_scale(self, snr: Tensor) -> Tensor:
         """||target error||^2 / ||x0 error||^2 for this target (x0: 1, eps: SNR, v: SNR + 1)."""
         raise NotImplementedError
 
     def output_shape(self, process: ForwardProcess, x_t: Tensor) -> tuple[int, ...]:
         return tuple(x_t.shape)
-
-    def reverse(self, process, output, x_t, t, s, eta=None):
-        # Built-in targets are linear in (output, x_t): mean = P output + Q x_t with P, Q formed in
-        # float64 (no float32 x0_hat that over- or underflows where alpha_bar_t is tiny).
-        coefs = process._jump_coefficients(self, t, s, eta, None, x_t, output) if isinstance(process, GaussianProcess) else None
-        if coefs is None:
-            return super().reverse(process, output, x_t, t, s, eta=eta)
-        P, Q, var, _ = coefs
-        return GaussianParams(P * output + Q * x_t, var)
 
     def oracle_output(self, process: GaussianProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
         if noise is None:
@@ -199,22 +90,12 @@ class _GaussianX0Based(X0BasedParametrization):
 
     def simple_loss(self, process: GaussianProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
         target = self.oracle_output(process, x0, x_t, t, noise)
-        if target.shape == output.shape and target.dtype == output.dtype:
-            sq = F.mse_loss(output, target, reduction="none")  # (output - target) ** 2 in one autograd node
-        else:
-            sq = (output - target) ** 2
+        same = target.shape == output.shape and target.dtype == output.dtype
+        sq = F.mse_loss(output, target, reduction="none") if same else (output - target) ** 2  # one autograd node
         if self.min_snr_gamma is None:
             return sq
         snr = process.snr_at(t, x_t)
         return sq * snr.clamp_max(self.min_snr_gamma) / self.mse_scale(snr)
-
-    def mean_simple_loss(self, process, output, x0, x_t, t, noise):
-        # F.mse_loss's mean: one op and one autograd node (its backward is one kernel).
-        if self.min_snr_gamma is None and type(self).simple_loss is _GaussianX0Based.simple_loss:
-            target = self.oracle_output(process, x0, x_t, t, noise)
-            if target.shape == output.shape and target.dtype == output.dtype:
-                return F.mse_loss(output, target)
-        return super().mean_simple_loss(process, output, x0, x_t, t, noise)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(min_snr_gamma={self.min_snr_gamma})"
@@ -225,8 +106,14 @@ class EpsParametrization(_GaussianX0Based):
 
     name = "eps"
 
+    x0_is_linear = True
+
     def x0_from_output(self, process, output, x_t, t):
         return x0_from_eps(x_t, output, process.alpha_bar_at(t, x_t))
+
+    def x0_coefficients(self, alpha_bar_t: float) -> tuple[float, float]:
+        """(G4): x0 = -sqrt(1 - alpha_bar_t) / sqrt(alpha_bar_t) eps + 1 / sqrt(alpha_bar_t) x_t."""
+        return -math.sqrt(1 - alpha_bar_t) / math.sqrt(alpha_bar_t), 1 / math.sqrt(alpha_bar_t)
 
     def target(self, process, x0, x_t, t, noise):
         return noise
@@ -240,8 +127,13 @@ class X0Parametrization(_GaussianX0Based):
 
     name = "x0"
 
+    x0_is_linear = True
+
     def x0_from_output(self, process, output, x_t, t):
         return output
+
+    def x0_coefficients(self, alpha_bar_t: float) -> tuple[float, float]:
+        return 1.0, 0.0
 
     def target(self, process, x0, x_t, t, noise):
         return x0
@@ -255,12 +147,18 @@ class VParametrization(_GaussianX0Based):
 
     name = "v"
 
+    x0_is_linear = True
+
     def x0_from_output(self, process, output, x_t, t):
         return x0_from_v(x_t, output, process.alpha_bar_at(t, x_t))
 
+    def x0_coefficients(self, alpha_bar_t: float) -> tuple[float, float]:
+        """(G6): x0 = -sqrt(1 - alpha_bar_t) v + sqrt(alpha_bar_t) x_t."""
+        return -math.sqrt(1 - alpha_bar_t), math.sqrt(alpha_bar_t)
+
     def target(self, process, x0, x_t, t, noise):
-        ab = process.alpha_bar_at(t, x_t)
-        return ab.sqrt() * noise - (1 - ab).sqrt() * x0
+        alpha_bar_t = process.alpha_bar_at(t, x_t)
+        return alpha_bar_t.sqrt() * noise - (1 - alpha_bar_t).sqrt() * x0
 
     def mse_scale(self, snr):
         return snr + 1
@@ -283,60 +181,15 @@ class GaussianPreviousStep(PreviousStepParametrization):
         return GaussianParams(output, process.reverse_variance_at(t, s, x_t))
 
     def oracle_output(self, process, x0, x_t, t, noise):
-        return process._posterior(x_t, x0, t, t - 1).mean
+        return process.posterior(x_t, x0, t, t - 1).mean
 
     def simple_loss(self, process, output, x0, x_t, t, noise):
         return (output - self.oracle_output(process, x0, x_t, t, noise)) ** 2
 
 
-#: x0_from_output of each built-in x0-based target -> (a_out, a_x) with x0_hat = a_out output + a_x x_t,
-#: as functions of alpha_bar_t (float or float64 tensor) and a sqrt. A subclass that overrides
-#: x0_from_output is not in this table and takes the general path.
-_X0_LINEAR = {
-    EpsParametrization.x0_from_output: lambda ab, sqrt: (-sqrt(1 - ab) / sqrt(ab), 1 / sqrt(ab)),  # (G4)
-    X0Parametrization.x0_from_output: lambda ab, sqrt: (1.0, 0.0),
-    VParametrization.x0_from_output: lambda ab, sqrt: (-sqrt(1 - ab), sqrt(ab)),  # (G6)
-}
-
-
-def _jump_terms(ab_t, ab_s, s_zero, x0_linear, eta, forward_variance: bool, sqrt, clamp0, select):
-    """(P, Q, var, sigma) of p(x_s | x_t) = N(P output + Q x_t, var I), sampled with std sigma.
-
-    Written once for Python floats (one jump shared by the batch) and float64 tensors (per-example
-    jumps). ``x0_linear`` None: the output is the mean itself (previous-step). Same formulas as
-    ``reverse_from_x0`` / ``ddim_reverse`` / ``reverse_variance_at`` / ``reverse_sample``, with the
-    x0 estimate folded into the coefficients:
-        mean = c0 x0_hat + ct x_t (G3),  x0_hat = a_out output + a_x x_t  =>  P = c0 a_out, Q = c0 a_x + ct
-        DDIM: mean = sqrt(ab_s) x0_hat + d (x_t - sqrt(ab_t) x0_hat) / sqrt(1 - ab_t), d = sqrt(1 - ab_s - sigma^2)
-    """
-    alpha_ts = ab_t / ab_s
-    forward = 1 - alpha_ts
-    posterior = forward * (1 - ab_s) / (1 - ab_t)
-    if eta is None:
-        var = forward if forward_variance else select(s_zero, forward, posterior)
-    else:
-        var = eta**2 * posterior
-    if x0_linear is None:
-        P, Q = 1.0, 0.0
-    else:
-        a_out, a_x = x0_linear(ab_t, sqrt)
-        if eta is None:
-            c0 = sqrt(ab_s) * forward / (1 - ab_t)
-            ct = sqrt(alpha_ts) * (1 - ab_s) / (1 - ab_t)
-        else:
-            ct = sqrt(clamp0(1 - ab_s - var)) / sqrt(1 - ab_t)
-            c0 = sqrt(ab_s) - ct * sqrt(ab_t)
-        P, Q = c0 * a_out, c0 * a_x + ct
-    return P, Q, var, select(s_zero, 0.0, sqrt(var))
-
-
-def _jump_table(terms, like: Tensor) -> Tensor:
-    """(N, 4) float64 from :func:`_jump_terms`' four values (tensors shaped like ``like`` (N,), or floats)."""
-    return torch.stack([torch.as_tensor(v, dtype=torch.float64, device=like.device).expand(like.shape) for v in terms], 1)
-
-
-_SCALAR_OPS = (math.sqrt, lambda v: max(v, 0.0), lambda c, a, b: a if c else b)
-_TENSOR_OPS = (torch.sqrt, lambda v: v.clamp_min(0), torch.where)
+def _same_layout(output: object, x_t: Tensor) -> bool:
+    """Whether ``output`` is a Tensor of x_t's shape and floating dtype (what the fused step takes)."""
+    return isinstance(output, Tensor) and output.shape == x_t.shape and output.dtype == x_t.dtype and x_t.is_floating_point()
 
 
 # ------------------------------------------------------------------------ process
@@ -362,6 +215,7 @@ class GaussianProcess(ForwardProcess):
 
     parametrizations = {"eps": EpsParametrization, "x0": X0Parametrization, "v": VParametrization, "previous-step": GaussianPreviousStep}
     supports_eta: ClassVar[bool] = True
+    fuses_reverse_step: ClassVar[bool] = True
 
     def __init__(self, num_steps: int = 1000, schedule: ScheduleLike = "cosine", reverse_variance: ReverseVariance = "posterior") -> None:
         super().__init__()
@@ -380,6 +234,9 @@ class GaussianProcess(ForwardProcess):
         self.reverse_variance = reverse_variance
         self._num_steps = num_steps
         self.register_buffer("alpha_bar", sched.alpha_bar, persistent=False)
+        #: The schedule as Python floats, fixed at construction: per-jump scalar coefficients of
+        #: :meth:`step` without a device read.
+        self.alpha_bar_host: list[float] = sched.alpha_bar.tolist()
 
     @property
     def num_steps(self) -> int:
@@ -395,15 +252,15 @@ class GaussianProcess(ForwardProcess):
 
     def snr_at(self, t: Tensor, like: Tensor) -> Tensor:
         """SNR_t = alpha_bar_t / (1 - alpha_bar_t) as (B, 1, ..., 1)."""
-        ab = self.alpha_bar[t]
-        return self._gather(ab / (1 - ab), like)
+        alpha_bar_t = self.alpha_bar[t]
+        return self._gather(alpha_bar_t / (1 - alpha_bar_t), like)
 
     def reverse_variance_at(self, t: Tensor, s: Tensor, like: Tensor) -> Tensor:
         """The variance of p(x_s | x_t): the ``reverse_variance`` choice, beta_1-style at s = 0."""
-        ab_t, ab_s = self.alpha_bar[t], self.alpha_bar[s]
-        forward = 1 - ab_t / ab_s
+        alpha_bar_t, alpha_bar_s = self.alpha_bar[t], self.alpha_bar[s]
+        forward = 1 - alpha_bar_t / alpha_bar_s
         if self.reverse_variance == "posterior":
-            var = forward * (1 - ab_s) / (1 - ab_t)
+            var = forward * (1 - alpha_bar_s) / (1 - alpha_bar_t)
             var = torch.where(s == 0, forward, var)
         else:
             var = forward
@@ -411,19 +268,14 @@ class GaussianProcess(ForwardProcess):
 
     # -- validation
     def validate_x0(self, x0, name: str = "x0") -> None:
-        self._check_batch(x0, name)
-        if not all_finite(x0):
-            raise ValueError(f"{name}: found NaN or inf in Gaussian data")
-
-    def _check_batch(self, x0, name: str = "batch") -> None:
-        # Type, dtype and rank only: NaN / inf in x0 always gives a non-finite loss (x_t, and every
-        # built-in target, carry it), and the module then names it through validate_x0.
         if not isinstance(x0, Tensor):
             raise TypeError(f"{name}: expected a Tensor, got {type(x0).__name__}")
         if not x0.is_floating_point():
             raise TypeError(f"{name}: a Gaussian field expects floating-point data, got dtype {x0.dtype}")
         if x0.ndim < 1:
             raise ValueError(f"{name}: expected shape (B, ...), got a scalar")
+        if check_values() and not all_finite(x0):
+            raise ValueError(f"{name}: found NaN or inf in Gaussian data")
 
     def _check_pair(self, a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
         if a.shape != b.shape:
@@ -457,11 +309,7 @@ class GaussianProcess(ForwardProcess):
         self.validate_x0(x0)
         self._check_pair(x_t, x0, "x_t", "x0")
         t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
-        return self._posterior(x_t, x0, t, s)
-
-    def _posterior(self, x_t: Tensor, x0: Tensor, t: Tensor, s: Tensor) -> GaussianParams:
-        ndim = x_t.ndim
-        return gaussian_posterior(x_t, x0, expand_to(self.alpha_bar[t], ndim), expand_to(self.alpha_bar[s], ndim))
+        return gaussian_posterior(x_t, x0, expand_to(self.alpha_bar[t], x_t.ndim), expand_to(self.alpha_bar[s], x_t.ndim))
 
     def q_sample(self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
         """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, eps ~ N(0, I) (Ho et al. eq. 4).
@@ -471,31 +319,14 @@ class GaussianProcess(ForwardProcess):
         """
         self.validate_x0(x0)
         t = self.timesteps(t, x0.shape[0], x0.device)
-        if noise is not None:
-            self._check_pair(x0, noise, "x0", "noise")
-        return self._q_sample(x0, t, noise, generator)
-
-    def _q_sample(self, x0: Tensor, t: Tensor, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
         if noise is None:
-            # The draws of torch.randn(x0.shape, ...) (randn is empty + normal_), without its
-            # argument parsing (~3 us a step).
-            noise = torch.empty_like(x0, memory_format=torch.contiguous_format).normal_(generator=generator)
-        # sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t): square roots taken in float64, one look-up.
-        a, b = self._marginal_table(x0.dtype, x0.ndim).index_select(0, t).unbind(1)
-        return Noised(torch.addcmul(a * x0, b, noise), noise)
-
-    def _marginal_table(self, dtype: torch.dtype, ndim: int) -> Tensor:
-        """(T + 1, 2, 1, ..., 1) [sqrt(alpha_bar), sqrt(1 - alpha_bar)] with ndim - 1 trailing ones
-        (a look-up by t broadcasts against (B, ...) data as it is), formed in float64, cast to
-        ``dtype`` once."""
-        cache = self._jump_cache()
-        key = ("marginal", dtype, ndim)
-        table = cache.get(key)
-        if table is None:
-            ab = self.alpha_bar
-            table = torch.stack([ab.sqrt(), (1 - ab).sqrt()], 1).to(dtype)
-            table = cache[key] = table.view(*table.shape, *(1,) * (ndim - 1))
-        return table
+            noise = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=generator)
+        else:
+            self._check_pair(x0, noise, "x0", "noise")
+        # (G1) with sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) taken in float64, then cast.
+        alpha_bar_t = self.alpha_bar[t]
+        scale, std = (self._gather(v, x0) for v in (alpha_bar_t.sqrt(), (1 - alpha_bar_t).sqrt()))
+        return Noised(torch.addcmul(scale * x0, std, noise), noise)
 
     def prior_sample(self, shape, *, device=None, generator=None, mask=None, dtype: torch.dtype | None = None) -> Tensor:
         """x_T ~ N(0, I) of the given shape (B, ...) in ``dtype`` (default: torch's default
@@ -519,12 +350,12 @@ class GaussianProcess(ForwardProcess):
     def reverse_from_x0(self, x_t: Tensor, x0_hat: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> GaussianParams:
         """p(x_s | x_t) = N(mu(x_t, x0_hat), var): (G3)'s mean with the ``reverse_variance``
         choice, or DDIM's step (Song et al. 2021 eq. 12) when ``eta`` is given."""
-        ab_t, ab_s = self.alpha_bar_at(t, x_t), self.alpha_bar_at(s, x_t)
+        if eta is not None and eta < 0:
+            raise ValueError(f"eta: expected eta >= 0, got {eta}")
+        ndim = x_t.ndim
         if eta is not None:
-            if eta < 0:
-                raise ValueError(f"eta: expected eta >= 0, got {eta}")
-            return ddim_reverse(x_t, x0_hat, ab_t, ab_s, eta)
-        mean = self._posterior(x_t, x0_hat, t, s).mean
+            return ddim_reverse(x_t, x0_hat, expand_to(self.alpha_bar[t], ndim), expand_to(self.alpha_bar[s], ndim), eta)
+        mean = gaussian_posterior(x_t, x0_hat, expand_to(self.alpha_bar[t], ndim), expand_to(self.alpha_bar[s], ndim)).mean
         return GaussianParams(mean, self.reverse_variance_at(t, s, x_t))
 
     def reverse_sample(self, p: GaussianParams, s: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -533,100 +364,22 @@ class GaussianProcess(ForwardProcess):
         noisy = expand_to(s > 0, p.mean.ndim)
         return p.mean + torch.where(noisy, p.variance.sqrt() * z, torch.zeros_like(z))
 
-    # -- the reverse step as P output + Q x_t + sigma z, coefficients formed in float64
-    def _jump_coefficients(self, param, t: Tensor, s: Tensor, eta: float | None, same: tuple[int, int] | None, x_t: Tensor, output: Tensor):
-        """(P, Q, var, sigma) for a built-in parametrization (see :func:`_jump_terms`), else None.
-
-        ``same`` = (t, s) ints: Python floats, cached per jump; otherwise (B, 1, ..., 1) tensors in
-        x_t's dtype, computed from float64 look-ups. None (use the general path) for other
-        parametrizations, or an output whose shape or dtype differs from x_t's.
-        """
-        if isinstance(param, GaussianPreviousStep):
-            x0_linear = None
-            if same is None or same[0] - same[1] != 1:
-                param.check_single_step(t, s)
-            if eta is not None:
-                raise ValueError("eta: DDIM's eta needs an x0 estimate; the 'previous-step' parametrization has none")
-        else:
-            x0_linear = _X0_LINEAR.get(type(param).x0_from_output) if isinstance(param, _GaussianX0Based) else None
-            if x0_linear is None:
-                return None
+    def step(self, output, x_t, t, s=None, parametrization="x0", generator=None, eta=None):
+        """One reverse step x_s ~ p(x_s | x_t). With ints t and s (what :func:`~diffkit.sample`
+        passes), a parametrization with ``x0_is_linear`` and ``fuses_reverse_step``, it is
+        x_s = P output + Q x_t + sigma z with scalar coefficients (:func:`gaussian_step.jump_coefficients`):
+        the same law, and the same draw of z from ``generator``, as ``reverse_sample(reverse(...))``,
+        which runs otherwise."""
+        param = self.get_parametrization(parametrization)
+        if self.fuses_reverse_step and param.x0_is_linear and isinstance(t, int) and (s is None or isinstance(s, int)) and _same_layout(output, x_t):
+            s = t - 1 if s is None else s
+            self.step_pair(t, s, x_t.shape[0], x_t.device)  # ints: checked without a device read
             if eta is not None and eta < 0:
                 raise ValueError(f"eta: expected eta >= 0, got {eta}")
-        if not isinstance(output, Tensor) or output.shape != x_t.shape or output.dtype != x_t.dtype or not x_t.is_floating_point():
-            return None
-        forward_variance = self.reverse_variance == "forward"
-        if same is not None:
-            key = (x0_linear, eta, forward_variance, same)
-            cache = self._jump_cache()
-            coefs = cache.get(key)
-            if coefs is None:
-                ab = self._alpha_bar_list
-                try:
-                    coefs = _jump_terms(ab[same[0]], ab[same[1]], same[1] == 0, x0_linear, eta, forward_variance, *_SCALAR_OPS)
-                except (ZeroDivisionError, ValueError, OverflowError):  # a degenerate schedule: the tensor path gives inf / nan like the formulas
-                    coefs = None
-                if coefs is not None:
-                    cache[key] = coefs
-            if coefs is not None:
-                return coefs
-        if t.ndim == 1 and t.shape == s.shape and torch.equal(t - s, torch.ones_like(t)):
-            # Per-example single steps (KL / hybrid losses): rows of a cached (T + 1, 4) table.
-            table = self._single_step_table(x0_linear, eta, forward_variance)[t]
-        else:
-            ab_t, ab_s = self.alpha_bar[t], self.alpha_bar[s]
-            table = _jump_table(_jump_terms(ab_t, ab_s, s == 0, x0_linear, eta, forward_variance, *_TENSOR_OPS), ab_t)
-        table = table.to(x_t.dtype).reshape(t.shape[0], 4, *([1] * (x_t.ndim - 1)))
-        return table.unbind(1)
-
-    def _single_step_table(self, x0_linear, eta: float | None, forward_variance: bool) -> Tensor:
-        """(T + 1, 4) float64: row t holds (P, Q, var, sigma) of the jump (t, t - 1) (row 0 unused),
-        the same float64 formulas as the per-example path; cached with the per-jump scalars. Row 0
-        is NaN (no jump ends at t = -1)."""
-        cache = self._jump_cache()
-        key = ("single-step table", x0_linear, eta, forward_variance)
-        table = cache.get(key)
-        if table is None:
-            ab = self.alpha_bar
-            t = torch.arange(1, ab.shape[0], device=ab.device)
-            ab_t, ab_s = ab[t], ab[t - 1]
-            rows = _jump_table(_jump_terms(ab_t, ab_s, t == 1, x0_linear, eta, forward_variance, *_TENSOR_OPS), ab_t)
-            table = cache[key] = torch.cat([torch.full_like(rows[:1], float("nan")), rows])
-        return table
-
-    def _jump_cache(self) -> dict:
-        """Per-jump scalar coefficients; rebuilt when the alpha_bar table is replaced or edited."""
-        state = self.__dict__
-        # The buffer read from _buffers directly: self.alpha_bar goes through nn.Module.__getattr__
-        # (~1.5 us, and this runs at every training step and sampling jump).
-        ab = state["_buffers"].get("alpha_bar")
-        if ab is None:
-            ab = self.alpha_bar
-        if state.get("_jump_source") is not ab or state["_jump_version"] != ab._version:
-            state["_jump_source"], state["_jump_version"] = ab, ab._version
-            state["_alpha_bar_list"] = ab.tolist()
-            state["_jump_cache_dict"] = {}
-        cache = state["_jump_cache_dict"]
-        if len(cache) > 100_000:
-            cache.clear()
-        return cache
-
-    def _step(self, output, x_t, t, s, param, generator=None, eta=None, same=None):
-        """x_s = P output + Q x_t + sigma z in three fused ops; the same law, and the same draw of z
-        from ``generator``, as reverse_sample(param.reverse(...))."""
-        coefs = self._jump_coefficients(param, t, s, eta, same, x_t, output)
-        if coefs is None:
-            return super()._step(output, x_t, t, s, param, generator, eta, same)
-        P, Q, _, sigma = coefs
-        if isinstance(P, float):
-            mean = output * P if Q == 0.0 else torch.add(x_t * Q, output, alpha=P)
-            if sigma != 0.0:
-                # mean + sigma z in one op; torch.normal draws z as torch.randn does (same generator stream).
-                return torch.normal(mean, sigma, generator=generator)
-            torch.randn(x_t.shape, dtype=x_t.dtype, device=x_t.device, generator=generator)  # z unused: keep the stream
-            return mean
-        z = torch.randn(x_t.shape, dtype=x_t.dtype, device=x_t.device, generator=generator)
-        return torch.addcmul(torch.addcmul(Q * x_t, P, output), sigma, z)
+            host = self.alpha_bar_host
+            coefs = jump_coefficients(host[t], host[s], s == 0, param.x0_coefficients, eta, self.reverse_variance == "forward")
+            return fused_step(output, x_t, coefs, generator)
+        return super().step(output, x_t, t, s, param, generator, eta)
 
     def extra_repr(self) -> str:
         return f"num_steps={self.num_steps}, reverse_variance={self.reverse_variance!r}"

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from diffkit._checks import check_values
 from diffkit.parametrizations import Parametrization
 from diffkit.processes.base import ForwardProcess, LossKind, Noised, check_loss_kind
 
@@ -131,16 +132,10 @@ class ProductProcess(ForwardProcess):
 
     # -- validation and parametrizations
     def validate_x0(self, x0: Any, name: str = "x0") -> None:
-        self._validate(x0, name, full=True)
-
-    def _check_batch(self, x0: Any, name: str = "batch") -> None:
-        self._validate(x0, name, full=False)
-
-    def _validate(self, x0: Any, name: str, full: bool) -> None:
-        """validate_x0 (``full``) or _check_batch of every field, then the mask and symmetry checks."""
+        """Every field's ``validate_x0``, the mask's dtype and shape, and (a value check) symmetry."""
         self._check_fields(x0, name)
         for f, p in self.fields.items():
-            (p.validate_x0 if full else p._check_batch)(x0[f], f"{name}[{f!r}]")
+            p.validate_x0(x0[f], f"{name}[{f!r}]")
         mask = self._mask(x0)
         if mask is not None:
             if mask.dtype != torch.bool:
@@ -152,7 +147,7 @@ class ProductProcess(ForwardProcess):
             x = x0[f]
             if x.ndim < 3 or x.shape[1] != x.shape[2]:
                 raise ValueError(f"{name}[{f!r}]: a symmetric field needs shape (B, N, N, ...), got {tuple(x.shape)}")
-            if not torch.equal(x, x.transpose(1, 2)):
+            if check_values() and not torch.equal(x, x.transpose(1, 2)):
                 raise ValueError(f"{name}[{f!r}]: symmetric field is not symmetric (x[:, i, j] != x[:, j, i])")
 
     def _check_fields(self, x: Any, name: str) -> None:
@@ -189,9 +184,6 @@ class ProductProcess(ForwardProcess):
     def posterior(self, x_t, x0, t, s=None):
         return {f: p.posterior(x_t[f], x0[f], t, s) for f, p in self.fields.items()}
 
-    def _posterior(self, x_t, x0, t, s):
-        return {f: p._posterior(x_t[f], x0[f], t, s) for f, p in self.fields.items()}
-
     def q_sample(self, x0, t, noise=None, generator=None) -> Noised:
         """Noise every field at the shared t; padding and symmetric lower triangles follow (see module doc).
 
@@ -199,18 +191,11 @@ class ProductProcess(ForwardProcess):
             Noised(x_t dict (with the mask passed through), noise dict).
         """
         self.validate_x0(x0)
-        return self._noise_fields(x0, self._t(t, x0), noise, generator, checked=False)
-
-    def _q_sample(self, x0, t, noise=None, generator=None) -> Noised:
-        return self._noise_fields(x0, t, noise, generator, checked=True)
-
-    def _noise_fields(self, x0, t: Tensor, noise, generator, checked: bool) -> Noised:
-        """Each field's q_sample (its unchecked ``_q_sample`` when ``checked``), then symmetry and padding."""
+        t = self._t(t, x0)
         mask = self._mask(x0)
         x_t, noises = {}, {}
         for f, p in self.fields.items():
-            q_sample = p._q_sample if checked else p.q_sample
-            out = q_sample(x0[f], t, None if noise is None else noise[f], generator)
+            out = p.q_sample(x0[f], t, None if noise is None else noise[f], generator)
             x_t[f] = self._settle(f, out.x_t, x0[f], mask)
             noises[f] = out.noise
         return Noised(self._with_mask(x_t, mask), noises)
@@ -249,44 +234,35 @@ class ProductProcess(ForwardProcess):
         }
 
     def step(self, output, x_t, t, s=None, parametrization="x0", generator=None, eta=None):
-        """One reverse step on every field, then symmetry and padding restored."""
+        """Each field's own ``step``, in field order, then symmetry and padding restored."""
         params = self.get_parametrization(parametrization)
-        first = x_t[next(iter(self.fields))]
-        t, s, same = self._step_pair(t, s, first.shape[0], first.device)
-        return self._step(output, x_t, t, s, params, generator, eta, same)
-
-    def _step(self, output, x_t, t, s, param, generator=None, eta=None, same=None):
-        """Each field's own (unchecked) step, in field order, then symmetry and padding restored."""
         mask = self._mask(x_t)
         out = {
-            f: self._settle(f, p._step(output[f], x_t[f], t, s, param[f], generator, eta if p.supports_eta else None, same), x_t[f], mask)
+            f: self._settle(f, p.step(output[f], x_t[f], t, s, params[f], generator, eta if p.supports_eta else None), x_t[f], mask)
             for f, p in self.fields.items()
         }
         return self._with_mask(out, mask)
 
     def loss(self, output, x0, x_t, t, noise, parametrization, kind: LossKind = "simple", hybrid_weight: float = 1e-3, mask=None) -> Tensor:
-        """sum_f weight_f * (field f's per-example loss over its real elements): (B,)."""
+        """sum_f weight_f * (field f's ``loss`` over its real elements): (B,)."""
         params = self.get_parametrization(parametrization)
-        self._check_loss_inputs(params, output, x0, x_t)
+        self.check_loss_inputs(params, output, x0, x_t)
         t = self._t(t, x_t)
         check_loss_kind(kind)
-        return self._loss(output, x0, x_t, t, noise, params, kind, hybrid_weight, mask)
-
-    def _loss(self, output, x0, x_t, t, noise, param, kind: LossKind = "simple", hybrid_weight: float = 1e-3, mask=None, reduction="none") -> Tensor:
         mask = self._mask(x0) if mask is None else mask
         total = 0
         for f, p in self.fields.items():
             fm = self.field_mask(f, x0[f], mask)
             nf = None if noise is None else noise[f]
-            total = total + self.weights[f] * p._loss(output[f], x0[f], x_t[f], t, nf, param[f], kind, hybrid_weight, fm)
-        return total.mean() if reduction == "mean" else total
+            total = total + self.weights[f] * p.loss(output[f], x0[f], x_t[f], t, nf, params[f], kind, hybrid_weight, fm)
+        return total
 
-    def _check_loss_inputs(self, param, output, x0, x_t) -> None:
-        """Every field's shape / dtype checks (see ForwardProcess._check_loss_inputs); metadata only."""
+    def check_loss_inputs(self, param, output, x0, x_t) -> None:
+        """Every field's shape / dtype checks (see ForwardProcess.check_loss_inputs); metadata only."""
         for name, value in (("output", output), ("x0", x0), ("x_t", x_t)):
             self._check_fields(value, name)
         for f, p in self.fields.items():
-            p._check_loss_inputs(param[f], output[f], x0[f], x_t[f])
+            p.check_loss_inputs(param[f], output[f], x0[f], x_t[f])
 
     def field_losses(self, output, x0, x_t, t, noise, parametrization, kind: LossKind = "simple", hybrid_weight: float = 1e-3) -> dict[str, Tensor]:
         """Unweighted per-field (B,) losses, for logging."""

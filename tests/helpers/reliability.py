@@ -176,8 +176,8 @@ class FixedDrawModule(DiffusionModule):
         assert bool((match.sum(1) == 1).all()), "every example must be exactly one known row"
         return match.float().argmax(1)
 
-    def _forward_loss(self, x0: Any, reduction: str = "none", generator: Any = None) -> tuple[Tensor, Tensor, Any, Any]:
-        _, drawn_t, _, _ = super()._forward_loss(x0, "none", generator)
+    def _forward_loss(self, x0: Any, generator: Any = None) -> tuple[Tensor, Tensor, Any, Any]:
+        _, drawn_t, _, _ = super()._forward_loss(x0, generator)
         if self.training:
             self.drawn_t.append(drawn_t.detach().cpu())
         idx = self._row_index(x0).cpu()
@@ -185,7 +185,7 @@ class FixedDrawModule(DiffusionModule):
         noised = self.process.q_sample(x0, t, self.noise_table[idx].to(self.device))
         output = self.denoiser(noised.x_t, t)
         loss = self.process.loss(output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight)
-        return (loss.mean() if reduction == "mean" else loss), t, output, noised
+        return loss, t, output, noised
 
     def on_train_end(self) -> None:
         if self.record_dir is not None:

@@ -47,7 +47,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from diffkit.processes import ForwardProcess, Noised
+from diffkit.processes import ForwardProcess, Noised, check_values
 from diffkit.processes.base import expand_to
 from diffkit.processes.categorical import CategoricalPreviousStep, CategoricalX0, categorical_kl
 
@@ -104,7 +104,7 @@ class BitFlipProcess(ForwardProcess):
     """Independent bit flips with probability beta_t per step; closed forms (B1)-(B6) above.
 
     It reuses diffkit's categorical parametrizations, which read ``num_classes``, ``num_states``
-    and ``_posterior(x_t, x0_ids, t, s)``: "x0" (the network gives logits (..., 2) of p(x0 | x_t),
+    and call the public ``posterior(x_t, x0_ids, t, s)``: "x0" (the network gives logits (..., 2) of p(x0 | x_t),
     the reverse step is (B6), any s < t) and "previous-step" (logits of p(x_{t-1} | x_t)).
 
     Args:
@@ -150,7 +150,7 @@ class BitFlipProcess(ForwardProcess):
             raise TypeError(f"{name}: expected int64 bits in {{0, 1}}, got dtype {x0.dtype} (convert with .long())")
         if x0.ndim < 1:
             raise ValueError(f"{name}: expected shape (B, ...), got a scalar")
-        if x0.numel() and (int(x0.min()) < 0 or int(x0.max()) > 1):
+        if check_values() and x0.numel() and (int(x0.min()) < 0 or int(x0.max()) > 1):
             raise ValueError(f"{name}: expected bits in {{0, 1}}, found values in [{int(x0.min())}, {int(x0.max())}]")
 
     def _probs(self, x: Tensor, name: str) -> Tensor:
@@ -202,10 +202,6 @@ class BitFlipProcess(ForwardProcess):
         if x0_probs.shape[:-1] != x_t.shape:
             raise ValueError(f"x0: shape {tuple(x0.shape)} does not match x_t {tuple(x_t.shape)}")
         t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
-        return self._posterior(x_t, x0_probs, t, s)
-
-    def _posterior(self, x_t: Tensor, x0: Tensor, t: Tensor, s: Tensor) -> Tensor:
-        x0_probs = x0 if x0.is_floating_point() else torch.nn.functional.one_hot(x0, 2).to(torch.get_default_dtype())
         return flip_posterior(x_t, x0_probs, *self._keep(t, s, x_t.ndim, x0_probs.dtype))
 
     def q_sample(self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
@@ -247,7 +243,7 @@ class BitFlipProcess(ForwardProcess):
         """p(x_s | x_t), (B6), from x0_hat: (B, ..., 2) probabilities of x0."""
         if eta is not None:
             raise ValueError("eta: DDIM's eta applies to Gaussian fields only; a bit-flip step has none")
-        return self._posterior(x_t, x0_hat, t, s)
+        return flip_posterior(x_t, x0_hat, *self._keep(t, s, x_t.ndim, x0_hat.dtype))
 
     def reverse_sample(self, p: Tensor, s: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """x_s ~ p: 1 where u < p(x_s = 1), u ~ U[0, 1); (B, ...) int64."""
