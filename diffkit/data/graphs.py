@@ -10,7 +10,7 @@ Generators (networkx, numpy and scipy only; no downloads), each deterministic gi
 Named datasets (``DATASETS``) fix the generator's parameters and the split. The published ones
 follow SPECTRE: 200 graphs split 128 / 32 / 40 (train / val / test); community-small follows
 GDSS: 100 graphs split 80 / 20 with the test split also used for validation. The "_cpu" variants
-are ours (GRAPHS.md), small enough for minutes-long CPU runs, and not comparable with published
+are ours (docs/graphs.md), small enough for minutes-long CPU runs, and not comparable with published
 numbers. :class:`GraphDataModule` serves any of them as padded dense batches (``diffkit.graphs``).
 
 Generated graphs are cached as edge lists in a torch file (loaded with ``weights_only=True``)
