@@ -41,7 +41,7 @@ from diffkit.metrics.functional import (
     wasserstein_1d,
 )
 
-__all__ = ["MMD", "SlicedWasserstein", "TokenTotalVariation", "ColumnwiseDistances", "metric_floor"]
+__all__ = ["MMD", "SlicedWasserstein", "TokenTotalVariation", "TokenFrequencyDistance", "ColumnwiseDistances", "metric_floor"]
 
 
 def _concat(state: list[Tensor] | Tensor, what: str) -> Tensor:
@@ -86,9 +86,14 @@ class _TwoPointClouds(Metric):
         """Add a batch of model samples and a batch of reference (true) data.
 
         Args:
-            samples: (N, D) float model samples.
-            reference: (M, D) float reference samples, the same D; M may differ from N.
+            samples: (N, D) float model samples; (N, d1, d2, ...) examples (e.g. images) are
+                flattened to (N, d1 * d2 * ...).
+            reference: (M, D) float reference samples, the same per-example shape; M may differ from N.
         """
+        check_tensor("samples", samples)
+        check_tensor("reference", reference)
+        if samples.ndim > 2 and samples.shape[1:] == reference.shape[1:]:
+            samples, reference = samples.flatten(1), reference.flatten(1)
         check_points("samples", samples)
         check_points("reference", reference)
         check_same_features("samples", samples, "reference", reference)
@@ -230,6 +235,61 @@ class TokenTotalVariation(Metric):
         if self.reference_bigram is not None:
             bigram = _normalized(self.bigram_counts, "token pairs")
             result["bigram_tv"] = total_variation(bigram.reshape(-1), self.reference_bigram.reshape(-1))
+        return result
+
+
+class TokenFrequencyDistance(Metric):
+    """Token statistics of sampled sequences against reference sequences (two samples, no exact reference).
+
+    Keeps four count states (``dist_reduce_fx="sum"``), so under DDP ``compute()`` pools every
+    rank's tokens. ``compute()`` returns a dict:
+        - ``"unigram_tv"``: TV(sample unigram frequencies, reference unigram frequencies);
+        - ``"bigram_tv"``: TV over the K * K consecutive pairs; only for sequences of length >= 2.
+
+    Args:
+        num_classes: K >= 1.
+        **kwargs: torchmetrics ``Metric`` options.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+    #: update() takes (samples, reference), both drawn: the floor compares two true draws.
+    two_sample: ClassVar[bool] = True
+
+    def __init__(self, num_classes: int, **kwargs: Any) -> None:
+        check_positive_int("num_classes", num_classes)
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        for side in ("samples", "reference"):
+            self.add_state(f"{side}_unigrams", torch.zeros(num_classes, dtype=torch.int64), dist_reduce_fx="sum")
+            self.add_state(f"{side}_bigrams", torch.zeros(num_classes, num_classes, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, samples: Tensor, reference: Tensor) -> None:
+        """Count the tokens and consecutive pairs of sampled and reference sequences.
+
+        Args:
+            samples: (N, L) or (N,) int64 ids in [0, K).
+            reference: (M, L) or (M,) int64 ids, the same L.
+        """
+        for name, ids in (("samples", samples), ("reference", reference)):
+            check_tensor(name, ids)
+            check_ids(name, ids.reshape(ids.shape[0], -1), self.num_classes, ndim=2)
+        check_same_features("samples", samples, "reference", reference)
+        for side, ids in (("samples", samples), ("reference", reference)):
+            ids = ids.reshape(ids.shape[0], -1)
+            setattr(self, f"{side}_unigrams", getattr(self, f"{side}_unigrams") + _token_counts(ids, self.num_classes))
+            if ids.shape[1] > 1:
+                setattr(self, f"{side}_bigrams", getattr(self, f"{side}_bigrams") + _bigram_counts(ids, self.num_classes))
+
+    def compute(self) -> dict[str, Tensor]:
+        """The distances named in the class docstring, as () float64 tensors."""
+        result = {"unigram_tv": total_variation(
+            _normalized(self.samples_unigrams, "sample tokens"), _normalized(self.reference_unigrams, "reference tokens")
+        )}
+        if self.samples_bigrams.sum() > 0:
+            p = _normalized(self.samples_bigrams, "sample token pairs").reshape(-1)
+            result["bigram_tv"] = total_variation(p, _normalized(self.reference_bigrams, "reference token pairs").reshape(-1))
         return result
 
 
