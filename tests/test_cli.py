@@ -261,3 +261,19 @@ def test_a_run_killed_before_its_first_validation_resumes_from_last(in_tmp: Path
     with open(in_tmp / "runs/swiss_roll/logs/version_1/metrics.csv") as f:
         steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
     assert steps and min(steps) >= 100  # it went on from step 100, not from 0
+
+
+@pytest.mark.parametrize("env, expected", [(None, 1), ("2", None)])
+def test_cli_defaults_to_one_thread_unless_omp_num_threads_is_set(env, expected, monkeypatch) -> None:
+    before = torch.get_num_threads()
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    torch.set_num_threads(3)
+    try:
+        with pytest.raises(SystemExit):
+            run_cli(monkeypatch, ["--help"])
+        assert torch.get_num_threads() == (expected or 3)  # OMP_NUM_THREADS set: left to torch / the user
+    finally:
+        torch.set_num_threads(before)
