@@ -59,7 +59,7 @@ def _default_threads() -> None:
     """One torch intra-op thread unless ``OMP_NUM_THREADS`` says otherwise.
 
     The shipped models are small: on the 2-core machine we measured, one thread trained the
-    swiss-roll config 11-15x faster than torch's default of one thread per core (docs/guide.md,
+    shipped configs 11-17x faster than torch's default of one thread per core (docs/guide.md,
     "CPU threads"). Set ``OMP_NUM_THREADS=N`` to choose N yourself.
     """
     if "OMP_NUM_THREADS" not in os.environ:
