@@ -519,7 +519,10 @@ class DiffusionModule(pl.LightningModule):
         model_metrics, floor = self._sample_metrics(stage, reference)
         for collection, drawn, suffix in ((model_metrics, samples, ""), (floor, fresh, "_floor")):
             for name, metric in collection.items(keep_base=True):
-                metric.update(drawn, reference) if getattr(metric, "two_sample", True) else metric.update(drawn)
+                if getattr(metric, "two_sample", True):  # the metric compares two draws
+                    metric.update(drawn, reference)
+                else:  # the metric holds an exact reference
+                    metric.update(drawn)
                 self._log_metric(f"{stage}/{name}", metric, suffix)
 
     def _sample_metrics(self, stage: str, example: Any) -> tuple[MetricCollection, MetricCollection]:

@@ -212,7 +212,8 @@ def test_lightning_adverts_are_silenced(in_tmp: Path, monkeypatch, caplog) -> No
     tip = logging.LogRecord("x", logging.INFO, __file__, 1, "💡 Tip: For seamless cloud logging, try installing litlogger", None, None)
     normal = logging.LogRecord("x", logging.INFO, __file__, 1, "GPU available: False", None, None)
     assert not _not_an_advert(tip) and _not_an_advert(normal)
-    caplog.set_level(logging.INFO)
+    for name in ("", "lightning", "lightning.pytorch", "lightning.fabric"):  # other tests may have quietened them
+        caplog.set_level(logging.INFO, logger=name)
     run_cli(monkeypatch, ["fit", "--config", str(ROOT / "examples/configs/swiss_roll.yaml"), *FAST])
     messages = [r.getMessage() for r in caplog.records]
     assert not [m for m in messages if "💡" in m]
