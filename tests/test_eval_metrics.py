@@ -127,8 +127,9 @@ def test_default_sample_metrics_by_kind_of_data() -> None:
     assert isinstance(tokens["tokens"], TokenFrequencyDistance) and tokens["tokens"].num_classes == 3
     table = default_sample_metrics({"num": torch.randn(4, 2), "c": torch.zeros(4, dtype=torch.long)}, {"c": 5})
     assert table["columns"].categorical == {"c": 5} and table["columns"].numeric == ["num"]
+    assert default_sample_metrics(torch.zeros(4, 6, dtype=torch.long))["tokens"].num_classes is None  # K from the ids
     with pytest.raises(ValueError, match="num_classes"):
-        default_sample_metrics(torch.zeros(4, 6, dtype=torch.long))
+        default_sample_metrics({"num": torch.randn(4, 2), "c": torch.zeros(4, dtype=torch.long)})
     with pytest.raises(ValueError, match="sample_metrics"):
         default_sample_metrics({"X": torch.zeros(4, 3, dtype=torch.long), "mask": torch.ones(4, 3, dtype=torch.bool)})
 
@@ -161,6 +162,11 @@ def test_token_frequency_distance_is_tv_of_pooled_histograms() -> None:
 
     close(out["unigram_tv"], 0.5 * (freq(a, False) - freq(b, False)).abs().sum())
     close(out["bigram_tv"], 0.5 * (freq(a, True) - freq(b, True)).abs().sum())
+    inferred = TokenFrequencyDistance()  # K = largest id + 1 = 5
+    inferred.update(a, b)
+    assert {k: float(v) for k, v in inferred.compute().items()} == {k: float(v) for k, v in out.items()}
+    with pytest.raises(ValueError, match="ids in"):
+        metric.update(a + 5, b)
 
 
 def test_graph_sample_metrics_pool_updates() -> None:

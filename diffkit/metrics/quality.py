@@ -37,13 +37,14 @@ def default_sample_metrics(example: Any, num_classes: int | Mapping[str, int] | 
 
     Args:
         example: a batch: a (N, ...) Tensor, or a dict of (N,) / (N, D) Tensors (a table).
-        num_classes: K for id data: an int, or field -> K for a table's id fields.
+        num_classes: K for id data: an int (None: the largest id seen + 1), or field -> K for a
+            table's id fields (required there).
 
     Returns:
         A ``MetricCollection`` of two-sample metrics.
 
     Raises:
-        ValueError: id data without ``num_classes``; a dict with a "mask" entry or a field of
+        ValueError: a table's id field without ``num_classes``; a dict with a "mask" entry or a field of
             more than two dims (graphs and other structured data need their data module's
             ``sample_metrics()``).
         TypeError: ``example`` is neither a Tensor nor a dict of Tensors.
@@ -51,7 +52,7 @@ def default_sample_metrics(example: Any, num_classes: int | Mapping[str, int] | 
     if isinstance(example, Tensor):
         if example.is_floating_point():
             return MetricCollection({"mmd": MMD(), "swd": SlicedWasserstein()})
-        return MetricCollection({"tokens": TokenFrequencyDistance(_num_classes("example", num_classes))})
+        return MetricCollection({"tokens": TokenFrequencyDistance(num_classes if isinstance(num_classes, int) else None)})
     if not isinstance(example, Mapping):
         raise TypeError(f"example: expected a Tensor or a dict of Tensors, got {type(example).__name__}")
     odd = [k for k, v in example.items() if k == "mask" or not isinstance(v, Tensor) or v.ndim > 2]

@@ -241,13 +241,13 @@ class TokenTotalVariation(Metric):
 class TokenFrequencyDistance(Metric):
     """Token statistics of sampled sequences against reference sequences (two samples, no exact reference).
 
-    Keeps four count states (``dist_reduce_fx="sum"``), so under DDP ``compute()`` pools every
-    rank's tokens. ``compute()`` returns a dict:
+    Keeps the ids in list states reduced with ``dist_reduce_fx="cat"``, so under DDP ``compute()``
+    sees every rank's sequences. ``compute()`` returns a dict:
         - ``"unigram_tv"``: TV(sample unigram frequencies, reference unigram frequencies);
         - ``"bigram_tv"``: TV over the K * K consecutive pairs; only for sequences of length >= 2.
 
     Args:
-        num_classes: K >= 1.
+        num_classes: K >= 1, or None for max id + 1 over both sets at compute time.
         **kwargs: torchmetrics ``Metric`` options.
     """
 
@@ -257,39 +257,41 @@ class TokenFrequencyDistance(Metric):
     #: update() takes (samples, reference), both drawn: the floor compares two true draws.
     two_sample: ClassVar[bool] = True
 
-    def __init__(self, num_classes: int, **kwargs: Any) -> None:
-        check_positive_int("num_classes", num_classes)
+    samples: list[Tensor]
+    reference: list[Tensor]
+
+    def __init__(self, num_classes: int | None = None, **kwargs: Any) -> None:
+        if num_classes is not None:
+            check_positive_int("num_classes", num_classes)
         super().__init__(**kwargs)
         self.num_classes = num_classes
-        for side in ("samples", "reference"):
-            self.add_state(f"{side}_unigrams", torch.zeros(num_classes, dtype=torch.int64), dist_reduce_fx="sum")
-            self.add_state(f"{side}_bigrams", torch.zeros(num_classes, num_classes, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("samples", default=[], dist_reduce_fx="cat")
+        self.add_state("reference", default=[], dist_reduce_fx="cat")
 
     def update(self, samples: Tensor, reference: Tensor) -> None:
-        """Count the tokens and consecutive pairs of sampled and reference sequences.
+        """Add sampled and reference sequences.
 
         Args:
             samples: (N, L) or (N,) int64 ids in [0, K).
             reference: (M, L) or (M,) int64 ids, the same L.
         """
+        limit = self.num_classes if self.num_classes is not None else torch.iinfo(torch.int64).max
         for name, ids in (("samples", samples), ("reference", reference)):
             check_tensor(name, ids)
-            check_ids(name, ids.reshape(ids.shape[0], -1), self.num_classes, ndim=2)
+            check_ids(name, ids.reshape(ids.shape[0], -1), limit, ndim=2)
         check_same_features("samples", samples, "reference", reference)
-        for side, ids in (("samples", samples), ("reference", reference)):
-            ids = ids.reshape(ids.shape[0], -1)
-            setattr(self, f"{side}_unigrams", getattr(self, f"{side}_unigrams") + _token_counts(ids, self.num_classes))
-            if ids.shape[1] > 1:
-                setattr(self, f"{side}_bigrams", getattr(self, f"{side}_bigrams") + _bigram_counts(ids, self.num_classes))
+        _check_like_earlier("samples", samples.reshape(samples.shape[0], -1), self.samples)
+        self.samples.append(samples.reshape(samples.shape[0], -1))
+        self.reference.append(reference.reshape(reference.shape[0], -1))
 
     def compute(self) -> dict[str, Tensor]:
         """The distances named in the class docstring, as () float64 tensors."""
-        result = {"unigram_tv": total_variation(
-            _normalized(self.samples_unigrams, "sample tokens"), _normalized(self.reference_unigrams, "reference tokens")
-        )}
-        if self.samples_bigrams.sum() > 0:
-            p = _normalized(self.samples_bigrams, "sample token pairs").reshape(-1)
-            result["bigram_tv"] = total_variation(p, _normalized(self.reference_bigrams, "reference token pairs").reshape(-1))
+        x, y = _concat(self.samples, "samples"), _concat(self.reference, "reference")  # (N, L), (M, L)
+        k = self.num_classes if self.num_classes is not None else int(max(x.max(), y.max())) + 1
+        result = {"unigram_tv": total_variation(_normalized(_token_counts(x, k), "tokens"), _normalized(_token_counts(y, k), "tokens"))}
+        if x.shape[1] > 1:
+            p, q = (_normalized(_bigram_counts(z, k), "token pairs").reshape(-1) for z in (x, y))
+            result["bigram_tv"] = total_variation(p, q)
         return result
 
 
