@@ -58,9 +58,10 @@ _ADVERT_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.ut
 def _default_threads() -> None:
     """One torch intra-op thread unless ``OMP_NUM_THREADS`` says otherwise.
 
-    The shipped models are small: on the 2-core machine we measured, one thread trained the
-    shipped configs 11-17x faster than torch's default of one thread per core (docs/guide.md,
-    "CPU threads"). Set ``OMP_NUM_THREADS=N`` to choose N yourself.
+    The shipped models are small: on the shared 2-core machine we measured, one thread trained
+    the shipped configs 11-17x faster than torch's default of one thread per core under load,
+    and 0.73-3.0x as fast when the machine was nearly idle (docs/guide.md, "CPU threads"). Set
+    ``OMP_NUM_THREADS=N`` to choose N yourself.
     """
     if "OMP_NUM_THREADS" not in os.environ:
         import torch
