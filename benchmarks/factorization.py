@@ -12,7 +12,7 @@ by enumeration over the 64 clean sequences,
 
 which is the minimiser of the x0 cross-entropy loss: the best any x0-network can do.
 
-The derived reverse step is the *product* of per-token kernels (DESIGN.md (1) applied per token):
+The derived reverse step is the *product* of per-token kernels (docs/design.md (1) applied per token):
 
     p(x_s | x_t) = prod_i sum_k q(x_s,i | x_t,i, x0_i = k) q(x0_i = k | x_t)   (process.posterior)
 

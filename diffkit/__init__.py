@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # diffkit.DiffusionModule (DESIGN.md's public name) without importing Lightning for `import diffkit`.
+    # diffkit.DiffusionModule (docs/design.md's public name) without importing Lightning for `import diffkit`.
     if name == "DiffusionModule":
         from diffkit.module import DiffusionModule
 

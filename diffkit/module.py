@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torchmetrics import MetricCollection
 
 from diffkit._checks import trusted_values
 from diffkit.ema import EMA
@@ -49,6 +50,10 @@ def _cat(parts: list) -> Any:
     return torch.cat(parts)
 
 
+def _slice(x: Any, start: int, stop: int) -> Any:
+    return {k: v[start:stop] for k, v in x.items()} if isinstance(x, Mapping) else x[start:stop]
+
+
 def _to(x: Any, device: torch.device | str) -> Any:
     return {k: v.to(device) for k, v in x.items()} if isinstance(x, Mapping) else x.to(device)
 
@@ -72,8 +77,12 @@ class DiffusionModule(pl.LightningModule):
             EMAWeightAveraging with buffers kept live) is used for validation, checkpoints and sampling.
         sample_steps: reverse steps for validation samples (None: all T).
         sample_eta: DDIM's eta for Gaussian fields in validation samples (None: ancestral).
-        num_eval_samples: samples drawn at each validation epoch end for the sample metrics
-            (0 disables them); the floor uses as many fresh validation examples.
+        num_eval_samples: samples drawn at each validation / test epoch end for the sample metrics
+            (0 disables them): the data module's ``sample_metrics()`` (else
+            ``diffkit.metrics.quality.default_sample_metrics``), updated with the samples and as
+            many held-out examples and logged as ``<stage>/<name>``; the floor, the same metrics
+            between two draws of held-out examples, as ``<stage>/<name>_floor``. Metrics keep their
+            samples in states pooled across DDP ranks, so every rank logs the all-rank value.
         validate_inputs: check every training batch (type, dtype, shape, class-id range) before using
             it; NaN / inf in Gaussian data, which always makes the loss non-finite, is named by the
             same check run when a loss is non-finite (one host sync per step instead of two).
@@ -157,6 +166,7 @@ class DiffusionModule(pl.LightningModule):
         self._output_checked = False
         self._eval_buffer: list = []
         self._eval_count = 0
+        self._eval_metrics: dict[str, tuple[MetricCollection, MetricCollection]] = {}  # stage -> (model's, floor's)
         self.noise_seed = noise_seed
         self._rng_seed: int | None = None  # resolved when fit starts, or restored from a checkpoint
         self._train_steps = 0  # the training stream's position: training steps drawn so far
@@ -175,6 +185,8 @@ class DiffusionModule(pl.LightningModule):
         for key, value in self.__dict__.items():
             if key in ("_train_gen", "_val_gen"):
                 value = None  # the copy re-creates its own from the seed when it needs one
+            if key == "_eval_metrics":
+                value = {}  # metric states (and a graph metric's train graphs) are not the model's
             object.__setattr__(new, key, value if key in shared else copy.deepcopy(value, memo))
         return new
 
@@ -374,8 +386,8 @@ class DiffusionModule(pl.LightningModule):
         self._seeded("_val_gen", VAL_STREAM)  # the same t and noise at every validation / test
 
     def _eval_epoch_end(self, stage: str, metrics: bool = True) -> None:
-        """The NLL bound and sample metrics on the examples buffered by :meth:`_eval_step`:
-        the first half is the reference, the second half the data-vs-data floor."""
+        """The NLL bound and the sample metrics on the examples buffered by :meth:`_eval_step`:
+        the first half is the reference, the second half the fresh real draw of the floor."""
         if not self._eval_buffer:
             return
         data = _cat(self._eval_buffer)
@@ -387,18 +399,52 @@ class DiffusionModule(pl.LightningModule):
         n = _batch_size(data) // 2
         if n < 2:
             return
+        data = _to(data, self.device)
+        reference, fresh = _take(data, n), _slice(data, n, 2 * n)
         # The full bound L_T + sum_t L_{t-1} (T denoiser calls) on the held-out examples.
-        gen = torch.Generator(self.device).manual_seed(self.global_step)
-        bound = nll_bound(self.process, self.denoiser, _to(_take(data, n), self.device), self.param, generator=gen)
+        gen = torch.Generator(self.device).manual_seed(_mix_seed(self.global_step, self.global_rank))  # ranks draw apart
+        bound = nll_bound(self.process, self.denoiser, reference, self.param, generator=gen)
         self.log(f"{stage}/nll_bits_per_element", bound.bits_per_element.mean(), sync_dist=True)
-        from diffkit.metrics.quality import sample_quality
+        samples = self.sample(n, num_steps=self.sample_steps, eta=self.sample_eta, generator=gen, shape_like=reference)
+        model_metrics, floor = self._sample_metrics(stage, reference)
+        for collection, drawn, suffix in ((model_metrics, samples, ""), (floor, fresh, "_floor")):
+            for name, metric in collection.items(keep_base=True):
+                if getattr(metric, "two_sample", True):  # the metric compares two draws
+                    metric.update(drawn, reference)
+                else:  # the metric holds an exact reference
+                    metric.update(drawn)
+                self._log_metric(f"{stage}/{name}", metric, suffix)
 
-        reference, fresh = _take(data, n), {k: v[n : 2 * n] for k, v in data.items()} if isinstance(data, Mapping) else data[n : 2 * n]
-        samples = _to(self.sample(n, num_steps=self.sample_steps, eta=self.sample_eta, generator=gen, shape_like=reference), "cpu")
-        for name, value in sample_quality(samples, reference).items():
-            self.log(f"{stage}/{name}", value, sync_dist=True)
-        for name, value in sample_quality(fresh, reference).items():
-            self.log(f"{stage}/{name}_floor", value, sync_dist=True)
+    def _sample_metrics(self, stage: str, example: Any) -> tuple[MetricCollection, MetricCollection]:
+        """(model's, floor's) metrics of ``stage``: two clones of the data module's ``sample_metrics()``
+        (else :func:`diffkit.metrics.quality.default_sample_metrics` for ``example``), built once."""
+        if stage not in self._eval_metrics:
+            datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+            hook = getattr(datamodule, "sample_metrics", None)
+            if callable(hook):
+                source = hook()
+            else:
+                from diffkit.metrics.quality import default_sample_metrics
+
+                source = default_sample_metrics(example, self._num_classes())
+            self._eval_metrics[stage] = (source.clone(), source.clone())
+        return tuple(m.to(self.device) for m in self._eval_metrics[stage])  # type: ignore[return-value]
+
+    def _num_classes(self) -> int | dict[str, int] | None:
+        """K of a categorical process, or field -> K of a ProductProcess's categorical fields."""
+        if isinstance(self.process, ProductProcess):
+            return {k: p.num_classes for k, p in self.process.fields.items() if hasattr(p, "num_classes")}
+        return getattr(self.process, "num_classes", None)
+
+    def _log_metric(self, name: str, metric: Any, suffix: str) -> None:
+        """Log ``metric.compute()`` (pooled over DDP ranks by the metric's sync, so every rank logs
+        the same value) as ``name + suffix``, or each entry of a dict result as ``name/key + suffix``;
+        then reset the metric."""
+        value = metric.compute()
+        entries = value.items() if isinstance(value, Mapping) else [("", value)]
+        for key, v in entries:
+            self.log(f"{name}/{key}{suffix}" if key else f"{name}{suffix}", torch.as_tensor(v, dtype=torch.float32), sync_dist=True)
+        metric.reset()
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.denoiser.parameters())

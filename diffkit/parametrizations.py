@@ -3,7 +3,7 @@
 A parametrization is a small object chosen once (k-diffusion's ``Denoiser`` wrapper is the
 model). It never branches on its own name: each kind is a class.
 
-Two families exist, and the difference is the point of the library (DESIGN.md, eq. (1)):
+Two families exist, and the difference is the point of the library (docs/design.md, eq. (1)):
 
 * **x0-based** (``eps``, ``x0``, ``v`` for Gaussian fields; ``x0`` for categorical ones): the
   output is turned into a clean-sample estimate ``x0_hat`` and the reverse step is *derived*
@@ -110,7 +110,7 @@ class Parametrization(abc.ABC):
 
 
 class X0BasedParametrization(Parametrization):
-    """Output -> x0_hat, then the reverse step is derived from the posterior (DESIGN.md (1))."""
+    """Output -> x0_hat, then the reverse step is derived from the posterior (docs/design.md (1))."""
 
     can_stride = True
 

@@ -1,4 +1,4 @@
-"""Plots of generated samples next to data: point clouds, token sequences and mixed tables.
+"""Plots of generated samples next to data: point clouds, images, token sequences and mixed tables.
 
 :func:`plot_samples` picks the plot from the kind of data and writes a PNG. It draws on a
 ``matplotlib.figure.Figure`` with its own Agg canvas, never through pyplot, so it neither
@@ -22,13 +22,14 @@ from torch import Tensor
 
 from diffkit.metrics.functional import bigram_histogram, token_histogram
 
-__all__ = ["plot_samples"]
+__all__ = ["plot_samples", "samples_figure"]
 
 MASK_KEY = "mask"  # a table's node / row mask: never plotted
 NUM_BINS = 50  # histogram bins, shared by reference and samples
 MAX_BARS = 64  # up to this many classes: side-by-side bars and bigram heatmaps; above: stairs only
 MAX_COLUMNS = 8  # numeric columns drawn per table field
 MAX_PANEL_COLUMNS = 3  # panels per figure row
+MAX_IMAGES = 64  # images tiled per grid (8 x 8)
 PANEL_INCHES = 4.0
 MARKER_SIZE = 2.0
 ALPHA = 0.5
@@ -45,9 +46,13 @@ def plot_samples(
     title: str | None = None,
     max_points: int = 5000,
     num_classes: int | None = None,
+    image_shape: tuple[int, int, int] | None = None,
 ) -> Path:
     """Draw generated samples next to true data and write a PNG.
 
+    - (N, C, H, W) float images (C = 1 or 3), (N, H, W) grayscale images, or (N, C * H * W) float
+      with ``image_shape`` given: one grid of the first 64 images per set (reference | samples),
+      all drawn on one intensity scale, the reference's range of finite values.
     - (N, 2) float: scatter plots (reference | samples) with the same axis limits; (N, 1):
       overlaid histograms; (N, D > 2): scatter of the first two coordinates.
     - (N, L) int64 token ids: unigram frequencies as side-by-side bars and, when K <= 64 and
@@ -67,6 +72,8 @@ def plot_samples(
         max_points: at most this many evenly spaced rows of each set are scattered (histograms
             and frequencies use every row).
         num_classes: K for token ids, >= max id + 1; default max id + 1 over both sets.
+        image_shape: (C, H, W) of flat (N, C * H * W) float samples that are images; they are
+            then drawn as a grid.
 
     Returns:
         The path written.
@@ -77,20 +84,37 @@ def plot_samples(
             feature shape, no field in common, negative ids, or a bad ``max_points`` /
             ``num_classes``.
     """
+    figure = samples_figure(samples, reference, title, max_points, num_classes, image_shape)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
+
+
+def samples_figure(
+    samples: Tensor | dict[str, Tensor],
+    reference: Tensor | dict[str, Tensor] | None = None,
+    title: str | None = None,
+    max_points: int = 5000,
+    num_classes: int | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+) -> Figure:
+    """The drawn ``matplotlib`` Figure of :func:`plot_samples` (same arguments, no path), on its own
+    Agg canvas."""
     _check_positive_int("max_points", max_points)
+    if image_shape is not None:
+        samples, reference = _as_images(samples, reference, image_shape)
     fields = _fields(samples, reference)
     kinds = [_check_field(key, s, r, table=isinstance(samples, dict)) for key, s, r in fields]
     if isinstance(samples, dict):
         panels, notes = _table_panels(fields, kinds)
     elif kinds[0] == "categorical":
         panels, notes = _token_panels(_named(samples, reference), num_classes)
+    elif samples.ndim > 2:
+        panels, notes = _image_panels(_named(samples, reference))
     else:
         panels, notes = _point_panels(_named(samples, reference), max_points)
-    figure = _figure(panels, ", ".join(filter(None, [title, *notes])))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+    return _figure(panels, ", ".join(filter(None, [title, *notes])))
 
 
 def _check_positive_int(name: str, value: object) -> None:
@@ -136,8 +160,8 @@ def _check_field(key: str, samples: object, reference: object, table: bool) -> s
 def _kind(name: str, x: object, table: bool) -> str:
     if not isinstance(x, Tensor):
         raise TypeError(f"Expected `{name}` to be a Tensor, but got {type(x).__name__}.")
-    if (x.ndim < 1) if table else (x.ndim != 2):
-        expected = "(N, ...)" if table else "(N, D) float or (N, L) int64"
+    if (x.ndim < 1) if table else (x.ndim != 2 and not (x.is_floating_point() and _is_image(x))):
+        expected = "(N, ...)" if table else "(N, D) float, (N, C, H, W) / (N, H, W) float images or (N, L) int64"
         raise ValueError(f"Expected `{name}` of shape {expected}, but got shape {tuple(x.shape)}.")
     if x.numel() == 0:
         raise ValueError(f"Expected `{name}` to be non-empty, but got shape {tuple(x.shape)}.")
@@ -148,6 +172,61 @@ def _kind(name: str, x: object, table: bool) -> str:
     if int(x.min()) < 0:
         raise ValueError(f"Expected `{name}` to hold class ids >= 0, but got {int(x.min())}.")
     return "categorical"
+
+
+def _is_image(x: Tensor) -> bool:
+    """(N, H, W) or (N, C, H, W) with C = 1 or 3."""
+    return x.ndim == 3 or (x.ndim == 4 and x.shape[1] in (1, 3))
+
+
+def _as_images(samples: object, reference: object, image_shape: tuple[int, int, int]) -> tuple[Tensor, Tensor | None]:
+    """Flat (N, C * H * W) samples (and reference) as (N, C, H, W)."""
+    shape = tuple(image_shape)
+    if len(shape) != 3 or shape[0] not in (1, 3) or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+        raise ValueError(f"Expected `image_shape` to be (C, H, W) with C 1 or 3 and H, W >= 1, but got {image_shape!r}.")
+    out = []
+    for name, x in (("samples", samples), ("reference", reference)):
+        if x is None:
+            out.append(None)
+            continue
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2 or x[0].numel() != math.prod(shape):
+            found = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"Expected `{name}` of {math.prod(shape)} float values per example for `image_shape` {shape}, but got {found}.")
+        out.append(x.reshape(len(x), *shape))
+    return out[0], out[1]
+
+
+def _image_panels(sets: list[tuple[str, Tensor]]) -> tuple[list[Panel], list[str]]:
+    images = [(label, (x.unsqueeze(1) if x.ndim == 3 else x).double().numpy()) for label, x in sets]  # (N, C, H, W)
+    values = images[0][1]
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    panels = [functools.partial(_grid_panel, images=x[:MAX_IMAGES], label=_label(label, x), limits=(low, high)) for label, x in images]
+    count = len(images[-1][1])
+    return panels, ([f"first {MAX_IMAGES} of {count} images"] if count > MAX_IMAGES else [])
+
+
+def _tile(images: np.ndarray, fill: float) -> np.ndarray:
+    """(n, C, H, W) -> one (rows * (H + 1) - 1, cols * (W + 1) - 1, C) mosaic, ``fill`` in the gaps."""
+    n, c, h, w = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    mosaic = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1, c), fill)
+    for i, image in enumerate(images):
+        r, q = divmod(i, cols)
+        mosaic[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = image.transpose(1, 2, 0)
+    return mosaic
+
+
+def _grid_panel(ax: Axes, images: np.ndarray, label: str, limits: tuple[float, float]) -> None:
+    low, high = limits
+    scaled = np.clip(np.nan_to_num((images - low) / max(high - low, 1e-12), nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    if images.shape[1] == 1:  # one channel: dark = high (ink on paper), white gaps
+        ax.imshow(_tile(scaled, 0.0)[:, :, 0], cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(_tile(scaled, 1.0), interpolation="nearest")
+    ax.set_title(label)
+    ax.set_axis_off()
 
 
 def _named(samples: Tensor, reference: Tensor | None) -> list[tuple[str, Tensor]]:

@@ -1,7 +1,7 @@
 """The one reverse loop: from the prior through any decreasing list of times down to t = 0.
 
 Each step is x_s ~ p(x_s | x_t) with p derived from the network's output through the
-parametrization (DESIGN.md (1)); x0-based parametrizations take any s < t, so the same trained
+parametrization (docs/design.md (1)); x0-based parametrizations take any s < t, so the same trained
 network samples with every step or with a stride. The loop is the same for every process,
 Gaussian, categorical or a ProductProcess of both.
 """

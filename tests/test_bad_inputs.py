@@ -1,5 +1,5 @@
 """Bad inputs fail early and clearly: one test per case, each asserting the exception type and
-its message (DESIGN.md: ValueError / TypeError at the public boundary, naming the argument, what
+its message (docs/design.md: ValueError / TypeError at the public boundary, naming the argument, what
 was found and what was expected).
 
 ``CASES`` is the table (input -> expected message) for the issue note; run with ``-s`` to print

@@ -214,7 +214,7 @@ def test_prior_is_uniform_data_pushed_to_T_and_prior_sample_draws_it(kind, sched
 
 def test_float_ids_raise_type_error(float64, cat_ref) -> None:
     proc, _ = build("uniform", "cosine", cat_ref)
-    # Float ids are a dtype error wherever clean data enter (DESIGN.md: TypeError for a wrong dtype).
+    # Float ids are a dtype error wherever clean data enter (docs/design.md: TypeError for a wrong dtype).
     # Probabilities are accepted as x0 by posterior() / marginal() only, never by q_sample, which
     # must return x_t of x0's shape: a (B, L) float batch with L == K must not pass as probabilities.
     with pytest.raises(TypeError, match="int64"):
@@ -369,7 +369,7 @@ def test_previous_step_refuses_to_stride(float64, gen, cat_ref) -> None:
 
 
 def test_float32_posterior_keeps_float32_precision(gen) -> None:
-    # Tables are float64 (DESIGN.md); a float32 posterior should then be accurate to float32
+    # Tables are float64 (docs/design.md); a float32 posterior should then be accurate to float32
     # precision. Forming 1 - alpha_bar_t / alpha_bar_s from float32-cast alpha_bars instead loses
     # ~4 digits at small t, where alpha_{t|s} = 1 - O(1e-4) (catastrophic cancellation).
     proc = CategoricalProcess(K, 1000, transition="uniform")

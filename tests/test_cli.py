@@ -172,3 +172,109 @@ def test_user_class_from_cwd_plugs_in_by_import_path(in_tmp: Path, monkeypatch) 
     run_cli(monkeypatch, ["fit", "--config", "ring.yaml", *fast])
     ckpt = only(list(in_tmp.glob("runs/*/checkpoints/last.ckpt")))
     assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 4
+
+
+# ----------------------------------------------------------------------------------- issue 13: CLI surface
+
+import csv  # noqa: E402
+
+import lightning.pytorch as pl  # noqa: E402
+
+
+def test_help_lists_every_subcommand_and_not_predict(monkeypatch, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        run_cli(monkeypatch, ["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    listed = text[text.index("Available subcommands"):]
+    for name in ("fit", "validate", "test", "sample", "evaluate-graphs"):
+        assert f"\n    {name} " in listed, name
+    assert "predict" not in listed  # sampling is `diffkit sample`; Lightning's predict needs data we do not have
+    with pytest.raises(SystemExit) as stop:
+        run_cli(monkeypatch, ["predict", "--config", str(ROOT / "examples/configs/swiss_roll.yaml")])
+    assert stop.value.code != 0
+    assert "predict" in capsys.readouterr().err
+
+
+def test_sample_help_is_its_own(monkeypatch, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        run_cli(monkeypatch, ["sample", "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert "--ckpt_path" in out and "--image_shape" in out
+
+
+def test_lightning_adverts_are_silenced(in_tmp: Path, monkeypatch, caplog) -> None:
+    import logging
+
+    from diffkit.cli import _not_an_advert
+
+    tip = logging.LogRecord("x", logging.INFO, __file__, 1, "💡 Tip: For seamless cloud logging, try installing litlogger", None, None)
+    normal = logging.LogRecord("x", logging.INFO, __file__, 1, "GPU available: False", None, None)
+    assert not _not_an_advert(tip) and _not_an_advert(normal)
+    for name in ("", "lightning", "lightning.pytorch", "lightning.fabric"):  # other tests may have quietened them
+        caplog.set_level(logging.INFO, logger=name)
+    run_cli(monkeypatch, ["fit", "--config", str(ROOT / "examples/configs/swiss_roll.yaml"), *FAST])
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "💡" in m]
+    assert any("GPU available" in m for m in messages)  # Lightning's other info lines still show
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "examples" / "configs").rglob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_configs_checkpoint_every_n_steps(config: Path) -> None:
+    trainer = yaml.safe_load(config.read_text())["trainer"]
+    (ckpt,) = [c["init_args"] for c in trainer["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+    assert ckpt["save_last"] is True
+    every = ckpt["every_n_train_steps"]
+    assert 0 < every <= 1000 and trainer["max_steps"] % every == 0  # the final step is saved too
+
+
+class Kill(pl.Callback):
+    """Stops a run the hard way (an exception, as a killed job would) at a given step."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.at:
+            raise RuntimeError(f"killed at step {self.at}")
+
+
+def test_a_run_killed_before_its_first_validation_resumes_from_last(in_tmp: Path, monkeypatch) -> None:
+    from diffkit.cli import _cli_class
+
+    cfg = str(ROOT / "examples/configs/swiss_roll.yaml")
+    # The shipped config's checkpointing (every 100 steps) and validation (every 20 epochs), a small
+    # model, and epochs of 625 steps: the first validation would come long after the kill.
+    small = ["--config", cfg, "--model.denoiser.init_args.hidden=16", "--model.denoiser.init_args.depth=1",
+             "--data.init_args.batch_size=32", "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1",
+             "--trainer.max_steps=110", "--trainer.enable_model_summary=false"]
+    cli = _cli_class()(args=small, run=False)
+    cli.trainer.callbacks.insert(0, Kill(at=103))
+    with pytest.raises(RuntimeError, match="killed at step 103"):
+        cli.trainer.fit(cli.model, cli.datamodule)
+    last = in_tmp / "runs/swiss_roll/checkpoints/last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 100
+    assert not list(in_tmp.glob("runs/swiss_roll/logs/version_0/*.csv")) or "val/loss" not in (
+        in_tmp / "runs/swiss_roll/logs/version_0/metrics.csv").read_text()  # killed before any validation
+    run_cli(monkeypatch, ["fit", *small, "--ckpt_path", "last"])
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 110
+    with open(in_tmp / "runs/swiss_roll/logs/version_1/metrics.csv") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
+    assert steps and min(steps) >= 100  # it went on from step 100, not from 0
+
+
+@pytest.mark.parametrize("env, expected", [(None, 1), ("2", None)])
+def test_cli_defaults_to_one_thread_unless_omp_num_threads_is_set(env, expected, monkeypatch) -> None:
+    before = torch.get_num_threads()
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    torch.set_num_threads(3)
+    try:
+        with pytest.raises(SystemExit):
+            run_cli(monkeypatch, ["--help"])
+        assert torch.get_num_threads() == (expected or 3)  # OMP_NUM_THREADS set: left to torch / the user
+    finally:
+        torch.set_num_threads(before)

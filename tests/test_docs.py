@@ -6,6 +6,8 @@
     whitespace) in the docstring of the module the page names for it ("Computed by ..." under
     the equation), and the label appears in a docstring of a named function.
 (d) Every test, diffkit object and example file the pages name exists.
+(e) No file of the repository refers to material outside it (a design document beside the
+    checkout): what a user needs is in docs/ (docs/design.md holds the design contract).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
 THEORY = DOCS / "theory.md"
-DESIGN = ROOT.parent / "shared" / "DESIGN.md"
+DESIGN = DOCS / "design.md"
 
 #: Pages in the nav that another issue writes. Until one exists, the build test uses a copy of
 #: the docs with a placeholder in its place, so this test checks everything else meanwhile.
@@ -205,14 +207,53 @@ def test_theory_labels_match_the_docstrings() -> None:
 
 
 def test_design_identity_matches_design_md() -> None:
-    if not DESIGN.is_file():
-        pytest.skip(f"{DESIGN} is not beside the repository")
     page = {}
     for equations, _ in definitions(THEORY.read_text()):
         page.update(equations)
-    # DESIGN.md's equations are its indented (code) lines; prose may end in "(1)" too.
+    # The design page's equations are its indented (code) lines; prose may end in "(1)" too.
     code = "\n".join(line if line.startswith("    ") else "" for line in DESIGN.read_text().splitlines())
     assert page["(1)"] == labelled_equations(code)["(1)"]
+
+
+# ----------------------------------------------------------------------------------- (e) stands alone
+
+#: Names of material that lives outside the repository (split so this file does not match itself).
+OUTSIDE = re.compile("|".join(["\\.\\./" + "shared", "shared/" + "DESIGN", "shared/" + "STYLE", r"\b" + "DESIGN\\.md",
+                               r"\b" + "STYLE\\.md", r"\b" + "GRAPHS\\.md", "LIGHTNING-" + "NOTES"]))
+
+
+def _repository_files() -> list[Path]:
+    """Every text file git tracks or would track (untracked, not ignored), else every file under ROOT."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+        paths = [ROOT / line for line in out.splitlines()]
+    except (OSError, subprocess.CalledProcessError):
+        paths = [p for p in ROOT.rglob("*") if ".git" not in p.parts]
+    return [p for p in paths if p.is_file() and p.suffix not in {".png", ".pt", ".ckpt", ".pkl", ".gz"}]
+
+
+def test_repository_refers_to_nothing_outside_it() -> None:
+    """README, docs, code, tests and examples name nothing beside the repository (e.g. a shared
+    design document): what a user needs is in docs/ (docs/design.md)."""
+    hits = []
+    for path in _repository_files():
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        for n, line in enumerate(text.splitlines(), 1):
+            if OUTSIDE.search(line):
+                hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not hits, "references to material outside the repository:\n" + "\n".join(hits)
+
+
+def test_outside_pattern_catches_what_it_should() -> None:
+    for bad in ["see ../" + "shared/x", "the " + "DESIGN" + ".md (1)", "/work/" + "shared/" + "STYLE" + ".md", "GRAPHS" + ".md"]:
+        assert OUTSIDE.search(bad), bad
+    for good in ["docs/design.md (1)", "docs/graphs.md", "a shared t", "shared by the tests"]:
+        assert not OUTSIDE.search(good), good
 
 
 # ----------------------------------------------------------------------------------- (d) references

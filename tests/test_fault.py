@@ -3,7 +3,7 @@ once a checkpoint exists, and ``diffkit fit ... --ckpt_path last`` (Lightning's 
 ``last*.ckpt`` in the ModelCheckpoint's dirpath) picks it up and finishes at the same max_steps.
 
 The killed run is a real subprocess (``python -c "from diffkit.cli import main; main([...])"``);
-the resume runs in-process (LIGHTNING-NOTES.md: a Lightning import costs ~10 s per process). A
+the resume runs in-process (a Lightning import costs ~10 s per process). A
 ``helpers.reliability.Throttle`` callback slows steps to >= 50 ms so the kill lands mid-run, and
 ``StepLog`` records the step each run starts from, which proves the second run resumed rather
 than started over. The resumed run ends with exactly the weights of an uninterrupted run: the

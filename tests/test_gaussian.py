@@ -400,7 +400,7 @@ def test_previous_step_refuses_to_stride(float64, gen) -> None:
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_float32_posterior_keeps_float32_precision(schedule: str, gen) -> None:
-    # Tables are float64 (DESIGN.md); computed from them, the posterior coefficients and variance
+    # Tables are float64 (docs/design.md); computed from them, the posterior coefficients and variance
     # need no more than float32 rounding. Forming 1 - alpha_bar_t / alpha_bar_s from float32-cast
     # alpha_bars instead cancels catastrophically at small t (alpha_{t|s} = 1 - O(1e-4)).
     T = 1000

@@ -211,7 +211,7 @@ def test_trainer_test_reports_the_validation_metrics_on_the_test_split(tmp_path)
 
 
 def test_diffusion_module_is_exported_lazily() -> None:
-    """DESIGN.md's ``diffkit.DiffusionModule``; ``import diffkit`` alone does not import Lightning."""
+    """docs/design.md's ``diffkit.DiffusionModule``; ``import diffkit`` alone does not import Lightning."""
     import subprocess
     import sys
 

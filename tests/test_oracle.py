@@ -1,4 +1,4 @@
-"""The library's central claim (DESIGN.md (1)): a reverse step *derived* from the posterior with
+"""The library's central claim (docs/design.md (1)): a reverse step *derived* from the posterior with
 an oracle x0-prediction is the true reverse transition, for every step and for strided jumps.
 
 (a) Categorical: propagating the exact prior through the derived reverse matrices returns the data

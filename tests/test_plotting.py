@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -164,3 +165,34 @@ def test_samples_of_wrong_type_raise_type_error(tmp_path, samples):
 def test_table_field_not_a_tensor_raises_type_error(tmp_path):
     with pytest.raises(TypeError, match=r"`samples\['x'\]` to be a Tensor"):
         plot_samples({"x": [1.0, 2.0]}, path=tmp_path / "never.png")
+
+
+def _images(figure) -> list:
+    return [im for ax in figure.axes if ax.get_visible() for im in ax.images]
+
+
+@pytest.mark.parametrize("shape, image_shape", [((70, 1, 8, 8), None), ((70, 8, 8), None), ((70, 64), (1, 8, 8)), ((5, 3, 4, 6), None)])
+def test_image_like_data_is_drawn_as_a_grid_of_images(shape, image_shape, tmp_path):
+    samples, reference = torch.rand(*shape, generator=_gen(0)), torch.rand(*shape, generator=_gen(1))
+    figure = plotting.samples_figure(samples, reference, image_shape=image_shape)
+    images = _images(figure)
+    assert len(images) == 2 and not any(ax.collections for ax in figure.axes)  # two grids, no scatter
+    c, h, w = image_shape or ((1, *shape[1:]) if len(shape) == 3 else shape[1:])
+    n = min(shape[0], plotting.MAX_IMAGES)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    mosaic = images[1].get_array()
+    assert mosaic.shape[:2] == (rows * (h + 1) - 1, cols * (w + 1) - 1)
+    # The first tile is the first sample, scaled by the reference's range.
+    first = samples.reshape(shape[0], c, h, w)[0].double()
+    low, high = float(reference.min()), float(reference.max())
+    expected = ((first - low) / (high - low)).clamp(0, 1).permute(1, 2, 0).squeeze(-1).numpy()
+    assert abs(mosaic[:h, :w] - expected).max() < 1e-6
+    _check_png(plot_samples(samples, reference, tmp_path / "grid.png", image_shape=image_shape))
+
+
+def test_image_shape_must_match_the_data():
+    with pytest.raises(ValueError, match="image_shape"):
+        plotting.samples_figure(torch.rand(4, 64), image_shape=(1, 7, 8))
+    with pytest.raises(ValueError, match="image_shape"):
+        plotting.samples_figure(torch.rand(4, 64), image_shape=(2, 4, 8))

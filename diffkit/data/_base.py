@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torchmetrics import MetricCollection
 
 __all__ = [
     "Batch",
@@ -325,6 +326,23 @@ class SampledDataModule(SplitLoaders, lightning.LightningDataModule, abc.ABC):
         check_positive("n", n)
         check_seed("seed", seed)
         return self.draw(n, seeded_generator(seed))
+
+    def sample_metrics(self) -> MetricCollection:
+        """The sample-quality metrics that fit this data, which ``DiffusionModule`` updates with its
+        samples and held-out examples at every validation / test epoch end (and, for the floor,
+        with two draws of real data).
+
+        Default: :func:`diffkit.metrics.quality.default_sample_metrics` for one drawn example
+        (MMD and sliced Wasserstein for float data). Data modules of ids or structured data
+        override it.
+
+        Returns:
+            A fresh ``MetricCollection``; metrics with ``two_sample = True`` (or without the
+            attribute) take ``update(samples, reference)``, others ``update(samples)``.
+        """
+        from diffkit.metrics.quality import default_sample_metrics
+
+        return default_sample_metrics(self.draw(2, seeded_generator(0)))
 
     def setup(self, stage: str | None = None) -> None:
         """Draw the train, val and test splits once; later calls reuse them."""

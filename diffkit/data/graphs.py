@@ -10,7 +10,7 @@ Generators (networkx, numpy and scipy only; no downloads), each deterministic gi
 Named datasets (``DATASETS``) fix the generator's parameters and the split. The published ones
 follow SPECTRE: 200 graphs split 128 / 32 / 40 (train / val / test); community-small follows
 GDSS: 100 graphs split 80 / 20 with the test split also used for validation. The "_cpu" variants
-are ours (GRAPHS.md), small enough for minutes-long CPU runs, and not comparable with published
+are ours (docs/graphs.md), small enough for minutes-long CPU runs, and not comparable with published
 numbers. :class:`GraphDataModule` serves any of them as padded dense batches (``diffkit.graphs``).
 
 Generated graphs are cached as edge lists in a torch file (loaded with ``weights_only=True``)
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from scipy.spatial import Delaunay
 from torch import Tensor
+from torchmetrics import MetricCollection
 
 from diffkit.data._base import SplitLoaders, check_positive, check_seed, stream_seed
 from diffkit.graphs import node_count_distribution, to_dense, type_marginals
@@ -441,6 +442,13 @@ class GraphDataModule(SplitLoaders, lightning.LightningDataModule):
         if name not in self._dense:
             self._dense[name] = to_dense(self._split_graphs(name), max_nodes=self.max_nodes)
         return self._dense[name]
+
+    def sample_metrics(self) -> MetricCollection:
+        """``{"graph": GraphSampleMetrics}``: degree / clustering / orbit / spectral MMD^2 of sampled
+        against held-out graphs and V.U.N. against the train split under the dataset's validity rule."""
+        from diffkit.metrics.graph_samples import GraphSampleMetrics
+
+        return MetricCollection({"graph": GraphSampleMetrics(self.train_graphs(), self.max_nodes, self.validity)})
 
     # -- checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import functools
 
 import torch
 from torch import Tensor
+from torchmetrics import MetricCollection
 
 from diffkit.data._base import SampledDataModule, check_positive
 
@@ -140,6 +141,12 @@ class TableDataModule(SampledDataModule):
     def draw(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
         """n rows as a dict of Tensors (see :func:`sample_table`)."""
         return sample_table(n, generator)
+
+    def sample_metrics(self) -> MetricCollection:
+        """``{"columns": ColumnwiseDistances}``: per-column W1 / TV and an MMD over the numeric columns."""
+        from diffkit.metrics.samples import ColumnwiseDistances
+
+        return MetricCollection({"columns": ColumnwiseDistances(self.categorical_fields(), list(self.numeric_fields()))})
 
     def categorical_fields(self) -> dict[str, int]:
         """Categorical field name -> number of classes K."""

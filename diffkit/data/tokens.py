@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
+from torchmetrics import MetricCollection
 
 from diffkit.data._base import SampledDataModule, check_positive, check_seed, stream_seed
 
@@ -231,6 +232,14 @@ class MarkovTokensDataModule(SampledDataModule):
     def draw(self, n: int, generator: torch.Generator) -> Tensor:
         """(n, L) int64 sequences of the chain."""
         return self.chain.sample(n, self.seq_len, generator)
+
+    def sample_metrics(self) -> MetricCollection:
+        """``{"tokens": TokenTotalVariation}`` against the chain's exact unigram and bigram
+        distributions (unigram TV and KL, bigram TV); its floor is the same metric on real sequences."""
+        from diffkit.metrics.samples import TokenTotalVariation
+
+        bigram = self.chain.bigram() if self.seq_len > 1 else None
+        return MetricCollection({"tokens": TokenTotalVariation(self.num_classes, self.chain.unigram(), bigram)})
 
     def class_marginals(self) -> Tensor:
         """(K,) float64 exact class frequencies (the chain's unigram), e.g. for "marginal" noise."""

@@ -1,4 +1,10 @@
-"""Sample-quality metrics: pure functions in ``functional`` under thin torchmetrics ``Metric`` classes."""
+"""Sample-quality metrics: pure functions in ``functional`` under thin torchmetrics ``Metric`` classes.
+
+One stack: ``DiffusionModule`` logs only these ``Metric`` objects, the ones its data module's
+``sample_metrics()`` returns (``default_sample_metrics`` otherwise); graph metrics live in
+``diffkit.metrics.graphs`` (fixed reference, final evaluation) and ``diffkit.metrics.graph_samples``
+(two-sample, validation).
+"""
 
 from diffkit.metrics.functional import (
     bigram_counts,
@@ -16,15 +22,19 @@ from diffkit.metrics.samples import (
     MMD,
     ColumnwiseDistances,
     SlicedWasserstein,
+    TokenFrequencyDistance,
     TokenTotalVariation,
     metric_floor,
 )
+from diffkit.metrics.quality import default_sample_metrics
 
 __all__ = [
     "MMD",
     "ColumnwiseDistances",
     "SlicedWasserstein",
     "TokenTotalVariation",
+    "TokenFrequencyDistance",
+    "default_sample_metrics",
     "metric_floor",
     "bigram_counts",
     "bigram_histogram",

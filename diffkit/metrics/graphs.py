@@ -1,4 +1,4 @@
-"""Graph generation metrics of the SPECTRE / DiGress protocol (see GRAPHS.md).
+"""Graph generation metrics of the SPECTRE / DiGress protocol (see docs/graphs.md).
 
 Pure functions on networkx graphs, and a thin torchmetrics ``GraphMetrics`` over them.
 

@@ -1,9 +1,15 @@
-"""``sample_quality``: the default sample metrics for a batch of samples against true data.
+"""``default_sample_metrics``: the sample metrics that fit a kind of data, as a ``MetricCollection``.
 
-Chosen by the kind of data, so DiffusionModule needs no per-dataset code:
-float vectors -> MMD (Gaussian kernel, median heuristic) and sliced Wasserstein-2;
-token sequences -> total variation of unigram and bigram frequencies;
-tables (dicts) -> the above per field, prefixed by the field name.
+``DiffusionModule`` logs, at every validation / test epoch end, the metrics that its data module's
+``sample_metrics()`` returns; a data module without that hook gets these defaults, chosen from one
+example batch:
+
+- float examples (N, ...) -> ``{"mmd": MMD(), "swd": SlicedWasserstein()}`` on the flattened examples;
+- class ids (N, L) or (N,) -> ``{"tokens": TokenFrequencyDistance(K)}`` (unigram / bigram TV);
+- a dict of (N,) class ids and (N,) / (N, D) floats (a table) -> ``{"columns": ColumnwiseDistances(...)}``.
+
+Every metric here is two-sample (``update(samples, reference)``), so its floor is the same metric
+between two independent draws of the true data.
 """
 
 from __future__ import annotations
@@ -11,62 +17,50 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor
+from torchmetrics import MetricCollection
 
-from diffkit.metrics.functional import (
-    bigram_histogram,
-    mmd_rbf,
-    sliced_wasserstein,
-    token_histogram,
-    total_variation,
-    wasserstein_1d,
-)
+from diffkit.metrics.samples import MMD, ColumnwiseDistances, SlicedWasserstein, TokenFrequencyDistance
 
-__all__ = ["sample_quality"]
+__all__ = ["default_sample_metrics"]
 
 
-def _tensor_quality(samples: Tensor, reference: Tensor, seed: int) -> dict[str, float]:
-    if samples.is_floating_point():
-        x, y = samples.reshape(samples.shape[0], -1).double(), reference.reshape(reference.shape[0], -1).double()
-        if x.shape[1] == 1:
-            return {"w1": float(wasserstein_1d(x[:, 0], y[:, 0]))}
-        gen = torch.Generator().manual_seed(seed)
-        return {"mmd": float(mmd_rbf(x, y)), "swd": float(sliced_wasserstein(x, y, generator=gen))}
-    k = int(max(samples.max(), reference.max())) + 1
-    if samples.ndim == 1:
-        return {"tv": float(total_variation(token_histogram(samples, k), token_histogram(reference, k)))}
-    s, r = samples.reshape(samples.shape[0], -1), reference.reshape(reference.shape[0], -1)
-    out = {"unigram_tv": float(total_variation(token_histogram(s, k), token_histogram(r, k)))}
-    if s.shape[1] > 1:
-        out["bigram_tv"] = float(total_variation(bigram_histogram(s, k).flatten(), bigram_histogram(r, k).flatten()))
-    return out
+def _num_classes(name: str, num_classes: int | Mapping[str, int] | None, field: str | None = None) -> int:
+    k = num_classes.get(field) if isinstance(num_classes, Mapping) else num_classes
+    if k is None:
+        raise ValueError(f"num_classes: {name} holds class ids but no number of classes was given for it")
+    return int(k)
 
 
-def sample_quality(samples: Any, reference: Any, seed: int = 0) -> dict[str, float]:
-    """Distances between generated samples and true data (lower is better).
+def default_sample_metrics(example: Any, num_classes: int | Mapping[str, int] | None = None) -> MetricCollection:
+    """The default sample metrics for data shaped like ``example`` (see the module docstring).
 
     Args:
-        samples: (N, ...) Tensor or dict of Tensors (a "mask" entry is ignored).
-        reference: true data of the same kind and per-example shape.
-        seed: seeds the random projections of the sliced Wasserstein distance.
+        example: a batch: a (N, ...) Tensor, or a dict of (N,) / (N, D) Tensors (a table).
+        num_classes: K for id data: an int (None: the largest id seen + 1), or field -> K for a
+            table's id fields (required there).
 
     Returns:
-        metric name -> value; dict inputs give "<field>/<metric>" names.
+        A ``MetricCollection`` of two-sample metrics.
 
     Raises:
-        ValueError: when samples and reference are of different kinds.
+        ValueError: a table's id field without ``num_classes``; a dict with a "mask" entry or a field of
+            more than two dims (graphs and other structured data need their data module's
+            ``sample_metrics()``).
+        TypeError: ``example`` is neither a Tensor nor a dict of Tensors.
     """
-    if isinstance(samples, Mapping):
-        if not isinstance(reference, Mapping):
-            raise ValueError("reference: samples are a dict of fields but reference is not")
-        out = {}
-        for name, value in samples.items():
-            if name == "mask" or name not in reference:
-                continue
-            for metric, v in _tensor_quality(value, reference[name], seed).items():
-                out[f"{name}/{metric}"] = v
-        return out
-    if not isinstance(reference, Tensor) or reference.is_floating_point() != samples.is_floating_point():
-        raise ValueError("reference: expected a Tensor of the same kind (float or ids) as samples")
-    return _tensor_quality(samples, reference, seed)
+    if isinstance(example, Tensor):
+        if example.is_floating_point():
+            return MetricCollection({"mmd": MMD(), "swd": SlicedWasserstein()})
+        return MetricCollection({"tokens": TokenFrequencyDistance(num_classes if isinstance(num_classes, int) else None)})
+    if not isinstance(example, Mapping):
+        raise TypeError(f"example: expected a Tensor or a dict of Tensors, got {type(example).__name__}")
+    odd = [k for k, v in example.items() if k == "mask" or not isinstance(v, Tensor) or v.ndim > 2]
+    if odd:
+        raise ValueError(
+            f"example: fields {odd} are not table columns ((N,) ids or (N,) / (N, D) floats); give the data "
+            "module a sample_metrics() that returns metrics for this data"
+        )
+    numeric = [k for k, v in example.items() if v.is_floating_point()]
+    categorical = {k: _num_classes(f"field {k!r}", num_classes, k) for k, v in example.items() if not v.is_floating_point()}
+    return MetricCollection({"columns": ColumnwiseDistances(categorical, numeric)})

@@ -41,7 +41,7 @@ from diffkit.metrics.functional import (
     wasserstein_1d,
 )
 
-__all__ = ["MMD", "SlicedWasserstein", "TokenTotalVariation", "ColumnwiseDistances", "metric_floor"]
+__all__ = ["MMD", "SlicedWasserstein", "TokenTotalVariation", "TokenFrequencyDistance", "ColumnwiseDistances", "metric_floor"]
 
 
 def _concat(state: list[Tensor] | Tensor, what: str) -> Tensor:
@@ -86,9 +86,14 @@ class _TwoPointClouds(Metric):
         """Add a batch of model samples and a batch of reference (true) data.
 
         Args:
-            samples: (N, D) float model samples.
-            reference: (M, D) float reference samples, the same D; M may differ from N.
+            samples: (N, D) float model samples; (N, d1, d2, ...) examples (e.g. images) are
+                flattened to (N, d1 * d2 * ...).
+            reference: (M, D) float reference samples, the same per-example shape; M may differ from N.
         """
+        check_tensor("samples", samples)
+        check_tensor("reference", reference)
+        if samples.ndim > 2 and samples.shape[1:] == reference.shape[1:]:
+            samples, reference = samples.flatten(1), reference.flatten(1)
         check_points("samples", samples)
         check_points("reference", reference)
         check_same_features("samples", samples, "reference", reference)
@@ -230,6 +235,63 @@ class TokenTotalVariation(Metric):
         if self.reference_bigram is not None:
             bigram = _normalized(self.bigram_counts, "token pairs")
             result["bigram_tv"] = total_variation(bigram.reshape(-1), self.reference_bigram.reshape(-1))
+        return result
+
+
+class TokenFrequencyDistance(Metric):
+    """Token statistics of sampled sequences against reference sequences (two samples, no exact reference).
+
+    Keeps the ids in list states reduced with ``dist_reduce_fx="cat"``, so under DDP ``compute()``
+    sees every rank's sequences. ``compute()`` returns a dict:
+        - ``"unigram_tv"``: TV(sample unigram frequencies, reference unigram frequencies);
+        - ``"bigram_tv"``: TV over the K * K consecutive pairs; only for sequences of length >= 2.
+
+    Args:
+        num_classes: K >= 1, or None for max id + 1 over both sets at compute time.
+        **kwargs: torchmetrics ``Metric`` options.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+    #: update() takes (samples, reference), both drawn: the floor compares two true draws.
+    two_sample: ClassVar[bool] = True
+
+    samples: list[Tensor]
+    reference: list[Tensor]
+
+    def __init__(self, num_classes: int | None = None, **kwargs: Any) -> None:
+        if num_classes is not None:
+            check_positive_int("num_classes", num_classes)
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.add_state("samples", default=[], dist_reduce_fx="cat")
+        self.add_state("reference", default=[], dist_reduce_fx="cat")
+
+    def update(self, samples: Tensor, reference: Tensor) -> None:
+        """Add sampled and reference sequences.
+
+        Args:
+            samples: (N, L) or (N,) int64 ids in [0, K).
+            reference: (M, L) or (M,) int64 ids, the same L.
+        """
+        limit = self.num_classes if self.num_classes is not None else torch.iinfo(torch.int64).max
+        for name, ids in (("samples", samples), ("reference", reference)):
+            check_tensor(name, ids)
+            check_ids(name, ids.reshape(ids.shape[0], -1), limit, ndim=2)
+        check_same_features("samples", samples, "reference", reference)
+        _check_like_earlier("samples", samples.reshape(samples.shape[0], -1), self.samples)
+        self.samples.append(samples.reshape(samples.shape[0], -1))
+        self.reference.append(reference.reshape(reference.shape[0], -1))
+
+    def compute(self) -> dict[str, Tensor]:
+        """The distances named in the class docstring, as () float64 tensors."""
+        x, y = _concat(self.samples, "samples"), _concat(self.reference, "reference")  # (N, L), (M, L)
+        k = self.num_classes if self.num_classes is not None else int(max(x.max(), y.max())) + 1
+        result = {"unigram_tv": total_variation(_normalized(_token_counts(x, k), "tokens"), _normalized(_token_counts(y, k), "tokens"))}
+        if x.shape[1] > 1:
+            p, q = (_normalized(_bigram_counts(z, k), "token pairs").reshape(-1) for z in (x, y))
+            result["bigram_tv"] = total_variation(p, q)
         return result
 
 

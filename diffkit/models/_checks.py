@@ -1,4 +1,4 @@
-"""Input checks shared by the denoisers, raised at their public boundary (DESIGN.md, Conventions).
+"""Input checks shared by the denoisers, raised at their public boundary (docs/design.md, Conventions).
 
 Every error names the argument, what was found and what was expected. Checks on shape and dtype
 read only tensor metadata; only the id-range check reads values (one device sync).

@@ -4,7 +4,7 @@ Time convention: t is an integer in {0, ..., T}; t = 0 is clean data and t = T i
 the prior, so a table index equals the paper's t (unlike improved-diffusion's "0 means one step"
 or D3PM's x_{-1}). ``t`` and ``s`` are int64 tensors of shape (B,) or Python ints.
 
-Names (DESIGN.md): ``marginal`` is q(x_t | x0), ``transition`` is q(x_t | x_s), ``posterior`` is
+Names (docs/design.md): ``marginal`` is q(x_t | x0), ``transition`` is q(x_t | x_s), ``posterior`` is
 q(x_s | x_t, x0), ``reverse`` is p(x_s | x_t). The loss and ELBO terms are written once here in
 terms of the primitives:
 
@@ -201,7 +201,7 @@ class ForwardProcess(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def reverse_from_x0(self, x_t: Tensor, x0_hat: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> Any:
-        """p(x_s | x_t) derived from a clean-sample estimate (docs/theory.md (1))."""
+        """p(x_s | x_t) derived from a clean-sample estimate (docs/design.md (1))."""
 
     @abc.abstractmethod
     def reverse_sample(self, p: Any, s: Tensor, generator: torch.Generator | None = None) -> Tensor:

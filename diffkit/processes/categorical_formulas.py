@@ -1,6 +1,6 @@
 """Categorical (D3PM / DiGress) diffusion formulas: marginals, posteriors and the KL.
 
-Row-vector convention (DESIGN.md): q(x_t | x_{t-1}) = Cat(x_{t-1} Q_t), Qbar_t = Q_1 ... Q_t,
+Row-vector convention (docs/design.md): q(x_t | x_{t-1}) = Cat(x_{t-1} Q_t), Qbar_t = Q_1 ... Q_t,
 Q_{t|s} = Q_{s+1} ... Q_t. Class ids are int64; probabilities live in the last dim (K).
 
     q(x_t | x0)      = Cat(x0 Qbar_t)                                                    (C1)
@@ -8,7 +8,7 @@ Q_{t|s} = Q_{s+1} ... Q_t. Class ids are int64; probabilities live in the last d
     q(x_s | x_t, x0) = (x_t Q_{t|s}^T) * (x0 Qbar_s) / (x0 Qbar_t x_t^T)                 (C3)
     p(x_s | x_t)     = sum_x0 q(x_s | x_t, x0) p(x0 | x_t)                               (C4)
 
-(C4) with p(x0 | x_t) = q(x0 | x_t) is exactly q(x_s | x_t) (DESIGN.md (1)); writing w(x0) =
+(C4) with p(x0 | x_t) = q(x0 | x_t) is exactly q(x_s | x_t) (docs/design.md (1)); writing w(x0) =
 p(x0) / Qbar_t[x0, x_t], it is (x_t Q_{t|s}^T) * (w Qbar_s), normalized: O(K) memory per element,
 never K x K per element. Candidates x0 with Qbar_t[x0, x_t] = 0 cannot have produced x_t; they get
 weight 0 (so the mixture is renormalized over the x0 consistent with x_t).

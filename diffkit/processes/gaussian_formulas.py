@@ -1,7 +1,7 @@
 """Gaussian (DDPM) diffusion formulas: marginals, posteriors, the eps / x0 / v conversions,
 DDIM's step, the KL and the NLL.
 
-Every formula is for any 0 <= s < t (DESIGN.md), with alpha_{t|s} = alpha_bar_t / alpha_bar_s:
+Every formula is for any 0 <= s < t (docs/design.md), with alpha_{t|s} = alpha_bar_t / alpha_bar_s:
 
     q(x_t | x0)      = N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I)                       (G1)
     q(x_t | x_s)     = N(sqrt(alpha_{t|s}) x_s, (1 - alpha_{t|s}) I)                      (G2)
@@ -14,7 +14,7 @@ Every formula is for any 0 <= s < t (DESIGN.md), with alpha_{t|s} = alpha_bar_t 
     x0  = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v                                  (G6)
 
 Because mu in (G3) is linear in x0, the derived reverse step mu(x_t, E[x0 | x_t]) has the exact
-mean of q(x_s | x_t) = E_{x0 ~ q(x0 | x_t)}[q(x_s | x_t, x0)] (DESIGN.md (1)).
+mean of q(x_s | x_t) = E_{x0 ~ q(x0 | x_t)}[q(x_s | x_t, x0)] (docs/design.md (1)).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Noise schedules: the table alpha_bar[t] for t = 0..T, built once in float64.
 
-Conventions (DESIGN.md): t = 0 is data, t = T is (close to) the prior,
+Conventions (docs/design.md): t = 0 is data, t = T is (close to) the prior,
 ``alpha_bar[t] = prod_{i <= t} (1 - beta_i)`` with ``alpha_bar[0] = 1``. Both Gaussian and
 categorical (mixing-family) processes read the same table: for a Gaussian process alpha_bar_t is
 the signal variance of q(x_t | x0); for a categorical one it is the probability that a token is

@@ -29,7 +29,7 @@ values of x_s exist. The probability that x_s kept x0's value is, with r_ts = r_
 with (1 - r_ts)/2; denominator: (B2) for x_t, since (1 + r_s)(1 + r_ts) + (1 - r_s)(1 - r_ts) =
 2 (1 + r_t)). So q(x_s = x0 | x_t, x0) = keep and q(x_s = 1 - x0 | x_t, x0) = 1 - keep. For a
 distribution p(x0) over the two values (the network's x0_probs) the reverse step is the mixture
-of DESIGN.md (1):
+of docs/design.md (1):
 
     p(x_s = k | x_t) = sum_{j in {0, 1}} p(x0 = j) ( keep_j [k = j] + (1 - keep_j) [k != j] )    (B6)
 
