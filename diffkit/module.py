@@ -402,7 +402,7 @@ class DiffusionModule(pl.LightningModule):
         data = _to(data, self.device)
         reference, fresh = _take(data, n), _slice(data, n, 2 * n)
         # The full bound L_T + sum_t L_{t-1} (T denoiser calls) on the held-out examples.
-        gen = torch.Generator(self.device).manual_seed(_mix_seed(self.global_step, self.global_rank))  # ranks draw apart
+        gen = torch.Generator(self.device).manual_seed(mix_seed(self.global_step, self.global_rank))  # ranks draw apart
         bound = nll_bound(self.process, self.denoiser, reference, self.param, generator=gen)
         self.log(f"{stage}/nll_bits_per_element", bound.bits_per_element.mean(), sync_dist=True)
         samples = self.sample(n, num_steps=self.sample_steps, eta=self.sample_eta, generator=gen, shape_like=reference)

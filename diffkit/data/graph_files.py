@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Optional, Sequence
 import networkx as nx
 import torch
 from torch import Tensor
+from torchmetrics import MetricCollection
 
 from diffkit.data._records import RecordDataModule, check_path
 from diffkit.formats import SampleFormat, register_format
@@ -292,6 +293,14 @@ class GraphFileDataModule(RecordDataModule):
     def validity(self) -> Callable[[nx.Graph], bool] | None:
         """The validity rule imported from ``validity`` (a graph -> bool function), or None."""
         return None if self.validity_path is None else resolve_callable(self.validity_path)
+
+    def sample_metrics(self) -> MetricCollection:
+        """``{"graph": GraphSampleMetrics}``, as for the built-in graph data: degree / clustering /
+        orbit / spectral MMD^2 of sampled against held-out graphs, and V.U.N. under ``validity``
+        (uniqueness and novelty only when no rule is given)."""
+        from diffkit.metrics.graph_samples import GraphSampleMetrics
+
+        return MetricCollection({"graph": GraphSampleMetrics(self.train_graphs(), self.max_nodes, self.validity)})
 
     def node_count_distribution(self) -> Tensor:
         """(max_nodes + 1,) float64: the train split's node-count frequencies."""
