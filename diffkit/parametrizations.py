@@ -40,6 +40,9 @@ class Parametrization(abc.ABC):
     name: ClassVar[str]
     #: Whether one prediction gives a valid jump to any s < t (strided sampling).
     can_stride: ClassVar[bool] = True
+    #: How classifier-free guidance combines a conditional and a null output of this kind
+    #: (``diffkit.guidance``): "linear" in the output's own space, or "log_probs" for logits.
+    guidance: ClassVar[str] = "linear"
 
     @abc.abstractmethod
     def reverse(self, process: ForwardProcess, output: Tensor, x_t: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> Any:

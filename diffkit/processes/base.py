@@ -116,10 +116,14 @@ class ForwardProcess(nn.Module, abc.ABC):
     Class attributes:
         parametrizations: name -> Parametrization class accepted by this process.
         supports_eta: whether :meth:`reverse_from_x0` takes DDIM's eta.
+        exact_infill: whether infilling keeps known elements clean at every step (``diffkit.infill``).
     """
 
     parametrizations: ClassVar[dict[str, type[Parametrization]]] = {}
     supports_eta: ClassVar[bool] = False
+    #: Whether infilling may keep known elements at their clean values at every step (absorbing
+    #: noise: known tokens are simply never masked) instead of re-noising them (``diffkit.infill``).
+    exact_infill: ClassVar[bool] = False
 
     # ----------------------------------------------------------------- primitives
     @property

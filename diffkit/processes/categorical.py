@@ -598,6 +598,7 @@ class CategoricalX0(X0BasedParametrization):
     (DiGress; Austin et al. 2021's auxiliary loss), minimised by the exact q(x0 | x_t)."""
 
     name = "x0"
+    guidance = "log_probs"  # guided p(x0 | x_t) ~ p_c^(1 + w) p_null^(-w) (diffkit.guidance)
 
     def output_shape(self, process, x_t):
         return (*x_t.shape, process.num_classes)
@@ -626,6 +627,8 @@ class CategoricalX0(X0BasedParametrization):
 class CategoricalPreviousStep(PreviousStepParametrization):
     """The network gives logits of p(x_{t-1} | x_t) over all ``num_states`` states directly.
     Simple loss: KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)), the exact per-step term."""
+
+    guidance = "log_probs"  # guided p(x_{t-1} | x_t) ~ p_c^(1 + w) p_null^(-w) (diffkit.guidance)
 
     def output_shape(self, process, x_t):
         return (*x_t.shape, process.num_states)
@@ -730,6 +733,11 @@ class CategoricalProcess(ForwardProcess):
         if self.kind != "marginal":
             raise ValueError(f"set_marginals: only for transition='marginal', this process uses {self.kind!r}")
         self.kernel.set_pi(self._check_marginals(marginals))
+
+    @property
+    def exact_infill(self) -> bool:  # type: ignore[override]
+        """Absorbing noise infills exactly: a known token is never masked (``diffkit.infill``)."""
+        return self.kind == "absorbing"
 
     @property
     def needs_marginals(self) -> bool:
