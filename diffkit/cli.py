@@ -3,6 +3,8 @@
     diffkit fit --config examples/configs/swiss_roll.yaml
     diffkit fit --config examples/configs/swiss_roll.yaml --print_config
     diffkit sample --ckpt_path runs/swiss_roll/checkpoints/last.ckpt --num_samples 2000 --num_steps 100 --output out.pt
+    diffkit sample --ckpt_path runs/eight_gaussians_cond/checkpoints/last.ckpt --cond 3 --guidance_scale 2.0
+    diffkit sample --ckpt_path runs/markov_infill/checkpoints/last.ckpt --known prefix.pt   (infilling, docs/conditioning.md)
     diffkit evaluate-graphs --ckpt_path runs/graphs_planar_cpu/checkpoints/last.ckpt   (diffkit.graph_eval)
 
 Configs are YAML with ``class_path`` / ``init_args`` (omegaconf interpolation within a file), so
@@ -145,6 +147,10 @@ def sample_from_checkpoint(
     plot: str | Path | None = "",
     device: str = "cpu",
     progress: bool = True,
+    cond: int | str | Path | None = None,
+    guidance_scale: float = 0.0,
+    known: str | Path | None = None,
+    resample_rounds: int = 1,
 ) -> Any:
     """Load a checkpoint alone (its saved hyperparameters rebuild process and denoiser), sample,
     save the samples with ``torch.save`` and draw them next to the stored reference data.
@@ -159,6 +165,12 @@ def sample_from_checkpoint(
         plot: PNG path; "" means ``output`` with a .png suffix; None disables the picture.
         device: "cpu", "cuda", ...
         progress: show a progress bar over the steps.
+        cond: a class id for every sample, or the path of a ``torch.save``d Tensor (class ids (B,)
+            or features (B, C)); None: unconditional.
+        guidance_scale: classifier-free guidance w >= 0 (0: the plain conditional model).
+        known: infilling: the path of a ``torch.save``d dict ``{"known": x, "known_mask": m}``
+            (see :func:`diffkit.sample`); a batch of 1 is repeated ``num_samples`` times.
+        resample_rounds: RePaint passes per jump for re-noised fields (1: none).
 
     Returns:
         The samples (Tensor or dict of Tensors).
@@ -170,16 +182,60 @@ def sample_from_checkpoint(
     ckpt_path = Path(ckpt_path)
     model = load_model(ckpt_path, device)
     gen = torch.Generator(device).manual_seed(seed)
-    samples = model.sample(num_samples, num_steps=num_steps, generator=gen, eta=eta, progress=progress)
+    infill = _load_known(known, num_samples) if known is not None else {}
+    samples = model.sample(
+        num_samples, num_steps=num_steps, generator=gen, eta=eta, progress=progress,
+        cond=_load_cond(cond), guidance_scale=guidance_scale, resample_rounds=resample_rounds, **infill,
+    )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"samples": samples, "num_steps": num_steps, "eta": eta, "seed": seed, "checkpoint": str(ckpt_path)}, output)
+    torch.save({"samples": samples, "num_steps": num_steps, "eta": eta, "seed": seed, "checkpoint": str(ckpt_path),
+                "cond": cond if not isinstance(cond, Path) else str(cond), "guidance_scale": guidance_scale}, output)  # fmt: skip
     print(f"saved {num_samples} samples to {output}")
     if plot is not None:
         png = output.with_suffix(".png") if plot == "" else Path(plot)
         plot_samples(samples, model.reference, png, title=f"{ckpt_path.name}: {num_steps or model.process.num_steps} steps")
         print(f"saved picture to {png}")
     return samples
+
+
+def _load_cond(cond: int | str | Path | None) -> Any:
+    """An int class id as is; a path: the Tensor ``torch.save``d there."""
+    if cond is None or isinstance(cond, int):
+        return cond
+    if isinstance(cond, str) and cond.lstrip("-").isdigit():
+        return int(cond)
+    import torch
+
+    path = Path(cond)
+    if not path.is_file():
+        raise FileNotFoundError(f"cond: expected a class id or a .pt file holding a Tensor, found no file at {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _load_known(path: str | Path, num_samples: int) -> dict[str, Any]:
+    """``{"known", "known_mask"}`` from a ``torch.save``d dict; a batch of 1 is repeated to ``num_samples``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file does not hold both keys.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"known: no file at {path}")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or not {"known", "known_mask"} <= set(data):
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"known: expected a file holding a dict with keys 'known' and 'known_mask', found {found} in {path}")
+
+    def repeat(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: repeat(v) for k, v in x.items()}
+        return x.expand(num_samples, *x.shape[1:]) if isinstance(x, torch.Tensor) and x.shape[:1] == (1,) else x
+
+    return {"known": repeat(data["known"]), "known_mask": repeat(data["known_mask"])}
 
 
 def _sample_parser() -> argparse.ArgumentParser:
@@ -194,6 +250,10 @@ def _sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_plot", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--cond", default=None, help="class id for every sample, or a .pt file with a Tensor of class ids (B,) or features (B, C)")
+    p.add_argument("--guidance_scale", type=float, default=0.0, help="classifier-free guidance w >= 0 (default 0: the plain conditional model)")
+    p.add_argument("--known", default=None, help='infilling: a .pt file with {"known": x, "known_mask": m} (docs/conditioning.md)')
+    p.add_argument("--resample_rounds", type=int, default=1, help="RePaint passes per jump for re-noised fields (default 1: none)")
     return p
 
 
@@ -210,6 +270,7 @@ def main(args: list[str] | None = None) -> None:
         sample_from_checkpoint(
             ns.ckpt_path, ns.num_samples, ns.num_steps, ns.eta, ns.seed, ns.output,
             None if ns.no_plot else ns.plot, ns.device, not ns.no_progress,
+            ns.cond, ns.guidance_scale, ns.known, ns.resample_rounds,
         )
         return
     if argv and argv[0] == "evaluate-graphs":  # graph runs: sample, score on the test split, draw

@@ -201,3 +201,38 @@ def test_cond_drop_resume_is_bit_exact(tmp_path: Path) -> None:
         for name, value in full[key].items():
             assert torch.equal(value, resumed[key][name]), f"{key}[{name!r}] differs after resume"
     assert resumed["diffkit"]["rng"]["train_steps"] == 8
+
+
+# ---------------------------------------------------------------- CLI
+def test_cli_samples_a_class_with_guidance(tmp_path: Path, monkeypatch) -> None:
+    from test_cli import FAST, ROOT, run_cli
+
+    monkeypatch.chdir(tmp_path)
+    run_cli(monkeypatch, ["fit", "--config", str(ROOT / "examples/configs/eight_gaussians_cond.yaml"), *FAST])
+    ckpt = tmp_path / "runs/eight_gaussians_cond/checkpoints/last.ckpt"
+    run_cli(monkeypatch, ["sample", "--ckpt_path", str(ckpt), "--num_samples", "6", "--num_steps", "5", "--cond", "3",
+                          "--guidance_scale", "2.0", "--output", "g.pt", "--no_plot", "--no_progress"])  # fmt: skip
+    saved = torch.load(tmp_path / "g.pt", weights_only=False)
+    assert saved["samples"].shape == (6, 2) and saved["cond"] == "3" and saved["guidance_scale"] == 2.0
+    with pytest.raises(ValueError, match=r"cond: found class id 8, expected ids in \[0, 8\)"):
+        run_cli(monkeypatch, ["sample", "--ckpt_path", str(ckpt), "--cond", "8", "--no_plot", "--no_progress"])
+    with pytest.raises(ValueError, match="guidance_scale: expected a finite float >= 0"):
+        run_cli(monkeypatch, ["sample", "--ckpt_path", str(ckpt), "--cond", "1", "--guidance_scale", "-1", "--no_plot", "--no_progress"])
+
+
+def test_cli_infills_a_prefix_from_a_file(tmp_path: Path, monkeypatch) -> None:
+    from test_cli import FAST, ROOT, run_cli
+
+    monkeypatch.chdir(tmp_path)
+    run_cli(monkeypatch, ["fit", "--config", str(ROOT / "examples/configs/markov_infill.yaml"), *FAST])
+    ckpt = tmp_path / "runs/markov_infill/checkpoints/last.ckpt"
+    known, mask = torch.zeros(1, 32, dtype=torch.long), torch.zeros(1, 32, dtype=torch.bool)
+    known[0, :8], mask[0, :8] = torch.tensor([7, 6, 5, 4, 3, 2, 1, 0]), True
+    torch.save({"known": known, "known_mask": mask}, tmp_path / "prefix.pt")
+    run_cli(monkeypatch, ["sample", "--ckpt_path", str(ckpt), "--num_samples", "5", "--num_steps", "10", "--known", "prefix.pt",
+                          "--output", "i.pt", "--no_plot", "--no_progress"])  # fmt: skip
+    xs = torch.load(tmp_path / "i.pt", weights_only=False)["samples"]
+    assert xs.shape == (5, 32) and torch.equal(xs[:, :8], known[:, :8].expand(5, 8)) and xs.max() < 8
+    torch.save({"known": known}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="known: expected a file holding a dict with keys 'known' and 'known_mask'"):
+        run_cli(monkeypatch, ["sample", "--ckpt_path", str(ckpt), "--known", "bad.pt", "--no_plot", "--no_progress"])
