@@ -141,7 +141,8 @@ class DiffusionModule(pl.LightningModule):
 
     Args:
         process: the forward process (Gaussian, categorical, a ProductProcess, or your own).
-        denoiser: ``denoiser(x_t, t)`` returning the parametrization's output.
+        denoiser: ``denoiser(x_t, t)`` returning the parametrization's output; called
+            ``denoiser(x_t, t, cond)`` for batches that carry a condition (docs/conditioning.md).
         parametrization: "eps" | "x0" | "v" | "previous-step" (what the process accepts), a
             Parametrization object, or for a ProductProcess a dict field -> one of those.
         loss: "simple" (the parametrization's MSE / cross-entropy), "kl" (the ELBO's per-step
