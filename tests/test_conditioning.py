@@ -236,3 +236,30 @@ def test_cli_infills_a_prefix_from_a_file(tmp_path: Path, monkeypatch) -> None:
     torch.save({"known": known}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="known: expected a file holding a dict with keys 'known' and 'known_mask'"):
         run_cli(monkeypatch, ["sample", "--ckpt_path", str(ckpt), "--known", "bad.pt", "--no_plot", "--no_progress"])
+
+
+def test_product_dict_batches_carry_cond(tmp_path: Path) -> None:
+    """A ProductProcess batch is a dict; its "cond" key is the condition, the other fields are x0."""
+    from diffkit.data._base import TensorDictDataset
+
+    torch.manual_seed(0)
+    process = ProductProcess({"a": GaussianProcess(10), "b": CategoricalProcess(3, 10)})
+    net = TableDenoiser({"a": 2}, {"b": (3, 3)}, 10, hidden=16, depth=1, num_classes=2)
+    seen = []
+    forward = net.forward
+
+    def spy(x_t, t, cond=None):
+        seen.append((sorted(x_t), None if cond is None else cond.clone()))
+        return forward(x_t, t, cond)
+
+    net.forward = spy
+    model = DiffusionModule(process, net, {"a": "eps", "b": "x0"}, cond_drop_prob=0.5, num_eval_samples=0, noise_seed=1)
+    rows = {"a": torch.randn(64, 2), "b": torch.randint(0, 3, (64,)), "cond": torch.randint(0, 2, (64,))}
+    loader = torch.utils.data.DataLoader(TensorDictDataset(rows), batch_size=16)
+    make_trainer(tmp_path, max_steps=4, limit_val_batches=0).fit(model, loader)
+    assert len(seen) == 4 and all(keys == ["a", "b"] for keys, _ in seen)
+    conds = torch.cat([c for _, c in seen])
+    assert bool(((conds == NULL_CLASS) | (conds >= 0)).all()) and bool((conds == NULL_CLASS).any())
+    assert model.data_shape == {"a": (2,), "b": ()}
+    xs = model.sample(5, cond=1, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
+    assert set(xs) == {"a", "b"} and xs["a"].shape == (5, 2)
