@@ -94,7 +94,8 @@ def check_known(process: ForwardProcess, shape: Any, known: Any, known_mask: Any
         if f in known:
             values[f], masks[f] = _check_field(proc, shape[f], known[f], known_mask[f], f"[{f!r}]", device)
         else:
-            like = proc.prior_sample(shape[f], device=device)
+            # only the dtype and shape are used; a private generator leaves torch's global RNG alone
+            like = proc.prior_sample(shape[f], device=device, generator=torch.Generator(device).manual_seed(0))
             values[f], masks[f] = torch.zeros_like(like), torch.zeros(like.shape, dtype=torch.bool, device=device)
     return Known(values, masks)
 
