@@ -14,10 +14,12 @@ Suites (one module each):
 - ``speed``: library overhead against the bare denoiser, measured side by side in one process.
 - ``graphs``: community-small with the marginal vs the uniform edge transition at equal budgets
   (MMD ratios, NLL bound), and the graph training / sampling step against the bare GraphTransformer.
+- ``guidance``: classifier-free guidance sweep (w = 0 .. 4), eight Gaussians conditioned on the mode
+  and Markov-chain tokens conditioned on the chain, conditional accuracy vs diversity / fidelity.
 
 Each suite writes ``results.csv`` (mean and std over seeds), ``results_raw.csv`` (one row per
 seed), ``table.md``, PNG plots and ``summary.json`` into ``<out>/<suite>/``; ``--write-docs``
 collects every suite found under ``<out>`` into ``docs/benchmarks.md``.
 """
 
-SUITES = ("gaussian", "categorical", "factorization", "speed", "graphs")
+SUITES = ("gaussian", "categorical", "factorization", "speed", "graphs", "guidance")

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 import diffkit
 from benchmarks.common import LOG2, generator
+from diffkit.guidance import drop_cond
 
 __all__ = ["Budget", "TrainResult", "train", "draw_samples", "nll_bits", "zero_output_loss"]
 
@@ -61,10 +62,13 @@ def _batches(num: int, batch_size: int, gen: torch.Generator):
 
 
 def train(
-    process: diffkit.ForwardProcess, denoiser: nn.Module, data: Tensor | Mapping[str, Tensor], parametrization: str, budget: Budget, seed: int
+    process: diffkit.ForwardProcess, denoiser: nn.Module, data: Tensor | Mapping[str, Tensor], parametrization: str, budget: Budget, seed: int,
+    cond: Tensor | None = None, cond_drop_prob: float = 0.0,
 ) -> TrainResult:
     """Train ``denoiser`` in place on the rows of ``data`` (x0 examples: a (N, ...) Tensor, or a dict
-    of (N, ...) Tensors such as dense graph batches) for ``budget.steps`` steps."""
+    of (N, ...) Tensors such as dense graph batches) for ``budget.steps`` steps. With ``cond`` (N,)
+    or (N, C), the denoiser is called ``denoiser(x_t, t, cond)`` with each example's condition
+    dropped to the null one with probability ``cond_drop_prob`` (as DiffusionModule does)."""
     gen = generator(seed, STREAM_TRAIN)
     param = process.get_parametrization(parametrization)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=budget.lr, weight_decay=0.0)
@@ -79,7 +83,12 @@ def train(
         x0 = {k: v[index] for k, v in data.items()} if isinstance(data, Mapping) else data[index]
         t = process.sample_timesteps(index.shape[0], generator=gen)
         x_t, noise = process.q_sample(x0, t, generator=gen)
-        loss = process.loss(denoiser(x_t, t), x0, x_t, t, noise, param).mean()
+        if cond is None:
+            output = denoiser(x_t, t)
+        else:
+            drop = torch.rand(index.shape[0], generator=gen) < cond_drop_prob
+            output = denoiser(x_t, t, drop_cond(cond[index], drop))
+        loss = process.loss(output, x0, x_t, t, noise, param).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -4,6 +4,8 @@
     diffkit fit --config examples/configs/swiss_roll.yaml
     diffkit fit --config examples/configs/swiss_roll.yaml --print_config
     diffkit sample --ckpt_path runs/swiss_roll/checkpoints/last.ckpt --num_samples 2000 --num_steps 100 --output out.pt
+    diffkit sample --ckpt_path runs/eight_gaussians_cond/checkpoints/last.ckpt --cond 3 --guidance_scale 2.0
+    diffkit sample --ckpt_path runs/markov_infill/checkpoints/last.ckpt --known prefix.pt   (infilling, docs/conditioning.md)
     diffkit evaluate-graphs --ckpt_path runs/graphs_planar_cpu/checkpoints/last.ckpt   (diffkit.graph_eval)
     diffkit config [NAME]    list the shipped configs / print one; ``--config NAME`` takes a name too (diffkit.configs)
 
@@ -193,6 +195,10 @@ def sample_from_checkpoint(
     device: str = "cpu",
     progress: bool = True,
     image_shape: tuple[int, int, int] | None = None,
+    cond: int | str | Path | None = None,
+    guidance_scale: float = 0.0,
+    known: str | Path | None = None,
+    resample_rounds: int = 1,
 ) -> Any:
     """Load a checkpoint alone (its saved hyperparameters rebuild process and denoiser), sample,
     save the samples with ``torch.save`` and draw them next to the stored reference data.
@@ -212,6 +218,12 @@ def sample_from_checkpoint(
         device: "cpu", "cuda", ...
         progress: show a progress bar over the steps.
         image_shape: (C, H, W) of flat image samples, drawn as a grid (see ``plot_samples``).
+        cond: a class id for every sample, or the path of a ``torch.save``d Tensor (class ids (B,)
+            or features (B, C)); None: unconditional.
+        guidance_scale: classifier-free guidance w >= 0 (0: the plain conditional model).
+        known: infilling: the path of a ``torch.save``d dict ``{"known": x, "known_mask": m}``
+            (see :func:`diffkit.sample`); a batch of 1 is repeated ``num_samples`` times.
+        resample_rounds: RePaint passes per jump for re-noised fields (1: none).
 
     Returns:
         The samples (Tensor or dict of Tensors).
@@ -223,10 +235,15 @@ def sample_from_checkpoint(
     ckpt_path = Path(ckpt_path)
     model = load_model(ckpt_path, device)
     gen = torch.Generator(device).manual_seed(seed)
-    samples = model.sample(num_samples, num_steps=num_steps, generator=gen, eta=eta, progress=progress)
+    infill = _load_known(known, num_samples) if known is not None else {}
+    samples = model.sample(
+        num_samples, num_steps=num_steps, generator=gen, eta=eta, progress=progress,
+        cond=_load_cond(cond), guidance_scale=guidance_scale, resample_rounds=resample_rounds, **infill,
+    )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"samples": samples, "num_steps": num_steps, "eta": eta, "seed": seed, "checkpoint": str(ckpt_path)}, output)
+    torch.save({"samples": samples, "num_steps": num_steps, "eta": eta, "seed": seed, "checkpoint": str(ckpt_path),
+                "cond": cond if not isinstance(cond, Path) else str(cond), "guidance_scale": guidance_scale}, output)  # fmt: skip
     print(f"saved {num_samples} samples to {output}")
     fmt = _checkpoint_sample_format(ckpt_path)
     if fmt is not None:  # a file data module stored how to decode: samples in the data's own format too
@@ -256,6 +273,43 @@ def _decoded_path(output: Path, suffix: str) -> Path:
     """``output`` with the data's suffix (``<stem>_decoded<suffix>`` if that is ``output`` itself)."""
     path = output.with_suffix(suffix)
     return output.with_name(f"{output.stem}_decoded{suffix}") if path == output else path
+def _load_cond(cond: int | str | Path | None) -> Any:
+    """An int class id as is; a path: the Tensor ``torch.save``d there."""
+    if cond is None or isinstance(cond, int):
+        return cond
+    if isinstance(cond, str) and cond.lstrip("-").isdigit():
+        return int(cond)
+    import torch
+
+    path = Path(cond)
+    if not path.is_file():
+        raise FileNotFoundError(f"cond: expected a class id or a .pt file holding a Tensor, found no file at {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _load_known(path: str | Path, num_samples: int) -> dict[str, Any]:
+    """``{"known", "known_mask"}`` from a ``torch.save``d dict; a batch of 1 is repeated to ``num_samples``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file does not hold both keys.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"known: no file at {path}")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or not {"known", "known_mask"} <= set(data):
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"known: expected a file holding a dict with keys 'known' and 'known_mask', found {found} in {path}")
+
+    def repeat(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: repeat(v) for k, v in x.items()}
+        return x.expand(num_samples, *x.shape[1:]) if isinstance(x, torch.Tensor) and x.shape[:1] == (1,) else x
+
+    return {"known": repeat(data["known"]), "known_mask": repeat(data["known_mask"])}
 
 
 def _sample_parser() -> argparse.ArgumentParser:
@@ -272,6 +326,10 @@ def _sample_parser() -> argparse.ArgumentParser:
                    help="draw flat (N, C*H*W) samples as a grid of C x H x W images (4-D samples always are)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--cond", default=None, help="class id for every sample, or a .pt file with a Tensor of class ids (B,) or features (B, C)")
+    p.add_argument("--guidance_scale", type=float, default=0.0, help="classifier-free guidance w >= 0 (default 0: the plain conditional model)")
+    p.add_argument("--known", default=None, help='infilling: a .pt file with {"known": x, "known_mask": m} (docs/conditioning.md)')
+    p.add_argument("--resample_rounds", type=int, default=1, help="RePaint passes per jump for re-noised fields (default 1: none)")
     return p
 
 
@@ -279,7 +337,8 @@ def _sample(argv: list[str]) -> None:
     ns = _sample_parser().parse_args(argv)
     sample_from_checkpoint(
         ns.ckpt_path, ns.num_samples, ns.num_steps, ns.eta, ns.seed, ns.output,
-        None if ns.no_plot else ns.plot, ns.device, not ns.no_progress, ns.image_shape,
+        None if ns.no_plot else ns.plot, ns.device, not ns.no_progress, image_shape=ns.image_shape,
+        cond=ns.cond, guidance_scale=ns.guidance_scale, known=ns.known, resample_rounds=ns.resample_rounds,
     )
 
 

@@ -30,6 +30,7 @@ from diffkit.processes.base import ForwardProcess, LossKind
 from diffkit.processes.product import ProductProcess
 from diffkit.random_streams import TRAIN_STREAM, VAL_STREAM, mix_seed, resolve_seed, seeded
 from diffkit.sampling import check_can_stride, sample as run_sampler
+from diffkit.guidance import check_cond, drop_cond, split_cond_batch
 
 __all__ = ["DiffusionModule"]
 
@@ -63,7 +64,8 @@ class DiffusionModule(pl.LightningModule):
 
     Args:
         process: the forward process (Gaussian, categorical, a ProductProcess, or your own).
-        denoiser: ``denoiser(x_t, t)`` returning the parametrization's output.
+        denoiser: ``denoiser(x_t, t)`` returning the parametrization's output; called
+            ``denoiser(x_t, t, cond)`` for batches that carry a condition (docs/conditioning.md).
         parametrization: "eps" | "x0" | "v" | "previous-step" (what the process accepts), a
             Parametrization object, or for a ProductProcess a dict field -> one of those.
         loss: "simple" (the parametrization's MSE / cross-entropy), "kl" (the ELBO's per-step
@@ -86,6 +88,11 @@ class DiffusionModule(pl.LightningModule):
         validate_inputs: check every training batch (type, dtype, shape, class-id range) before using
             it; NaN / inf in Gaussian data, which always makes the loss non-finite, is named by the
             same check run when a loss is non-finite (one host sync per step instead of two).
+        cond_drop_prob: probability of replacing an example's ``cond`` by the null condition in a
+            training step (classifier-free guidance; docs/conditioning.md), drawn from the module's
+            own training stream after t and the noise, so resume stays exact. Batches carry
+            ``cond`` as ``(x0, cond)`` or a dict key ``"cond"``; the denoiser then gets
+            ``denoiser(x_t, t, cond)``.
         noise_seed: seed of the module's own random streams of t and noise (below); None: the
             seed that ``seed_everything`` set (env ``PL_GLOBAL_SEED``, i.e. ``seed_everything:``
             of a CLI config), else ``torch.initial_seed()``. (Not named ``seed``, which a data
@@ -120,6 +127,7 @@ class DiffusionModule(pl.LightningModule):
         num_eval_samples: int = 1000,
         validate_inputs: bool = True,
         noise_seed: Optional[int] = None,
+        cond_drop_prob: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(process, ForwardProcess):
@@ -140,6 +148,8 @@ class DiffusionModule(pl.LightningModule):
             raise ValueError(f"num_eval_samples: expected >= 0, got {num_eval_samples}")
         if noise_seed is not None and (isinstance(noise_seed, bool) or not isinstance(noise_seed, int) or noise_seed < 0):
             raise ValueError(f"noise_seed: expected a non-negative int or None, got {noise_seed!r}")
+        if isinstance(cond_drop_prob, bool) or not isinstance(cond_drop_prob, (int, float)) or not 0 <= cond_drop_prob < 1:
+            raise ValueError(f"cond_drop_prob: expected a probability in [0, 1), got {cond_drop_prob!r}")
         with warnings.catch_warnings():
             # Under LightningCLI the saved hyperparameters are the parsed config (class_path /
             # init_args), from which load_from_checkpoint rebuilds process and denoiser.
@@ -168,6 +178,7 @@ class DiffusionModule(pl.LightningModule):
         self._eval_count = 0
         self._eval_metrics: dict[str, tuple[MetricCollection, MetricCollection]] = {}  # stage -> (model's, floor's)
         self.noise_seed = noise_seed
+        self.cond_drop_prob = float(cond_drop_prob)
         self._rng_seed: int | None = None  # resolved when fit starts, or restored from a checkpoint
         self._train_steps = 0  # the training stream's position: training steps drawn so far
         self._train_gen: torch.Generator | None = None
@@ -219,18 +230,21 @@ class DiffusionModule(pl.LightningModule):
         check_can_stride(self.param, self.process.sampling_grid(steps))
 
     def _unpack(self, batch: Any) -> Any:
-        """x0 from a batch, checked by ``process.validate_x0`` when ``validate_inputs`` (inside
-        ``trusted_values``, after the first training batch, its value checks are skipped)."""
-        if isinstance(batch, (list, tuple)):
-            if len(batch) != 1:
-                raise ValueError(
-                    f"batch: expected a Tensor, a dict of Tensors or a 1-element list, got a {len(batch)}-element "
-                    f"{type(batch).__name__} (a diffusion data module yields x0 only)"
-                )
-            batch = batch[0]
+        """x0 from a batch (see :meth:`_unpack_cond`)."""
+        return self._unpack_cond(batch)[0]
+
+    def _unpack_cond(self, batch: Any) -> tuple[Any, Tensor | None]:
+        """(x0, cond) from a batch: x0, ``(x0,)``, ``(x0, cond)`` or a dict with the key ``"cond"``
+        (:func:`diffkit.guidance.split_cond_batch`). x0 is checked by ``process.validate_x0`` when
+        ``validate_inputs`` (inside ``trusted_values``, after the first training batch, its value
+        checks are skipped); cond against the denoiser's ``cond_spec`` (null markers allowed) until
+        the first output has been checked (its class-id range check reads values: a host sync)."""
+        batch, cond = split_cond_batch(batch)
         if self.validate_inputs:
             self.process.validate_x0(batch, "batch")
-        return batch
+            if cond is not None and not self._output_checked:
+                cond = check_cond(self.denoiser, cond, _batch_size(batch), allow_null=True)
+        return batch, cond
 
     def _record_shape(self, x0: Any) -> None:
         if self.data_shape is None:
@@ -291,18 +305,27 @@ class DiffusionModule(pl.LightningModule):
             return self._train_gen if self._train_gen is not None else self._next_train_generator()
         return self._val_gen if self._val_gen is not None else self._seeded("_val_gen", VAL_STREAM)
 
-    def _forward_loss(self, x0: Any, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Any, Any]:
+    def _forward_loss(self, x0: Any, generator: torch.Generator | None = None, cond: Tensor | None = None) -> tuple[Tensor, Tensor, Any, Any]:
         """Draw t and x_t, call the denoiser; returns (per-example loss (B,), t, output, x_t).
 
         Calls the process's public hooks ``sample_timesteps``, ``q_sample`` and ``loss``; t and the
         noise come from ``generator`` (default: the module's stream for the current mode, see the
-        class docstring), never from torch's global RNG. The first output is checked in full.
+        class docstring), never from torch's global RNG. The first output is checked in full. With
+        ``cond``, a training step drops each example's condition with probability
+        ``cond_drop_prob`` (from the same generator, after t and the noise) and calls
+        ``denoiser(x_t, t, cond)``.
         """
         process = self.process
         gen = self._draw_generator() if generator is None else generator
         t = process.sample_timesteps(_batch_size(x0), device=gen.device, generator=gen)
         noised = process.q_sample(x0, t, generator=gen)
-        output = self.denoiser(noised.x_t, t)
+        if cond is None:
+            output = self.denoiser(noised.x_t, t)
+        else:
+            if self.training and self.cond_drop_prob > 0:
+                drop = torch.rand(t.shape, device=gen.device, generator=gen) < self.cond_drop_prob
+                cond = drop_cond(cond, drop.to(cond.device))
+            output = self.denoiser(noised.x_t, t, cond)
         self._check_output(output, noised.x_t)
         loss = process.loss(output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight)
         return loss, t, output, noised
@@ -336,9 +359,9 @@ class DiffusionModule(pl.LightningModule):
         """
         first = not self._output_checked
         with trusted_values(not first):
-            x0 = self._unpack(batch)
+            x0, cond = self._unpack_cond(batch)
             self._record_shape(x0)
-            per_example, t, _, _ = self._forward_loss(x0, self._next_train_generator())
+            per_example, t, _, _ = self._forward_loss(x0, self._next_train_generator(), cond)
         loss = per_example.mean()
         if not math.isfinite(loss.item()):
             if self.validate_inputs:
@@ -371,9 +394,9 @@ class DiffusionModule(pl.LightningModule):
         self._eval_epoch_end("test")
 
     def _eval_step(self, batch: Any, stage: str) -> None:
-        x0 = self._unpack(batch)
+        x0, cond = self._unpack_cond(batch)
         self._record_shape(x0)
-        per_example, t, output, noised = self._forward_loss(x0)
+        per_example, t, output, noised = self._forward_loss(x0, cond=cond)
         n = t.shape[0]
         self.log(f"{stage}/loss", per_example.mean(), prog_bar=True, batch_size=n, sync_dist=True)
         if self._eval_count < 2 * self.num_eval_samples:
@@ -502,6 +525,11 @@ class DiffusionModule(pl.LightningModule):
         mask: Tensor | None = None,
         shape_like: Any = None,
         progress: bool = False,
+        cond: Tensor | int | None = None,
+        guidance_scale: float = 0.0,
+        known: Any = None,
+        known_mask: Any = None,
+        resample_rounds: int = 1,
     ) -> Any:
         """Draw samples with the derived reverse chain (strided when num_steps < T).
 
@@ -515,6 +543,10 @@ class DiffusionModule(pl.LightningModule):
             shape_like: an example batch whose per-example shapes to use (default: the shapes
                 recorded from the training data, saved in checkpoints).
             progress: show a progress bar.
+            cond: class ids (B,) (an int: the same class for all), float features (B, C), or None.
+            guidance_scale: classifier-free guidance w >= 0 (0: the plain conditional model).
+            known, known_mask: infilling (see :func:`diffkit.sample`).
+            resample_rounds: RePaint passes per jump for re-noised fields (1: none).
 
         Returns:
             Tensor (B, ...) or dict of Tensors.
@@ -531,6 +563,7 @@ class DiffusionModule(pl.LightningModule):
             return run_sampler(
                 self.process, self.denoiser, shape, self.param,
                 num_steps=num_steps, generator=generator, eta=eta, mask=mask, device=self.device, progress=progress,
+                cond=cond, guidance_scale=guidance_scale, known=known, known_mask=known_mask, resample_rounds=resample_rounds,
             )
         finally:
             self.denoiser.train(training)

@@ -69,6 +69,9 @@ class Parametrization(abc.ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         withdraw_capabilities(cls, CAPABILITY_METHODS)
+    #: How classifier-free guidance combines a conditional and a null output of this kind
+    #: (``diffkit.guidance``): "linear" in the output's own space, or "log_probs" for logits.
+    guidance: ClassVar[str] = "linear"
 
     @abc.abstractmethod
     def reverse(self, process: ForwardProcess, output: Tensor, x_t: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> Any:

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 
 from diffkit._checks import trusted_values
+from diffkit.guidance import check_cond, check_guidance_scale, guided_output
+from diffkit.infill import check_known, check_resample_rounds, impose_known, renoise
 from diffkit.parametrizations import Parametrization
 from diffkit.processes.base import ForwardProcess, sampling_timesteps
 
@@ -63,6 +65,11 @@ def sample(
     mask: Tensor | None = None,
     device: torch.device | str | None = None,
     progress: bool = False,
+    cond: Tensor | int | None = None,
+    guidance_scale: float = 0.0,
+    known: Any = None,
+    known_mask: Any = None,
+    resample_rounds: int = 1,
 ) -> Any:
     """Run the reverse chain x_T -> ... -> x_0.
 
@@ -73,7 +80,8 @@ def sample(
 
     Args:
         process: the forward process the denoiser was trained for.
-        denoiser: called as ``denoiser(x_t, t)`` with t a (B,) int64 tensor.
+        denoiser: called as ``denoiser(x_t, t)`` with t a (B,) int64 tensor, or
+            ``denoiser(x_t, t, cond)`` when ``cond`` is given (docs/conditioning.md).
         shape: data shape (B, ...), or for a ProductProcess a dict field -> shape.
         parametrization: how to read the denoiser's output (a dict per field for a ProductProcess).
         num_steps: number of reverse steps, evenly strided; None = all T.
@@ -83,6 +91,14 @@ def sample(
         mask: (B, N) bool node mask for padded data (ProductProcess).
         device: where to sample (default: the generator's device, else CPU).
         progress: show a tqdm bar over the steps.
+        cond: the condition, checked against ``denoiser.cond_spec``: int64 class ids (B,) (an int
+            is broadcast) or float features (B, C); None samples unconditionally.
+        guidance_scale: classifier-free guidance w >= 0 (0: the plain conditional model); each
+            field's outputs combine by its parametrization's ``guidance`` (diffkit.guidance).
+        known: infilling: values of the known elements, shaped like the samples (a dict of some
+            fields for a ProductProcess); values where ``known_mask`` is False are ignored.
+        known_mask: bool, like ``known``: True where the element is known (diffkit.infill).
+        resample_rounds: RePaint's number of passes per jump for re-noised (not exact) fields; 1: none.
 
     Returns:
         x0 samples: a Tensor (B, ...) or a dict of Tensors.
@@ -90,30 +106,51 @@ def sample(
     Raises:
         ValueError: a grid that does not run from T down to 0, or a stride the parametrization
             cannot take.
+        ValueError / TypeError: a bad ``cond``, ``guidance_scale``, ``known`` or ``known_mask``,
+            each named (see :func:`diffkit.guidance.check_cond`, :func:`diffkit.infill.check_known`).
     """
     grid = process.sampling_grid(num_steps) if timesteps is None else check_grid(timesteps, process.num_steps)
     param = process.get_parametrization(parametrization)
     check_can_stride(param, grid)
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
-    x = process.prior_sample(shape, device=device, generator=generator, mask=None if mask is None else mask.to(device))
     batch = next(iter(shape.values()))[0] if isinstance(shape, dict) else shape[0]
+    cond = check_cond(denoiser, cond, batch, device)
+    guidance_scale = check_guidance_scale(guidance_scale, cond)
+    known = check_known(process, shape, known, known_mask, device)
+    rounds = check_resample_rounds(resample_rounds)
+    x = process.prior_sample(shape, device=device, generator=generator, mask=None if mask is None else mask.to(device))
     jumps = list(zip(grid[:-1], grid[1:]))
     if progress:
         from tqdm.auto import tqdm
 
         jumps = tqdm(jumps, desc="sampling", leave=False)
     with trusted_values():
+        if known is not None:
+            x = impose_known(process, x, known, grid[0], generator)
         for t, s in jumps:
-            x = denoise_step(process, denoiser, x, t, s, batch, param, generator, eta)
+            if known is None:
+                x = denoise_step(process, denoiser, x, t, s, batch, param, generator, eta, cond, guidance_scale)
+                continue
+            for r in range(rounds):  # RePaint (Lugmayr et al. 2022, Alg. 1); one pass when rounds = 1
+                x_s = denoise_step(process, denoiser, x, t, s, batch, param, generator, eta, cond, guidance_scale)
+                x_s = impose_known(process, x_s, known, s, generator)
+                if r + 1 < rounds:
+                    x = renoise(process, x_s, t, s, generator)
+            x = x_s
     return x
 
 
-def denoise_step(process: ForwardProcess, denoiser: Denoiser, x: Any, t: int, s: int, batch: int, param: Any, generator: torch.Generator | None, eta: float | None) -> Any:
-    """One jump of :func:`sample`: the denoiser at (x_t, t), then ``process.step`` to x_s.
+def denoise_step(
+    process: ForwardProcess, denoiser: Denoiser, x: Any, t: int, s: int, batch: int, param: Any,
+    generator: torch.Generator | None, eta: float | None, cond: Tensor | None = None, guidance_scale: float = 0.0,
+) -> Any:
+    """One jump of :func:`sample`: the denoiser at (x_t, t) through
+    :func:`diffkit.guidance.guided_output` (cond and guidance), then ``process.step`` to x_s.
     ``benchmarks/speed.py`` times this."""
     t_batch = torch.full((batch,), t, dtype=torch.long, device=process_device(x))
-    return process.step(denoiser(x, t_batch), x, t, s, param, generator=generator, eta=eta)
+    output = guided_output(denoiser, x, t_batch, cond, guidance_scale, param)
+    return process.step(output, x, t, s, param, generator=generator, eta=eta)
 
 
 def process_device(x: Any) -> torch.device:

@@ -124,9 +124,13 @@ def test_class_id_out_of_range_is_named(tmp_path) -> None:
 
 
 def test_tuple_batches_of_several_tensors_are_refused(tmp_path) -> None:
+    # (x0, cond) is a conditional batch (docs/conditioning.md): refused for an unconditional denoiser, naming cond
     ds = torch.utils.data.TensorDataset(torch.randn(32, 2), torch.randn(32, 2))
-    with pytest.raises(ValueError, match="batch: expected a Tensor, a dict of Tensors or a 1-element list, got a 2-element list"):
+    with pytest.raises(ValueError, match="cond: the denoiser MLPDenoiser is unconditional"):
         trainer(tmp_path).fit(gaussian_module(), Loaders(ds))
+    ds = torch.utils.data.TensorDataset(torch.randn(32, 2), torch.randn(32, 2), torch.randn(32, 2))
+    with pytest.raises(ValueError, match=r"batch: expected a Tensor, a dict of Tensors, \(x0,\) or \(x0, cond\), got a 3-element list"):
+        trainer(tmp_path / "three").fit(gaussian_module(), Loaders(ds))
 
 
 class ExplodingMLP(MLPDenoiser):

@@ -56,6 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from diffkit.models._checks import check_ids, check_positive, check_timesteps
+from diffkit.models.conditioning import ConditionEmbedding, ConditionSpec
 from diffkit.models.embeddings import SinusoidalEmbedding
 
 __all__ = ["GraphTransformer", "cycle_counts", "laplacian_features", "masked_stats"]
@@ -282,6 +283,10 @@ class GraphTransformer(nn.Module):
         structural_features: add cycle counts (module docstring) to the node and global inputs.
         eigen_features: k >= 0; add k Laplacian eigenvectors per node, their eigenvalues and the
             number of connected components (0 turns them off).
+        num_classes: K for a class-conditional model (``cond`` int64 ids (B,)); None: no classes.
+        cond_dim: C for a feature-conditional model (``cond`` float (B, C)); None: no features.
+            The condition's embedding (with a learned null condition) is added to the time
+            features of the global branch.
 
     Example:
         >>> import torch
@@ -306,6 +311,8 @@ class GraphTransformer(nn.Module):
         heads: int = 4,
         structural_features: bool = False,
         eigen_features: int = 0,
+        num_classes: int | None = None,
+        cond_dim: int | None = None,
     ) -> None:
         super().__init__()
         sizes = dict(
@@ -333,6 +340,8 @@ class GraphTransformer(nn.Module):
         node_extra = 3 * structural_features + eigen_features
         global_extra = 4 * structural_features + (1 + eigen_features if eigen_features else 0)
         self.time_embed = SinusoidalEmbedding(num_steps, global_hidden)
+        conditional = num_classes is not None or cond_dim is not None
+        self.cond_embed = ConditionEmbedding(num_classes, cond_dim, dim=global_hidden) if conditional else None
         self.node_in = _mlp(num_node_states + node_extra, hidden, hidden, act_out=True)
         self.edge_in = _mlp(num_edge_states + 1, edge_hidden, edge_hidden, act_out=True)  # + 1: the self indicator
         self.global_in = _mlp(global_hidden + global_extra, global_hidden, global_hidden, act_out=True)
@@ -340,8 +349,14 @@ class GraphTransformer(nn.Module):
         self.node_out = _mlp(hidden, hidden, num_node_outputs)
         self.edge_out = _mlp(edge_hidden, edge_hidden, num_edge_outputs)
 
-    def forward(self, x_t: Mapping[str, Tensor], t: Tensor) -> dict[str, Tensor]:
-        """Predict x0 logits for every node and pair.
+    @property
+    def cond_spec(self) -> ConditionSpec | None:
+        """What ``cond`` this model takes (None: unconditional)."""
+        return None if self.cond_embed is None else self.cond_embed.spec
+
+    def forward(self, x_t: Mapping[str, Tensor], t: Tensor, cond: Tensor | None = None) -> dict[str, Tensor]:
+        """Predict x0 logits for every node and pair (``cond``: None, int64 ids (B,) or float
+        features (B, C), for a conditional model).
 
         Args:
             x_t: dict with "X" (B, N) int64 ids in [0, num_node_states), "E" (B, N, N) int64 ids in
@@ -371,7 +386,12 @@ class GraphTransformer(nn.Module):
         e_in = torch.cat([e_in, eye.to(dtype)[None, :, :, None].expand(B, N, N, 1)], dim=-1)  # (B, N, N, K_E + 1)
         X = self.node_in(torch.cat([x_in, node_extra.to(dtype)], dim=-1)) * node_mask[..., None]  # (B, N, Dx)
         E = self.edge_in(e_in) * square[..., None]  # (B, N, N, De)
-        y = self.global_in(torch.cat([self.time_embed(t).to(dtype), global_extra.to(dtype)], dim=-1))  # (B, Dy)
+        time = self.time_embed(t).to(dtype)  # (B, Dy)
+        if self.cond_embed is not None:
+            time = time + self.cond_embed(cond, B).to(dtype)
+        elif cond is not None:
+            raise ValueError("cond: this GraphTransformer is unconditional; build it with num_classes=K or cond_dim=C")
+        y = self.global_in(torch.cat([time, global_extra.to(dtype)], dim=-1))  # (B, Dy)
         for block in self.blocks:
             X, E, y = block(X, E, y, node_mask, square, pairs)
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from diffkit.models._checks import check_float, check_positive, check_timesteps
+from diffkit.models.conditioning import ConditionEmbedding, ConditionSpec
 from diffkit.models.embeddings import SinusoidalEmbedding
 
 __all__ = ["MLPDenoiser"]
@@ -31,6 +32,10 @@ class MLPDenoiser(nn.Module):
         hidden: width of each hidden layer.
         depth: number of hidden layers (Linear + SiLU), >= 1.
         time_dim: width of the sinusoidal time embedding.
+        num_classes: K for a class-conditional model (``cond`` int64 ids (B,)); None: no classes.
+        cond_dim: C for a feature-conditional model (``cond`` float (B, C)); None: no features.
+            The condition's embedding (:class:`~diffkit.models.conditioning.ConditionEmbedding`,
+            with a learned null condition) is added to the time embedding.
 
     Example:
         >>> import torch
@@ -39,13 +44,18 @@ class MLPDenoiser(nn.Module):
         torch.Size([8, 2])
     """
 
-    def __init__(self, dim: int, num_steps: int, hidden: int = 256, depth: int = 3, time_dim: int = 128) -> None:
+    def __init__(
+        self, dim: int, num_steps: int, hidden: int = 256, depth: int = 3, time_dim: int = 128,
+        num_classes: int | None = None, cond_dim: int | None = None,
+    ) -> None:
         super().__init__()
         for name, value in dict(dim=dim, hidden=hidden, depth=depth, time_dim=time_dim).items():
             check_positive(name, value)
         self.dim = dim
         self.num_steps = num_steps
         self.time_embed = SinusoidalEmbedding(num_steps, time_dim)
+        conditional = num_classes is not None or cond_dim is not None
+        self.cond_embed = ConditionEmbedding(num_classes, cond_dim, dim=time_dim) if conditional else None
         layers: list[nn.Module] = []
         width = dim + time_dim
         for _ in range(depth):
@@ -54,12 +64,19 @@ class MLPDenoiser(nn.Module):
         layers.append(nn.Linear(hidden, dim))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+    @property
+    def cond_spec(self) -> ConditionSpec | None:
+        """What ``cond`` this model takes (None: unconditional)."""
+        return None if self.cond_embed is None else self.cond_embed.spec
+
+    def forward(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """Predict the parametrization's target for a noisy batch.
 
         Args:
             x_t: (B, ...) float noisy data whose trailing dims multiply to ``dim``.
             t: (B,) int64 steps in 0..T.
+            cond: None (the null condition), int64 ids (B,) or float features (B, C) (see
+                :mod:`diffkit.models.conditioning`); only for a conditional model.
 
         Returns:
             Tensor of the same shape and dtype as ``x_t``.
@@ -76,5 +93,9 @@ class MLPDenoiser(nn.Module):
         check_timesteps(t, x_t.shape[0])
         h = x_t.reshape(x_t.shape[0], self.dim)  # (B, D)
         emb = self.time_embed(t).to(h.dtype)  # (B, time_dim)
+        if self.cond_embed is not None:
+            emb = emb + self.cond_embed(cond, h.shape[0]).to(h.dtype)
+        elif cond is not None:
+            raise ValueError("cond: this MLPDenoiser is unconditional; build it with num_classes=K or cond_dim=C")
         out = self.net(torch.cat([h, emb], dim=-1))  # (B, D)
         return out.reshape(x_t.shape)

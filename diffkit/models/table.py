@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from diffkit.models._checks import check_float, check_ids, check_positive, check_timesteps
+from diffkit.models.conditioning import ConditionEmbedding, ConditionSpec
 from diffkit.models.embeddings import SinusoidalEmbedding
 
 __all__ = ["TableDenoiser"]
@@ -37,6 +38,9 @@ class TableDenoiser(nn.Module):
         depth: number of trunk layers (Linear + SiLU), >= 1.
         embed_dim: width of each categorical field's embedding.
         time_dim: width of the sinusoidal time embedding.
+        num_classes: K for a class-conditional model (``cond`` int64 ids (B,)); None: no classes.
+        cond_dim: C for a feature-conditional model (``cond`` float (B, C)); None: no features.
+            The condition's embedding (with a learned null condition) is added to the time embedding.
 
     Example:
         >>> import torch
@@ -55,6 +59,8 @@ class TableDenoiser(nn.Module):
         depth: int = 3,
         embed_dim: int = 16,
         time_dim: int = 128,
+        num_classes: int | None = None,
+        cond_dim: int | None = None,
     ) -> None:
         super().__init__()
         _check_fields(numeric, categorical)
@@ -64,6 +70,8 @@ class TableDenoiser(nn.Module):
         self.categorical = {name: (int(k_in), int(k_out)) for name, (k_in, k_out) in categorical.items()}
         self.num_steps = num_steps
         self.time_embed = SinusoidalEmbedding(num_steps, time_dim)
+        conditional = num_classes is not None or cond_dim is not None
+        self.cond_embed = ConditionEmbedding(num_classes, cond_dim, dim=time_dim) if conditional else None
         # ModuleLists in field order, so any column name works (ModuleDict rejects "a.b" and "values").
         self.embeds = nn.ModuleList(nn.Embedding(k_in, embed_dim) for k_in, _ in self.categorical.values())
         layers: list[nn.Module] = []
@@ -80,8 +88,14 @@ class TableDenoiser(nn.Module):
         """Numeric field names, then categorical ones, in constructor order."""
         return [*self.numeric, *self.categorical]
 
-    def forward(self, x_t: Mapping[str, Tensor], t: Tensor) -> dict[str, Tensor]:
-        """Predict every field's output from the noisy row and the step.
+    @property
+    def cond_spec(self) -> ConditionSpec | None:
+        """What ``cond`` this model takes (None: unconditional)."""
+        return None if self.cond_embed is None else self.cond_embed.spec
+
+    def forward(self, x_t: Mapping[str, Tensor], t: Tensor, cond: Tensor | None = None) -> dict[str, Tensor]:
+        """Predict every field's output from the noisy row and the step (and ``cond``: None, int64
+        ids (B,) or float features (B, C), for a conditional model).
 
         Args:
             x_t: dict with, for each numeric field, a (B, D_f) float Tensor and, for each
@@ -102,7 +116,12 @@ class TableDenoiser(nn.Module):
         dtype = self.trunk[0].weight.dtype
         parts = [x_t[name].to(dtype) for name in self.numeric]  # each (B, D_f)
         parts += [embed(x_t[name]) for name, embed in zip(self.categorical, self.embeds)]  # each (B, embed_dim)
-        parts.append(self.time_embed(t).to(dtype))  # (B, time_dim)
+        emb = self.time_embed(t).to(dtype)  # (B, time_dim)
+        if self.cond_embed is not None:
+            emb = emb + self.cond_embed(cond, batch_size).to(dtype)
+        elif cond is not None:
+            raise ValueError("cond: this TableDenoiser is unconditional; build it with num_classes=K or cond_dim=C")
+        parts.append(emb)
         h = self.trunk(torch.cat(parts, dim=-1))  # (B, hidden)
         out = {name: head(h) for name, head in zip(self.numeric, self.numeric_heads)}  # each (B, D_f)
         out.update({name: head(h) for name, head in zip(self.categorical, self.categorical_heads)})  # each (B, K_out)

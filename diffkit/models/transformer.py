@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from diffkit.models._checks import check_ids, check_positive, check_timesteps
+from diffkit.models.conditioning import ConditionEmbedding, ConditionSpec
 from diffkit.models.embeddings import TimeEmbedding
 
 __all__ = ["TokenTransformer", "AdaLNBlock"]
@@ -106,6 +107,10 @@ class TokenTransformer(nn.Module):
         depth: number of transformer blocks.
         heads: attention heads; must divide ``d_model``.
         dropout: dropout probability in attention and MLPs, in [0, 1).
+        num_classes: K for a class-conditional model (``cond`` int64 ids (B,)); None: no classes.
+        cond_dim: C for a feature-conditional model (``cond`` float (B, C)); None: no features.
+            The condition's embedding (with a learned null condition) is added to the time
+            conditioning c of every block.
 
     Example:
         >>> import torch
@@ -124,6 +129,8 @@ class TokenTransformer(nn.Module):
         depth: int = 4,
         heads: int = 4,
         dropout: float = 0.0,
+        num_classes: int | None = None,
+        cond_dim: int | None = None,
     ) -> None:
         super().__init__()
         sizes = dict(num_states=num_states, num_outputs=num_outputs, seq_len=seq_len, d_model=d_model, depth=depth, heads=heads)
@@ -142,17 +149,26 @@ class TokenTransformer(nn.Module):
         # are drowned by the tokens and the model stays at unigram level (benchmarks/categorical).
         self.pos_embed = nn.Parameter(torch.randn(seq_len, d_model))
         self.time_embed = TimeEmbedding(num_steps, d_model)
+        conditional = num_classes is not None or cond_dim is not None
+        self.cond_embed = ConditionEmbedding(num_classes, cond_dim, dim=d_model) if conditional else None
         self.blocks = nn.ModuleList(AdaLNBlock(d_model, heads, dropout) for _ in range(depth))
         self.norm_out = nn.LayerNorm(d_model, elementwise_affine=False)
         self.modulation_out = nn.Sequential(nn.SiLU(), _zero_linear(d_model, 2 * d_model))
         self.head = _zero_linear(d_model, num_outputs)
 
-    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+    @property
+    def cond_spec(self) -> ConditionSpec | None:
+        """What ``cond`` this model takes (None: unconditional)."""
+        return None if self.cond_embed is None else self.cond_embed.spec
+
+    def forward(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """Predict x0 logits for every position.
 
         Args:
             x_t: (B, L) int64 ids in [0, num_states), L <= seq_len.
             t: (B,) int64 steps in 0..T.
+            cond: None (the null condition), int64 ids (B,) or float features (B, C); only for a
+                conditional model.
 
         Returns:
             (B, L, num_outputs) float logits.
@@ -167,6 +183,10 @@ class TokenTransformer(nn.Module):
         check_timesteps(t, x_t.shape[0])
         h = self.token_embed(x_t) + self.pos_embed[: x_t.shape[1]]  # (B, L, D)
         c = self.time_embed(t)  # (B, D)
+        if self.cond_embed is not None:
+            c = c + self.cond_embed(cond, x_t.shape[0])
+        elif cond is not None:
+            raise ValueError("cond: this TokenTransformer is unconditional; build it with num_classes=K or cond_dim=C")
         for block in self.blocks:
             h = block(h, c)
         shift, scale = self.modulation_out(c)[:, None, :].chunk(2, dim=-1)  # each (B, 1, D)

@@ -140,6 +140,7 @@ class ForwardProcess(nn.Module, abc.ABC):
         parametrizations: name -> Parametrization class accepted by this process.
         supports_eta: whether :meth:`reverse_from_x0` takes DDIM's eta.
         is_continuous_time: whether t is a float in [0, 1] (False: an int in 0..T).
+        exact_infill: whether infilling keeps known elements clean at every step (``diffkit.infill``).
     """
 
     parametrizations: ClassVar[dict[str, type[Parametrization]]] = {}
@@ -152,6 +153,9 @@ class ForwardProcess(nn.Module, abc.ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         withdraw_capabilities(cls, PROCESS_CAPABILITY_METHODS)
+    #: Whether infilling may keep known elements at their clean values at every step (absorbing
+    #: noise: known tokens are simply never masked) instead of re-noising them (``diffkit.infill``).
+    exact_infill: ClassVar[bool] = False
 
     # ----------------------------------------------------------------- primitives
     @property

@@ -64,6 +64,7 @@ class CategoricalX0(X0BasedParametrization):
 
     name = "x0"
     x0_is_softmax = True
+    guidance = "log_probs"  # guided p(x0 | x_t) ~ p_c^(1 + w) p_null^(-w) (diffkit.guidance)
 
     def output_shape(self, process, x_t):
         return (*x_t.shape, process.num_classes)
@@ -85,6 +86,8 @@ class CategoricalX0(X0BasedParametrization):
 class CategoricalPreviousStep(PreviousStepParametrization):
     """The network gives logits of p(x_{t-1} | x_t) over all ``num_states`` states directly.
     Simple loss: KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)), the exact per-step term."""
+
+    guidance = "log_probs"  # guided p(x_{t-1} | x_t) ~ p_c^(1 + w) p_null^(-w) (diffkit.guidance)
 
     def output_shape(self, process, x_t):
         return (*x_t.shape, process.num_states)
@@ -192,6 +195,11 @@ class CategoricalProcess(ForwardProcess):
         if self.kind != "marginal":
             raise ValueError(f"set_marginals: only for transition='marginal', this process uses {self.kind!r}")
         self.kernel.set_pi(self._check_marginals(marginals))
+
+    @property
+    def exact_infill(self) -> bool:  # type: ignore[override]
+        """Absorbing noise infills exactly: a known token is never masked (``diffkit.infill``)."""
+        return self.kind == "absorbing"
 
     @property
     def needs_marginals(self) -> bool:

@@ -176,8 +176,8 @@ class FixedDrawModule(DiffusionModule):
         assert bool((match.sum(1) == 1).all()), "every example must be exactly one known row"
         return match.float().argmax(1)
 
-    def _forward_loss(self, x0: Any, generator: Any = None) -> tuple[Tensor, Tensor, Any, Any]:
-        _, drawn_t, _, _ = super()._forward_loss(x0, generator)
+    def _forward_loss(self, x0: Any, generator: Any = None, cond: Any = None) -> tuple[Tensor, Tensor, Any, Any]:
+        _, drawn_t, _, _ = super()._forward_loss(x0, generator, cond)
         if self.training:
             self.drawn_t.append(drawn_t.detach().cpu())
         idx = self._row_index(x0).cpu()
