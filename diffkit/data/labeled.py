@@ -79,6 +79,13 @@ class LabeledEightGaussiansDataModule(SampledDataModule):
     def sample_reference(self, n: int, seed: int) -> Any:
         return super().sample_reference(n, seed)["x0"]
 
+    def sample_metrics(self):
+        """The default metrics of the points alone (MMD, sliced Wasserstein): validation samples
+        the model unconditionally (the null condition) and compares the points, not the labels."""
+        from diffkit.metrics.quality import default_sample_metrics
+
+        return default_sample_metrics(eight_gaussians_labeled(2, torch.Generator().manual_seed(0))[0])
+
     def train_dataloader(self):
         loader = super().train_dataloader()
         loader.collate_fn = _as_pair
