@@ -509,6 +509,19 @@ class DiffusionModule(pl.LightningModule):
             self.log(f"{stage}/{name}", value, sync_dist=True)
         for name, value in sample_quality(fresh, reference).items():
             self.log(f"{stage}/{name}_floor", value, sync_dist=True)
+        self._log_data_metrics(stage, samples, fresh, _to(reference, "cpu"))
+
+    def _log_data_metrics(self, stage: str, samples: Any, fresh: Any, reference: Any) -> None:
+        """The data module's own metrics (``datamodule.sample_metrics()``, e.g. the toy sets' manifold
+        distance ratio and k-NN precision / recall), on the samples and on fresh data (the floor)."""
+        factory = getattr(getattr(self.trainer, "datamodule", None), "sample_metrics", None)
+        if factory is None:
+            return
+        for name, metric in factory().items():
+            for suffix, x in (("", samples), ("_floor", fresh)):
+                metric.reset()
+                metric.update(x, reference)
+                self.log(f"{stage}/{name}{suffix}", metric.compute().float(), sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.denoiser.parameters())

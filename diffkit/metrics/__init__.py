@@ -12,6 +12,18 @@ from diffkit.metrics.functional import (
     total_variation,
     wasserstein_1d,
 )
+from diffkit.metrics.manifold import (
+    Coverage,
+    Density,
+    KNNPrecision,
+    KNNRecall,
+    ManifoldDistanceRatio,
+    coverage,
+    density,
+    knn_precision,
+    knn_recall,
+    manifold_distance,
+)
 from diffkit.metrics.samples import (
     MMD,
     ColumnwiseDistances,
@@ -21,6 +33,16 @@ from diffkit.metrics.samples import (
 )
 
 __all__ = [
+    "Coverage",
+    "Density",
+    "KNNPrecision",
+    "KNNRecall",
+    "ManifoldDistanceRatio",
+    "coverage",
+    "density",
+    "knn_precision",
+    "knn_recall",
+    "manifold_distance",
     "MMD",
     "ColumnwiseDistances",
     "SlicedWasserstein",
