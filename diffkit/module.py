@@ -598,6 +598,7 @@ class DiffusionModule(pl.LightningModule):
         mask: Tensor | None = None,
         shape_like: Any = None,
         progress: bool = False,
+        sampler: str = "ancestral",
     ) -> Any:
         """Draw samples with the derived reverse chain (strided when num_steps < T).
 
@@ -611,6 +612,7 @@ class DiffusionModule(pl.LightningModule):
             shape_like: an example batch whose per-example shapes to use (default: the shapes
                 recorded from the training data, saved in checkpoints).
             progress: show a progress bar.
+            sampler: "ancestral", "ddim" or "dpmpp_2m" (Gaussian fields; see :func:`diffkit.sample`).
 
         Returns:
             Tensor (B, ...) or dict of Tensors.
@@ -626,7 +628,7 @@ class DiffusionModule(pl.LightningModule):
         try:
             return run_sampler(
                 self.process, self.denoiser, shape, self.param,
-                num_steps=num_steps, generator=generator, eta=eta, mask=mask, device=self.device, progress=progress,
+                num_steps=num_steps, generator=generator, eta=eta, mask=mask, device=self.device, progress=progress, sampler=sampler,
             )
         finally:
             self.denoiser.train(training)

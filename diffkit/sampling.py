@@ -63,6 +63,7 @@ def sample(
     mask: Tensor | None = None,
     device: torch.device | str | None = None,
     progress: bool = False,
+    sampler: str = "ancestral",
 ) -> Any:
     """Run the reverse chain x_T -> ... -> x_0.
 
@@ -78,10 +79,18 @@ def sample(
         mask: (B, N) bool node mask for padded data (ProductProcess).
         device: where to sample (default: the generator's device, else CPU).
         progress: show a tqdm bar over the steps.
+        sampler: "ancestral" (this loop: x_s ~ p(x_s | x_t) at every jump, strided or not; every
+            process), or a deterministic solver for Gaussian fields (``diffkit.solvers``): "ddim"
+            (eta = 0) or "dpmpp_2m" (DPM-Solver++(2M)), one network call per jump over the same grid.
 
     Returns:
         x0 samples: a Tensor (B, ...) or a dict of Tensors.
+
+    Raises:
+        ValueError: an unknown sampler (the message lists them), ``eta`` with a deterministic
+            solver, or a solver on a process that does not declare ``supports_gaussian_solvers``.
     """
+    solver = _resolve_sampler(process, sampler, eta)
     ts = _check_timesteps(timesteps, process.num_steps) if timesteps is not None else sampling_timesteps(process.num_steps, num_steps)
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
@@ -95,10 +104,31 @@ def sample(
         pairs = tqdm(pairs, desc="sampling", leave=False)
     # The schedule was checked once above (ints, 0 <= s < t <= T), so each jump goes to the
     # unchecked step with (t, s) as ints: per-jump scalar coefficients, no per-step validation.
+    if solver is not None:
+        return solver(process, denoiser, x, param, ts)
     t = torch.full((batch,), ts[0], dtype=torch.long, device=device)
     for t_i, s_i in pairs:
         x, t = _jump(process, denoiser, x, t, t_i, s_i, param, generator, eta)
     return x
+
+
+def _resolve_sampler(process: ForwardProcess, sampler: str, eta: float | None) -> Callable[..., Any] | None:
+    """The solver of :data:`diffkit.solvers.SAMPLERS` named ``sampler`` (None: the ancestral loop)."""
+    from diffkit.solvers import SAMPLERS
+
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler: unknown sampler {sampler!r}; expected one of {sorted(SAMPLERS)}")
+    solver = SAMPLERS[sampler]
+    if solver is None:
+        return None
+    if eta is not None:
+        raise ValueError(f"eta: sampler {sampler!r} is deterministic and takes no eta (got {eta}); use sampler='ancestral' with eta for DDIM's stochastic steps")
+    if not process.supports_gaussian_solvers:
+        raise ValueError(
+            f"sampler: {sampler!r} solves the probability-flow ODE of a Gaussian field; {type(process).__name__} "
+            "does not support it (categorical and product processes sample with sampler='ancestral', strided or not)"
+        )
+    return solver
 
 
 def _jump(process: ForwardProcess, denoiser: Denoiser, x: Any, t: Tensor, t_i: int, s_i: int, param: Any, generator: torch.Generator | None, eta: float | None) -> tuple[Any, Tensor]:

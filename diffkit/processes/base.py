@@ -116,10 +116,14 @@ class ForwardProcess(nn.Module, abc.ABC):
     Class attributes:
         parametrizations: name -> Parametrization class accepted by this process.
         supports_eta: whether :meth:`reverse_from_x0` takes DDIM's eta.
+        supports_gaussian_solvers: whether ``sample(..., sampler="ddim" | "dpmpp_2m")`` applies.
     """
 
     parametrizations: ClassVar[dict[str, type[Parametrization]]] = {}
     supports_eta: ClassVar[bool] = False
+    #: whether the deterministic Gaussian solvers of :mod:`diffkit.solvers` ("ddim", "dpmpp_2m") apply:
+    #: a single Gaussian field with ``alpha_bar_at`` and x0-based parametrizations.
+    supports_gaussian_solvers: ClassVar[bool] = False
 
     # ----------------------------------------------------------------- primitives
     @property

@@ -362,6 +362,7 @@ class GaussianProcess(ForwardProcess):
 
     parametrizations = {"eps": EpsParametrization, "x0": X0Parametrization, "v": VParametrization, "previous-step": GaussianPreviousStep}
     supports_eta: ClassVar[bool] = True
+    supports_gaussian_solvers: ClassVar[bool] = True
 
     def __init__(self, num_steps: int = 1000, schedule: ScheduleLike = "cosine", reverse_variance: ReverseVariance = "posterior") -> None:
         super().__init__()
