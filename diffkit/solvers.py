@@ -94,9 +94,10 @@ def _alpha_bar(process: Any, t: int) -> float:
 
 
 def x0_prediction(process: Any, denoiser: Denoiser, param: Parametrization, x: Tensor, t: int, x0_transform: X0Transform | None = None) -> Tensor:
-    """x0_hat = param.x0_from_output(denoiser(x_t, t)), then ``x0_transform`` (clipping, thresholding) if given."""
+    """x0_hat = param.x0_from_output(process.mean_output(denoiser(x_t, t))), then ``x0_transform`` (clipping,
+    thresholding) if given; ``mean_output`` drops the variance channels of a learned-variance model."""
     tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-    x0 = param.x0_from_output(process, denoiser(x, tt), x, tt)
+    x0 = param.x0_from_output(process, process.mean_output(denoiser(x, tt), x), x, tt)
     return x0 if x0_transform is None else x0_transform(x0)
 
 

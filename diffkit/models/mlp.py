@@ -31,6 +31,8 @@ class MLPDenoiser(nn.Module):
         hidden: width of each hidden layer.
         depth: number of hidden layers (Linear + SiLU), >= 1.
         time_dim: width of the sinusoidal time embedding.
+        learn_variance: also emit D variance outputs (for ``GaussianProcess(reverse_variance="learned")``):
+            the output then has x_t's shape with dim 1 doubled, mean channels first.
 
     Example:
         >>> import torch
@@ -39,7 +41,7 @@ class MLPDenoiser(nn.Module):
         torch.Size([8, 2])
     """
 
-    def __init__(self, dim: int, num_steps: int, hidden: int = 256, depth: int = 3, time_dim: int = 128) -> None:
+    def __init__(self, dim: int, num_steps: int, hidden: int = 256, depth: int = 3, time_dim: int = 128, learn_variance: bool = False) -> None:
         super().__init__()
         for name, value in dict(dim=dim, hidden=hidden, depth=depth, time_dim=time_dim).items():
             check_positive(name, value)
@@ -51,7 +53,8 @@ class MLPDenoiser(nn.Module):
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.SiLU()]
             width = hidden
-        layers.append(nn.Linear(hidden, dim))
+        self.learn_variance = learn_variance
+        layers.append(nn.Linear(hidden, 2 * dim if learn_variance else dim))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
@@ -62,7 +65,7 @@ class MLPDenoiser(nn.Module):
             t: (B,) int64 steps in 0..T.
 
         Returns:
-            Tensor of the same shape and dtype as ``x_t``.
+            Tensor of the same shape and dtype as ``x_t`` (dim 1 doubled with ``learn_variance``).
 
         Raises:
             TypeError: if ``x_t`` is not floating point or ``t`` is not int64.
@@ -76,5 +79,7 @@ class MLPDenoiser(nn.Module):
         check_timesteps(t, x_t.shape[0])
         h = x_t.reshape(x_t.shape[0], self.dim)  # (B, D)
         emb = self.time_embed(t).to(h.dtype)  # (B, time_dim)
-        out = self.net(torch.cat([h, emb], dim=-1))  # (B, D)
+        out = self.net(torch.cat([h, emb], dim=-1))  # (B, D), or (B, 2D) with learn_variance
+        if self.learn_variance:
+            return out.reshape(x_t.shape[0], 2 * x_t.shape[1], *x_t.shape[2:])
         return out.reshape(x_t.shape)

@@ -29,6 +29,7 @@ from torch import Tensor
 from diffkit._checks import all_finite
 from diffkit.parametrizations import PreviousStepParametrization, X0BasedParametrization
 from diffkit.processes.base import ForwardProcess, Noised, expand_to
+from diffkit.processes.gaussian_variance import frozen_mean_output, learned_reverse, split_learned_output
 from diffkit.processes.schedules import ScheduleLike, make_schedule
 
 __all__ = [
@@ -181,9 +182,15 @@ class _GaussianX0Based(X0BasedParametrization):
         raise NotImplementedError
 
     def output_shape(self, process: ForwardProcess, x_t: Tensor) -> tuple[int, ...]:
+        if getattr(process, "reverse_variance", None) == "learned":  # mean channels, then variance channels (dim 1)
+            return (x_t.shape[0], 2 * x_t.shape[1], *x_t.shape[2:])
         return tuple(x_t.shape)
 
     def reverse(self, process, output, x_t, t, s, eta=None):
+        if isinstance(process, GaussianProcess) and process.reverse_variance == "learned":
+            if eta is not None:
+                raise ValueError("eta: DDIM's eta replaces the reverse variance; with reverse_variance='learned' sample with eta=None")
+            return learned_reverse(process, self, output, x_t, t, s)
         # Built-in targets are linear in (output, x_t): mean = P output + Q x_t with P, Q formed in
         # float64 (no float32 x0_hat that over- or underflows where alpha_bar_t is tiny).
         coefs = process._jump_coefficients(self, t, s, eta, None, x_t, output) if isinstance(process, GaussianProcess) else None
@@ -198,6 +205,7 @@ class _GaussianX0Based(X0BasedParametrization):
         return self.target(process, x0, x_t, t, noise)
 
     def simple_loss(self, process: GaussianProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
+        output = process.mean_output(output, x_t)
         target = self.oracle_output(process, x0, x_t, t, noise)
         if target.shape == output.shape and target.dtype == output.dtype:
             sq = F.mse_loss(output, target, reduction="none")  # (output - target) ** 2 in one autograd node
@@ -340,7 +348,7 @@ _TENSOR_OPS = (torch.sqrt, lambda v: v.clamp_min(0), torch.where)
 
 
 # ------------------------------------------------------------------------ process
-ReverseVariance = Literal["posterior", "forward"]
+ReverseVariance = Literal["posterior", "forward", "learned"]
 
 
 class GaussianProcess(ForwardProcess):
@@ -376,8 +384,8 @@ class GaussianProcess(ForwardProcess):
                 "divides by 0 (NaN / inf losses near t = T); a Gaussian process needs alpha_bar_T >= 1.2e-38: use "
                 "fewer steps or smaller betas"
             )
-        if reverse_variance not in ("posterior", "forward"):
-            raise ValueError(f"reverse_variance: unknown choice {reverse_variance!r}; expected one of ['forward', 'posterior']")
+        if reverse_variance not in ("posterior", "forward", "learned"):
+            raise ValueError(f"reverse_variance: unknown choice {reverse_variance!r}; expected one of ['forward', 'learned', 'posterior']")
         self.reverse_variance = reverse_variance
         self._num_steps = num_steps
         self.register_buffer("alpha_bar", sched.alpha_bar, persistent=False)
@@ -401,6 +409,8 @@ class GaussianProcess(ForwardProcess):
 
     def reverse_variance_at(self, t: Tensor, s: Tensor, like: Tensor) -> Tensor:
         """The variance of p(x_s | x_t): the ``reverse_variance`` choice, beta_1-style at s = 0."""
+        if self.reverse_variance == "learned":
+            raise ValueError("reverse_variance: 'learned' variances come from the network output; use an x0-based parametrization ('eps', 'x0', 'v')")
         ab_t, ab_s = self.alpha_bar[t], self.alpha_bar[s]
         forward = 1 - ab_t / ab_s
         if self.reverse_variance == "posterior":
@@ -542,6 +552,8 @@ class GaussianProcess(ForwardProcess):
         x_t's dtype, computed from float64 look-ups. None (use the general path) for other
         parametrizations, or an output whose shape or dtype differs from x_t's.
         """
+        if self.reverse_variance == "learned":  # per-element variances from the output: the general path
+            return None
         if isinstance(param, GaussianPreviousStep):
             x0_linear = None
             if same is None or same[0] - same[1] != 1:
@@ -628,6 +640,19 @@ class GaussianProcess(ForwardProcess):
             return mean
         z = torch.randn(x_t.shape, dtype=x_t.dtype, device=x_t.device, generator=generator)
         return torch.addcmul(torch.addcmul(Q * x_t, P, output), sigma, z)
+
+    def mean_output(self, output: Tensor, x_t: Tensor) -> Tensor:
+        """The parametrization's part of a denoiser output: the first half along dim 1 with
+        ``reverse_variance="learned"`` (checked: ValueError if the variance channels are missing), else ``output``."""
+        return split_learned_output(output, x_t)[0] if self.reverse_variance == "learned" else output
+
+    def _loss(self, output, x0, x_t, t, noise, param, kind="simple", hybrid_weight=1e-3, mask=None, reduction="none"):
+        if self.reverse_variance == "learned" and kind == "hybrid":
+            # Nichol & Dhariwal sec. 3.1: the KL term sees the mean as a constant (trains the variance only).
+            total = super()._loss(output, x0, x_t, t, noise, param, "simple", mask=mask)
+            total = total + hybrid_weight * super()._loss(frozen_mean_output(output), x0, x_t, t, noise, param, "kl", mask=mask)
+            return total.mean() if reduction == "mean" else total
+        return super()._loss(output, x0, x_t, t, noise, param, kind, hybrid_weight, mask, reduction)
 
     def extra_repr(self) -> str:
         return f"num_steps={self.num_steps}, reverse_variance={self.reverse_variance!r}"
