@@ -14,10 +14,13 @@ Suites (one module each):
 - ``speed``: library overhead against the bare denoiser, measured side by side in one process.
 - ``graphs``: community-small with the marginal vs the uniform edge transition at equal budgets
   (MMD ratios, NLL bound), and the graph training / sampling step against the bare GraphTransformer.
+- ``sharpness``: the shipped swiss-roll quickstart config trained as ``diffkit fit`` does, sampled
+  with ancestral / DDIM / DPM-Solver++(2M) at 10-200 network calls; distance ratio to the generating
+  spiral and k-NN precision / recall against the data floor.
 
 Each suite writes ``results.csv`` (mean and std over seeds), ``results_raw.csv`` (one row per
 seed), ``table.md``, PNG plots and ``summary.json`` into ``<out>/<suite>/``; ``--write-docs``
 collects every suite found under ``<out>`` into ``docs/benchmarks.md``.
 """
 
-SUITES = ("gaussian", "categorical", "factorization", "speed", "graphs")
+SUITES = ("gaussian", "categorical", "factorization", "speed", "graphs", "sharpness")
