@@ -27,6 +27,7 @@ from diffkit.processes.base import ForwardProcess, LossKind
 from diffkit.processes.categorical import CategoricalProcess
 from diffkit.processes.product import ProductProcess
 from diffkit.ema import EMA
+from diffkit.resample import LossSecondMomentResampler
 from diffkit.likelihood import nll_bound
 from diffkit.sampling import sample as run_sampler
 
@@ -162,6 +163,9 @@ class DiffusionModule(pl.LightningModule):
             seed that ``seed_everything`` set (env ``PL_GLOBAL_SEED``, i.e. ``seed_everything:``
             of a CLI config), else ``torch.initial_seed()``. (Not named ``seed``, which a data
             module's hyperparameters often hold: Lightning refuses to log clashing values.)
+        importance_sampling: for ``loss="kl"`` / ``"hybrid"``, draw training t from
+            :class:`diffkit.resample.LossSecondMomentResampler` (p(t) ∝ sqrt(E[L_t^2]), Nichol &
+            Dhariwal 2021 sec. 3.3) and weight each example by 1 / (T p(t)); uniform t otherwise.
 
     Randomness: training draws t and the noise from a module-owned ``torch.Generator`` on the
     module's device, re-seeded before every training step from (noise_seed, global rank, number of
@@ -192,6 +196,7 @@ class DiffusionModule(pl.LightningModule):
         num_eval_samples: int = 1000,
         validate_inputs: bool = True,
         noise_seed: Optional[int] = None,
+        importance_sampling: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(process, ForwardProcess):
@@ -233,6 +238,9 @@ class DiffusionModule(pl.LightningModule):
         self._eval_buffer: list = []
         self._eval_count = 0
         self.noise_seed = noise_seed
+        if importance_sampling and loss == "simple":
+            raise ValueError("importance_sampling: reweights the ELBO terms of loss='kl' or 'hybrid'; got loss='simple'")
+        self.resampler = LossSecondMomentResampler(process.num_steps) if importance_sampling else None
         self._rng_seed: int | None = None  # resolved when fit starts, or restored from a checkpoint
         self._stream = _TrainStream()  # the training stream's position (a plain object: updated every step)
         self._train_gen: torch.Generator | None = None
@@ -380,10 +388,18 @@ class DiffusionModule(pl.LightningModule):
         """
         process = self.process
         gen = self._draw_generator() if generator is None else generator
-        t = process.sample_timesteps(_batch_size(x0), device=gen.device, generator=gen)
+        if self.resampler is not None and self.training:
+            t, weights = self.resampler.sample(_batch_size(x0), generator=gen, device=gen.device)
+        else:
+            t = process.sample_timesteps(_batch_size(x0), device=gen.device, generator=gen)
         noised = process._q_sample(x0, t, generator=gen)
         output = self.denoiser(noised.x_t, t)
         self._check_output(output, noised.x_t)
+        if self.resampler is not None and self.training:
+            per_example = self._process_loss(output, x0, noised, t)
+            self.resampler.update(t, per_example)
+            per_example = per_example * weights
+            return (per_example.mean() if reduction == "mean" else per_example), t, output, noised
         return self._process_loss(output, x0, noised, t, reduction), t, output, noised
 
     def _process_loss(self, output: Any, x0: Any, noised: Any, t: Tensor, reduction: Literal["none", "mean"] = "none") -> Tensor:
