@@ -47,6 +47,13 @@ INTRO = {
         "set and the NLL bound; and the cost of diffkit's graph training and sampling step against the bare network "
         "for 20- and 64-node graphs. The trained-model graph benchmarks (planar, SBM, trees) are on the Graph benchmarks page."
     ),
+    "sharpness": (
+        "Is the README's quickstart picture as sharp as the data? The shipped examples/configs/swiss_roll.yaml is trained "
+        "exactly as `diffkit fit` runs it, then sampled with the ancestral chain, DDIM (eta = 0) and DPM-Solver++(2M) at "
+        "10, 20, 50 and 200 network calls. Scored by the mean distance of samples to the generating spiral over that of "
+        "real data (1 = as sharp as the data; an RBF MMD with a median bandwidth cannot see this blur) and k-NN precision / "
+        "recall (k = 5) next to the data floor."
+    ),
 }
 
 

@@ -118,10 +118,10 @@ def run(settings: Settings) -> Report:
         ax.set_aspect("equal")
         ax.set_xlim(-2.2, 2.2)
         ax.set_ylim(-2.2, 2.2)
-    save_figure(fig, settings.out / "sharpness_samples.png")
+    save_figure(fig, settings.out / "bench_sharpness_samples.png")
     return Report(
         tables=[table],
-        plots=[("sharpness_samples.png", "The quickstart's samples with each sampler next to real data")],
+        plots=[("bench_sharpness_samples.png", "The quickstart's samples with each sampler next to real data")],
         findings=findings,
         config={"config": str(CONFIG.name), "samples": n, "calls": list(CALLS)},
     )

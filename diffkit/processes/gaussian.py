@@ -29,6 +29,7 @@ from torch import Tensor
 from diffkit._checks import all_finite
 from diffkit.parametrizations import PreviousStepParametrization, X0BasedParametrization
 from diffkit.processes.base import ForwardProcess, Noised, expand_to
+from diffkit.processes.gaussian_bounded import discretized_gaussian_log_likelihood
 from diffkit.processes.gaussian_variance import frozen_mean_output, learned_reverse, split_learned_output
 from diffkit.processes.schedules import ScheduleLike, make_schedule
 
@@ -372,7 +373,7 @@ class GaussianProcess(ForwardProcess):
     supports_eta: ClassVar[bool] = True
     supports_gaussian_solvers: ClassVar[bool] = True
 
-    def __init__(self, num_steps: int = 1000, schedule: ScheduleLike = "cosine", reverse_variance: ReverseVariance = "posterior") -> None:
+    def __init__(self, num_steps: int = 1000, schedule: ScheduleLike = "cosine", reverse_variance: ReverseVariance = "posterior", decoder: Literal["gaussian", "discretized"] = "gaussian") -> None:
         super().__init__()
         sched = make_schedule(schedule, num_steps)
         if sched.alpha_bar[-1] <= 0:
@@ -386,7 +387,10 @@ class GaussianProcess(ForwardProcess):
             )
         if reverse_variance not in ("posterior", "forward", "learned"):
             raise ValueError(f"reverse_variance: unknown choice {reverse_variance!r}; expected one of ['forward', 'learned', 'posterior']")
+        if decoder not in ("gaussian", "discretized"):
+            raise ValueError(f"decoder: unknown choice {decoder!r}; expected one of ['discretized', 'gaussian']")
         self.reverse_variance = reverse_variance
+        self.decoder = decoder
         self._num_steps = num_steps
         self.register_buffer("alpha_bar", sched.alpha_bar, persistent=False)
 
@@ -524,7 +528,11 @@ class GaussianProcess(ForwardProcess):
         return gaussian_kl(q, p)
 
     def decoder_nll(self, x0: Tensor, p: GaussianParams) -> Tensor:
-        """-log N(x0; mean of p(x0 | x_1), beta_1) per element: a density bound (nats per dim)."""
+        """-log p(x0 | x_1) per element, nats: the Gaussian density (decoder="gaussian"; a density bound,
+        can be negative), or the discretized Gaussian of 8-bit data in [-1, 1] (decoder="discretized",
+        Ho et al. 2020 eq. 13; a code length, comparable to papers' bits/dim)."""
+        if self.decoder == "discretized":
+            return -discretized_gaussian_log_likelihood(x0, p.mean, p.variance)
         return gaussian_nll(x0, p)
 
     def reverse_from_x0(self, x_t: Tensor, x0_hat: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> GaussianParams:
@@ -655,4 +663,5 @@ class GaussianProcess(ForwardProcess):
         return super()._loss(output, x0, x_t, t, noise, param, kind, hybrid_weight, mask, reduction)
 
     def extra_repr(self) -> str:
-        return f"num_steps={self.num_steps}, reverse_variance={self.reverse_variance!r}"
+        extra = f", decoder={self.decoder!r}" if self.decoder != "gaussian" else ""
+        return f"num_steps={self.num_steps}, reverse_variance={self.reverse_variance!r}{extra}"
