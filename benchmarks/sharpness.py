@@ -40,7 +40,8 @@ def _fit(out: Path, quick: bool) -> tuple[Path, float, str]:
     cfg.write_text(CONFIG.read_text().replace("runs/swiss_roll", str(out / "run")))
     args = ["fit", "--config", str(cfg), "--trainer.enable_progress_bar=false"]
     if quick:
-        args += ["--trainer.max_steps=20", "--trainer.check_val_every_n_epoch=1", "--data.init_args.num_train=2048"]
+        args += ["--trainer.max_steps=20", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+                 "--model.num_eval_samples=0", "--data.init_args.num_train=2048", "--data.init_args.num_val=64"]
     start = time.perf_counter()
     main(args)
     wall = time.perf_counter() - start
@@ -60,7 +61,7 @@ def run(settings: Settings) -> Report:
     from diffkit.cli import load_model
 
     quick = settings.quick
-    n = 300 if quick else 4000
+    n = 200 if quick else 4000
     rows, pictures = [], {}
     fits = []
     for seed in range(settings.seeds):
