@@ -166,6 +166,7 @@ class DiffusionModule(pl.LightningModule):
         importance_sampling: for ``loss="kl"`` / ``"hybrid"``, draw training t from
             :class:`diffkit.resample.LossSecondMomentResampler` (p(t) ∝ sqrt(E[L_t^2]), Nichol &
             Dhariwal 2021 sec. 3.3) and weight each example by 1 / (T p(t)); uniform t otherwise.
+            Its loss history is not checkpointed: a resumed run draws uniform t until it warms up again.
 
     Randomness: training draws t and the noise from a module-owned ``torch.Generator`` on the
     module's device, re-seeded before every training step from (noise_seed, global rank, number of
