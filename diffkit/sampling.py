@@ -16,6 +16,7 @@ from torch import Tensor
 
 from diffkit.parametrizations import Parametrization
 from diffkit.processes.base import ForwardProcess
+from diffkit.solvers import SAMPLERS, SamplerName
 
 __all__ = ["sampling_timesteps", "sample"]
 
@@ -63,7 +64,7 @@ def sample(
     mask: Tensor | None = None,
     device: torch.device | str | None = None,
     progress: bool = False,
-    sampler: str = "ancestral",
+    sampler: SamplerName = "ancestral",
 ) -> Any:
     """Run the reverse chain x_T -> ... -> x_0.
 
@@ -114,8 +115,6 @@ def sample(
 
 def _resolve_sampler(process: ForwardProcess, sampler: str, eta: float | None) -> Callable[..., Any] | None:
     """The solver of :data:`diffkit.solvers.SAMPLERS` named ``sampler`` (None: the ancestral loop)."""
-    from diffkit.solvers import SAMPLERS
-
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler: unknown sampler {sampler!r}; expected one of {sorted(SAMPLERS)}")
     solver = SAMPLERS[sampler]
