@@ -16,10 +16,13 @@ Suites (one module each):
   (MMD ratios, NLL bound), and the graph training / sampling step against the bare GraphTransformer.
 - ``guidance``: classifier-free guidance sweep (w = 0 .. 4), eight Gaussians conditioned on the mode
   and Markov-chain tokens conditioned on the chain, conditional accuracy vs diversity / fidelity.
+- ``sharpness``: the shipped swiss-roll quickstart config trained as ``diffkit fit`` does, sampled
+  with ancestral / DDIM / DPM-Solver++(2M) at 10-200 network calls; distance ratio to the generating
+  spiral and k-NN precision / recall against the data floor.
 
 Each suite writes ``results.csv`` (mean and std over seeds), ``results_raw.csv`` (one row per
 seed), ``table.md``, PNG plots and ``summary.json`` into ``<out>/<suite>/``; ``--write-docs``
 collects every suite found under ``<out>`` into ``docs/benchmarks.md``.
 """
 
-SUITES = ("gaussian", "categorical", "factorization", "speed", "graphs", "guidance")
+SUITES = ("gaussian", "categorical", "factorization", "speed", "graphs", "guidance", "sharpness")

@@ -54,6 +54,13 @@ INTRO = {
         "against the spread of each mode (1 = the true conditional) and the exact NLL gap of the tokens (0 = exact). "
         "docs/conditioning.md explains the two combinations."
     ),
+    "sharpness": (
+        "Is the README's quickstart picture as sharp as the data? The shipped examples/configs/swiss_roll.yaml is trained "
+        "exactly as `diffkit fit` runs it, then sampled with the ancestral chain, DDIM (eta = 0) and DPM-Solver++(2M) at "
+        "10, 20, 50 and 200 network calls. Scored by the mean distance of samples to the generating spiral over that of "
+        "real data (1 = as sharp as the data; an RBF MMD with a median bandwidth cannot see this blur) and k-NN precision / "
+        "recall (k = 5) next to the data floor."
+    ),
 }
 
 

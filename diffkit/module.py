@@ -31,6 +31,7 @@ from diffkit.processes.product import ProductProcess
 from diffkit.random_streams import TRAIN_STREAM, VAL_STREAM, mix_seed, resolve_seed, seeded
 from diffkit.sampling import check_can_stride, sample as run_sampler
 from diffkit.guidance import check_cond, drop_cond, split_cond_batch
+from diffkit.resample import LossSecondMomentResampler
 
 __all__ = ["DiffusionModule"]
 
@@ -97,6 +98,10 @@ class DiffusionModule(pl.LightningModule):
             seed that ``seed_everything`` set (env ``PL_GLOBAL_SEED``, i.e. ``seed_everything:``
             of a CLI config), else ``torch.initial_seed()``. (Not named ``seed``, which a data
             module's hyperparameters often hold: Lightning refuses to log clashing values.)
+        importance_sampling: for ``loss="kl"`` / ``"hybrid"``, draw training t from
+            :class:`diffkit.resample.LossSecondMomentResampler` (p(t) ∝ sqrt(E[L_t^2]), Nichol &
+            Dhariwal 2021 sec. 3.3) and weight each example by 1 / (T p(t)); uniform t otherwise.
+            Its loss history is not checkpointed: a resumed run draws uniform t until it warms up again.
 
     Randomness: training draws t and the noise from a module-owned ``torch.Generator`` on the
     module's device, re-seeded before every training step from (noise_seed, global rank, number of
@@ -128,6 +133,7 @@ class DiffusionModule(pl.LightningModule):
         validate_inputs: bool = True,
         noise_seed: Optional[int] = None,
         cond_drop_prob: float = 0.0,
+        importance_sampling: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(process, ForwardProcess):
@@ -179,6 +185,9 @@ class DiffusionModule(pl.LightningModule):
         self._eval_metrics: dict[str, tuple[MetricCollection, MetricCollection]] = {}  # stage -> (model's, floor's)
         self.noise_seed = noise_seed
         self.cond_drop_prob = float(cond_drop_prob)
+        if importance_sampling and loss == "simple":
+            raise ValueError("importance_sampling: reweights the ELBO terms of loss='kl' or 'hybrid'; got loss='simple'")
+        self.resampler = LossSecondMomentResampler(process.num_steps) if importance_sampling else None
         self._rng_seed: int | None = None  # resolved when fit starts, or restored from a checkpoint
         self._train_steps = 0  # the training stream's position: training steps drawn so far
         self._train_gen: torch.Generator | None = None
@@ -317,7 +326,10 @@ class DiffusionModule(pl.LightningModule):
         """
         process = self.process
         gen = self._draw_generator() if generator is None else generator
-        t = process.sample_timesteps(_batch_size(x0), device=gen.device, generator=gen)
+        if self.resampler is not None and self.training:
+            t, weights = self.resampler.sample(_batch_size(x0), generator=gen, device=gen.device)
+        else:
+            t = process.sample_timesteps(_batch_size(x0), device=gen.device, generator=gen)
         noised = process.q_sample(x0, t, generator=gen)
         if cond is None:
             output = self.denoiser(noised.x_t, t)
@@ -328,6 +340,9 @@ class DiffusionModule(pl.LightningModule):
             output = self.denoiser(noised.x_t, t, cond)
         self._check_output(output, noised.x_t)
         loss = process.loss(output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight)
+        if self.resampler is not None and self.training:  # importance-sampled t: unbiased with weights 1 / (T p(t))
+            self.resampler.update(t, loss.detach())
+            loss = loss * weights
         return loss, t, output, noised
 
     # ------------------------------------------------------------------ Lightning hooks
@@ -530,6 +545,7 @@ class DiffusionModule(pl.LightningModule):
         known: Any = None,
         known_mask: Any = None,
         resample_rounds: int = 1,
+        sampler: str = "ancestral",
     ) -> Any:
         """Draw samples with the derived reverse chain (strided when num_steps < T).
 
@@ -547,6 +563,7 @@ class DiffusionModule(pl.LightningModule):
             guidance_scale: classifier-free guidance w >= 0 (0: the plain conditional model).
             known, known_mask: infilling (see :func:`diffkit.sample`).
             resample_rounds: RePaint passes per jump for re-noised fields (1: none).
+            sampler: "ancestral", "ddim" or "dpmpp_2m" (Gaussian fields; see :func:`diffkit.sample`).
 
         Returns:
             Tensor (B, ...) or dict of Tensors.
@@ -564,6 +581,7 @@ class DiffusionModule(pl.LightningModule):
                 self.process, self.denoiser, shape, self.param,
                 num_steps=num_steps, generator=generator, eta=eta, mask=mask, device=self.device, progress=progress,
                 cond=cond, guidance_scale=guidance_scale, known=known, known_mask=known_mask, resample_rounds=resample_rounds,
+                sampler=sampler,
             )
         finally:
             self.denoiser.train(training)

@@ -19,6 +19,7 @@ from diffkit.guidance import check_cond, check_guidance_scale, guided_output
 from diffkit.infill import check_known, check_resample_rounds, impose_known, renoise
 from diffkit.parametrizations import Parametrization
 from diffkit.processes.base import ForwardProcess, sampling_timesteps
+from diffkit.solvers import SAMPLERS, SamplerName
 
 __all__ = ["sampling_timesteps", "sample", "check_grid"]
 
@@ -70,6 +71,7 @@ def sample(
     known: Any = None,
     known_mask: Any = None,
     resample_rounds: int = 1,
+    sampler: SamplerName = "ancestral",
 ) -> Any:
     """Run the reverse chain x_T -> ... -> x_0.
 
@@ -99,16 +101,21 @@ def sample(
             fields for a ProductProcess); values where ``known_mask`` is False are ignored.
         known_mask: bool, like ``known``: True where the element is known (diffkit.infill).
         resample_rounds: RePaint's number of passes per jump for re-noised (not exact) fields; 1: none.
+        sampler: "ancestral" (this loop: x_s ~ p(x_s | x_t) at every jump, strided or not; every
+            process), or a deterministic solver for Gaussian fields (``diffkit.solvers``): "ddim"
+            (eta = 0) or "dpmpp_2m" (DPM-Solver++(2M)), one network call per jump over the same grid.
 
     Returns:
         x0 samples: a Tensor (B, ...) or a dict of Tensors.
 
     Raises:
         ValueError: a grid that does not run from T down to 0, or a stride the parametrization
-            cannot take.
+            cannot take; an unknown sampler (the message lists them), ``eta`` or ``known`` with a
+            deterministic solver, or a solver on a process without ``supports_gaussian_solvers``.
         ValueError / TypeError: a bad ``cond``, ``guidance_scale``, ``known`` or ``known_mask``,
             each named (see :func:`diffkit.guidance.check_cond`, :func:`diffkit.infill.check_known`).
     """
+    solver = _resolve_sampler(process, sampler, eta)
     grid = process.sampling_grid(num_steps) if timesteps is None else check_grid(timesteps, process.num_steps)
     param = process.get_parametrization(parametrization)
     check_can_stride(param, grid)
@@ -125,6 +132,11 @@ def sample(
         from tqdm.auto import tqdm
 
         jumps = tqdm(jumps, desc="sampling", leave=False)
+    if solver is not None:
+        if known is not None:
+            raise ValueError(f"known: infilling re-noises along the ancestral chain; use sampler='ancestral', not {sampler!r}")
+        with trusted_values():
+            return solver(process, lambda x_t, t: guided_output(denoiser, x_t, t, cond, guidance_scale, param), x, param, grid)
     with trusted_values():
         if known is not None:
             x = impose_known(process, x, known, grid[0], generator)
@@ -156,3 +168,20 @@ def denoise_step(
 def process_device(x: Any) -> torch.device:
     """The device of a sample (a Tensor, or the first Tensor of a dict)."""
     return next(v for v in x.values() if isinstance(v, Tensor)).device if isinstance(x, dict) else x.device
+
+
+def _resolve_sampler(process: ForwardProcess, sampler: str, eta: float | None) -> Callable[..., Any] | None:
+    """The solver of :data:`diffkit.solvers.SAMPLERS` named ``sampler`` (None: the ancestral loop)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler: unknown sampler {sampler!r}; expected one of {sorted(SAMPLERS)}")
+    solver = SAMPLERS[sampler]
+    if solver is None:
+        return None
+    if eta is not None:
+        raise ValueError(f"eta: sampler {sampler!r} is deterministic and takes no eta (got {eta}); use sampler='ancestral' with eta for DDIM's stochastic steps")
+    if not process.supports_gaussian_solvers:
+        raise ValueError(
+            f"sampler: {sampler!r} solves the probability-flow ODE of a Gaussian field; {type(process).__name__} "
+            "does not support it (categorical and product processes sample with sampler='ancestral', strided or not)"
+        )
+    return solver

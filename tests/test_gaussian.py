@@ -460,6 +460,6 @@ def test_errors_at_the_public_boundary(float64) -> None:
     with pytest.raises(ValueError, match="alpha_bar_T"):
         GaussianProcess(2, schedule=NoiseSchedule.from_alpha_bar([1.0, 0.5, 0.0]))
     with pytest.raises(ValueError, match="reverse_variance"):
-        GaussianProcess(10, reverse_variance="learned")  # type: ignore[arg-type]
+        GaussianProcess(10, reverse_variance="fixed")  # type: ignore[arg-type]  ("learned" is valid since issue 17)
     with pytest.raises(ValueError, match="parametrization"):
         proc.loss(x0, x0, x_t, 3, None, "score")

@@ -18,6 +18,18 @@ from diffkit.metrics.functional import (
     total_variation,
     wasserstein_1d,
 )
+from diffkit.metrics.manifold import (
+    Coverage,
+    Density,
+    KNNPrecision,
+    KNNRecall,
+    ManifoldDistanceRatio,
+    coverage,
+    density,
+    knn_precision,
+    knn_recall,
+    manifold_distance,
+)
 from diffkit.metrics.samples import (
     MMD,
     ColumnwiseDistances,
@@ -29,6 +41,16 @@ from diffkit.metrics.samples import (
 from diffkit.metrics.quality import default_sample_metrics
 
 __all__ = [
+    "Coverage",
+    "Density",
+    "KNNPrecision",
+    "KNNRecall",
+    "ManifoldDistanceRatio",
+    "coverage",
+    "density",
+    "knn_precision",
+    "knn_recall",
+    "manifold_distance",
     "MMD",
     "ColumnwiseDistances",
     "SlicedWasserstein",

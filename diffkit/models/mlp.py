@@ -36,6 +36,8 @@ class MLPDenoiser(nn.Module):
         cond_dim: C for a feature-conditional model (``cond`` float (B, C)); None: no features.
             The condition's embedding (:class:`~diffkit.models.conditioning.ConditionEmbedding`,
             with a learned null condition) is added to the time embedding.
+        learn_variance: also emit D variance outputs (for ``GaussianProcess(reverse_variance="learned")``):
+            the output then has x_t's shape with dim 1 doubled, mean channels first.
 
     Example:
         >>> import torch
@@ -46,7 +48,7 @@ class MLPDenoiser(nn.Module):
 
     def __init__(
         self, dim: int, num_steps: int, hidden: int = 256, depth: int = 3, time_dim: int = 128,
-        num_classes: int | None = None, cond_dim: int | None = None,
+        num_classes: int | None = None, cond_dim: int | None = None, learn_variance: bool = False,
     ) -> None:
         super().__init__()
         for name, value in dict(dim=dim, hidden=hidden, depth=depth, time_dim=time_dim).items():
@@ -61,7 +63,8 @@ class MLPDenoiser(nn.Module):
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.SiLU()]
             width = hidden
-        layers.append(nn.Linear(hidden, dim))
+        self.learn_variance = learn_variance
+        layers.append(nn.Linear(hidden, 2 * dim if learn_variance else dim))
         self.net = nn.Sequential(*layers)
 
     @property
@@ -79,7 +82,7 @@ class MLPDenoiser(nn.Module):
                 :mod:`diffkit.models.conditioning`); only for a conditional model.
 
         Returns:
-            Tensor of the same shape and dtype as ``x_t``.
+            Tensor of the same shape and dtype as ``x_t`` (dim 1 doubled with ``learn_variance``).
 
         Raises:
             TypeError: if ``x_t`` is not floating point or ``t`` is not int64.
@@ -97,5 +100,7 @@ class MLPDenoiser(nn.Module):
             emb = emb + self.cond_embed(cond, h.shape[0]).to(h.dtype)
         elif cond is not None:
             raise ValueError("cond: this MLPDenoiser is unconditional; build it with num_classes=K or cond_dim=C")
-        out = self.net(torch.cat([h, emb], dim=-1))  # (B, D)
+        out = self.net(torch.cat([h, emb], dim=-1))  # (B, D), or (B, 2D) with learn_variance
+        if self.learn_variance:
+            return out.reshape(x_t.shape[0], 2 * x_t.shape[1], *x_t.shape[2:])
         return out.reshape(x_t.shape)

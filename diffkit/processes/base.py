@@ -141,6 +141,7 @@ class ForwardProcess(nn.Module, abc.ABC):
         supports_eta: whether :meth:`reverse_from_x0` takes DDIM's eta.
         is_continuous_time: whether t is a float in [0, 1] (False: an int in 0..T).
         exact_infill: whether infilling keeps known elements clean at every step (``diffkit.infill``).
+        supports_gaussian_solvers: whether ``sample(..., sampler="ddim" | "dpmpp_2m")`` applies.
     """
 
     parametrizations: ClassVar[dict[str, type[Parametrization]]] = {}
@@ -156,6 +157,9 @@ class ForwardProcess(nn.Module, abc.ABC):
     #: Whether infilling may keep known elements at their clean values at every step (absorbing
     #: noise: known tokens are simply never masked) instead of re-noising them (``diffkit.infill``).
     exact_infill: ClassVar[bool] = False
+    #: whether the deterministic Gaussian solvers of :mod:`diffkit.solvers` ("ddim", "dpmpp_2m") apply:
+    #: a single Gaussian field with ``alpha_bar_at`` and x0-based parametrizations.
+    supports_gaussian_solvers: ClassVar[bool] = False
 
     # ----------------------------------------------------------------- primitives
     @property

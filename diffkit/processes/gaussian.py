@@ -31,6 +31,8 @@ from diffkit.processes.gaussian_formulas import (
     x0_from_v,
 )
 from diffkit.processes.gaussian_step import fused_step, jump_coefficients
+from diffkit.processes.gaussian_bounded import discretized_gaussian_log_likelihood
+from diffkit.processes.gaussian_variance import frozen_mean_output, learned_reverse, split_learned_output
 from diffkit.processes.schedules import ScheduleLike, make_schedule
 
 __all__ = [
@@ -81,7 +83,16 @@ class _GaussianX0Based(X0BasedParametrization):
         raise NotImplementedError
 
     def output_shape(self, process: ForwardProcess, x_t: Tensor) -> tuple[int, ...]:
+        if getattr(process, "reverse_variance", None) == "learned":  # mean channels, then variance channels (dim 1)
+            return (x_t.shape[0], 2 * x_t.shape[1], *x_t.shape[2:])
         return tuple(x_t.shape)
+
+    def reverse(self, process, output, x_t, t, s, eta=None):
+        if isinstance(process, GaussianProcess) and process.reverse_variance == "learned":
+            if eta is not None:
+                raise ValueError("eta: DDIM's eta replaces the reverse variance; with reverse_variance='learned' sample with eta=None")
+            return learned_reverse(process, self, output, x_t, t, s)
+        return super().reverse(process, output, x_t, t, s, eta=eta)
 
     def oracle_output(self, process: GaussianProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
         if noise is None:
@@ -89,6 +100,7 @@ class _GaussianX0Based(X0BasedParametrization):
         return self.target(process, x0, x_t, t, noise)
 
     def simple_loss(self, process: GaussianProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
+        output = process.mean_output(output, x_t)
         target = self.oracle_output(process, x0, x_t, t, noise)
         same = target.shape == output.shape and target.dtype == output.dtype
         sq = F.mse_loss(output, target, reduction="none") if same else (output - target) ** 2  # one autograd node
@@ -193,7 +205,7 @@ def _same_layout(output: object, x_t: Tensor) -> bool:
 
 
 # ------------------------------------------------------------------------ process
-ReverseVariance = Literal["posterior", "forward"]
+ReverseVariance = Literal["posterior", "forward", "learned"]
 
 
 class GaussianProcess(ForwardProcess):
@@ -216,8 +228,9 @@ class GaussianProcess(ForwardProcess):
     parametrizations = {"eps": EpsParametrization, "x0": X0Parametrization, "v": VParametrization, "previous-step": GaussianPreviousStep}
     supports_eta: ClassVar[bool] = True
     fuses_reverse_step: ClassVar[bool] = True
+    supports_gaussian_solvers: ClassVar[bool] = True
 
-    def __init__(self, num_steps: int = 1000, schedule: ScheduleLike = "cosine", reverse_variance: ReverseVariance = "posterior") -> None:
+    def __init__(self, num_steps: int = 1000, schedule: ScheduleLike = "cosine", reverse_variance: ReverseVariance = "posterior", decoder: Literal["gaussian", "discretized"] = "gaussian") -> None:
         super().__init__()
         sched = make_schedule(schedule, num_steps)
         if sched.alpha_bar[-1] <= 0:
@@ -229,9 +242,12 @@ class GaussianProcess(ForwardProcess):
                 "divides by 0 (NaN / inf losses near t = T); a Gaussian process needs alpha_bar_T >= 1.2e-38: use "
                 "fewer steps or smaller betas"
             )
-        if reverse_variance not in ("posterior", "forward"):
-            raise ValueError(f"reverse_variance: unknown choice {reverse_variance!r}; expected one of ['forward', 'posterior']")
+        if reverse_variance not in ("posterior", "forward", "learned"):
+            raise ValueError(f"reverse_variance: unknown choice {reverse_variance!r}; expected one of ['forward', 'learned', 'posterior']")
+        if decoder not in ("gaussian", "discretized"):
+            raise ValueError(f"decoder: unknown choice {decoder!r}; expected one of ['discretized', 'gaussian']")
         self.reverse_variance = reverse_variance
+        self.decoder = decoder
         self._num_steps = num_steps
         self.register_buffer("alpha_bar", sched.alpha_bar, persistent=False)
         #: The schedule as Python floats, fixed at construction: per-jump scalar coefficients of
@@ -257,6 +273,8 @@ class GaussianProcess(ForwardProcess):
 
     def reverse_variance_at(self, t: Tensor, s: Tensor, like: Tensor) -> Tensor:
         """The variance of p(x_s | x_t): the ``reverse_variance`` choice, beta_1-style at s = 0."""
+        if self.reverse_variance == "learned":
+            raise ValueError("reverse_variance: 'learned' variances come from the network output; use an x0-based parametrization ('eps', 'x0', 'v')")
         alpha_bar_t, alpha_bar_s = self.alpha_bar[t], self.alpha_bar[s]
         forward = 1 - alpha_bar_t / alpha_bar_s
         if self.reverse_variance == "posterior":
@@ -344,7 +362,11 @@ class GaussianProcess(ForwardProcess):
         return gaussian_kl(q, p)
 
     def decoder_nll(self, x0: Tensor, p: GaussianParams) -> Tensor:
-        """-log N(x0; mean of p(x0 | x_1), beta_1) per element: a density bound (nats per dim)."""
+        """-log p(x0 | x_1) per element, nats: the Gaussian density (decoder="gaussian"; a density bound,
+        can be negative), or the discretized Gaussian of 8-bit data in [-1, 1] (decoder="discretized",
+        Ho et al. 2020 eq. 13; a code length, comparable to papers' bits/dim)."""
+        if self.decoder == "discretized":
+            return -discretized_gaussian_log_likelihood(x0, p.mean, p.variance)
         return gaussian_nll(x0, p)
 
     def reverse_from_x0(self, x_t: Tensor, x0_hat: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> GaussianParams:
@@ -371,7 +393,7 @@ class GaussianProcess(ForwardProcess):
         the same law, and the same draw of z from ``generator``, as ``reverse_sample(reverse(...))``,
         which runs otherwise."""
         param = self.get_parametrization(parametrization)
-        if self.fuses_reverse_step and param.x0_is_linear and isinstance(t, int) and (s is None or isinstance(s, int)) and _same_layout(output, x_t):
+        if self.fuses_reverse_step and self.reverse_variance != "learned" and param.x0_is_linear and isinstance(t, int) and (s is None or isinstance(s, int)) and _same_layout(output, x_t):
             s = t - 1 if s is None else s
             self.step_pair(t, s, x_t.shape[0], x_t.device)  # ints: checked without a device read
             if eta is not None and eta < 0:
@@ -381,5 +403,19 @@ class GaussianProcess(ForwardProcess):
             return fused_step(output, x_t, coefs, generator)
         return super().step(output, x_t, t, s, param, generator, eta)
 
+    def mean_output(self, output: Tensor, x_t: Tensor) -> Tensor:
+        """The parametrization's part of a denoiser output: the first half along dim 1 with
+        ``reverse_variance="learned"`` (checked: ValueError if the variance channels are missing), else ``output``."""
+        return split_learned_output(output, x_t)[0] if self.reverse_variance == "learned" else output
+
+    def loss(self, output, x0, x_t, t, noise, parametrization, kind="simple", hybrid_weight=1e-3, mask=None):
+        """:meth:`ForwardProcess.loss`; with ``reverse_variance="learned"`` and ``kind="hybrid"``, the KL
+        term sees the mean as a constant, so it trains the variance only (Nichol & Dhariwal 2021 sec. 3.1)."""
+        if self.reverse_variance == "learned" and kind == "hybrid":
+            simple = super().loss(output, x0, x_t, t, noise, parametrization, "simple", mask=mask)
+            return simple + hybrid_weight * super().loss(frozen_mean_output(output), x0, x_t, t, noise, parametrization, "kl", mask=mask)
+        return super().loss(output, x0, x_t, t, noise, parametrization, kind, hybrid_weight, mask)
+
     def extra_repr(self) -> str:
-        return f"num_steps={self.num_steps}, reverse_variance={self.reverse_variance!r}"
+        extra = f", decoder={self.decoder!r}" if self.decoder != "gaussian" else ""
+        return f"num_steps={self.num_steps}, reverse_variance={self.reverse_variance!r}{extra}"
