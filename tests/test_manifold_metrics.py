@@ -133,7 +133,7 @@ def test_toy_data_module_supplies_the_metrics_and_validation_logs_them(tmp_path)
 
     assert "manifold_ratio" not in Toy2DDataModule("checkerboard").sample_metrics()
     dm = Toy2DDataModule("swiss_roll", num_train=64, num_val=64, batch_size=32)
-    assert set(dm.sample_metrics()) == {"precision", "recall", "density", "coverage", "manifold_ratio"}
+    assert set(dm.sample_metrics()) == {"mmd", "swd", "precision", "recall", "density", "coverage", "manifold_ratio"}  # base + blur metrics
     model = DiffusionModule(GaussianProcess(10), MLPDenoiser(2, 10, hidden=16, depth=1), "eps", num_eval_samples=32)
     tr = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
                     default_root_dir=tmp_path, num_sanity_val_steps=0, enable_checkpointing=False)

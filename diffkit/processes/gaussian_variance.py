@@ -82,7 +82,7 @@ def learned_reverse(process: Any, param: Any, output: Tensor, x_t: Tensor, t: Te
 
     mean_out, v_raw = split_learned_output(output, x_t)
     x0_hat = param.x0_from_output(process, mean_out, x_t, t)
-    mean = process._posterior(x_t, x0_hat, t, s).mean
+    mean = process.posterior(x_t, x0_hat, t, s).mean
     ab = process.alpha_bar
     ab_t = ab[t].reshape(-1, *([1] * (x_t.ndim - 1)))
     ab_s = ab[s].reshape(-1, *([1] * (x_t.ndim - 1)))
