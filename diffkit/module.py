@@ -279,7 +279,7 @@ class DiffusionModule(pl.LightningModule):
         return list(self.param.values()) if isinstance(self.param, dict) else [self.param]
 
     def _check_stride(self, steps: int | None) -> None:
-        if steps is not None and steps < self.process.num_steps:
+        if steps is not None and not self.process.is_continuous_time and steps < self.process.num_steps:
             bad = [p.name for p in self._params() if not p.can_stride]
             if bad:
                 raise ValueError(

@@ -16,8 +16,9 @@ from torch import Tensor
 
 from diffkit.parametrizations import Parametrization
 from diffkit.processes.base import ForwardProcess
+from diffkit.sampling_cache import CachingDenoiser, SamplingStats, counting_denoiser
 
-__all__ = ["sampling_timesteps", "sample"]
+__all__ = ["sampling_timesteps", "sample", "SamplingStats"]
 
 Denoiser = Callable[[Any, Tensor], Any]
 
@@ -42,13 +43,6 @@ def sampling_timesteps(num_steps: int, steps: int | None = None) -> list[int]:
     return ts.tolist()
 
 
-def _check_timesteps(timesteps: Sequence[int], num_steps: int) -> list[int]:
-    ts = [int(t) for t in timesteps]
-    if len(ts) < 2 or ts[-1] != 0 or ts[0] > num_steps or any(a <= b for a, b in zip(ts, ts[1:])):
-        raise ValueError(f"timesteps: expected a strictly decreasing list from <= T = {num_steps} down to 0, got {ts}")
-    return ts
-
-
 @torch.no_grad()
 def sample(
     process: ForwardProcess,
@@ -63,6 +57,8 @@ def sample(
     mask: Tensor | None = None,
     device: torch.device | str | None = None,
     progress: bool = False,
+    cache: bool | None = None,
+    stats: SamplingStats | None = None,
 ) -> Any:
     """Run the reverse chain x_T -> ... -> x_0.
 
@@ -78,11 +74,15 @@ def sample(
         mask: (B, N) bool node mask for padded data (ProductProcess).
         device: where to sample (default: the generator's device, else CPU).
         progress: show a tqdm bar over the steps.
+        cache: reuse the denoiser's output for every example whose x_t did not change since its
+            last call (MDLM's caching sampler); only valid, and allowed, for a process with
+            ``x0_prediction_time_independent``. None: on exactly for such processes.
+        stats: a :class:`SamplingStats` to fill with the number of denoiser calls and evaluations.
 
     Returns:
         x0 samples: a Tensor (B, ...) or a dict of Tensors.
     """
-    ts = _check_timesteps(timesteps, process.num_steps) if timesteps is not None else sampling_timesteps(process.num_steps, num_steps)
+    ts = process.check_sampling_grid(timesteps) if timesteps is not None else process.sampling_grid(num_steps)
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
     param = process.get_parametrization(parametrization)
@@ -95,7 +95,9 @@ def sample(
         pairs = tqdm(pairs, desc="sampling", leave=False)
     # The schedule was checked once above (ints, 0 <= s < t <= T), so each jump goes to the
     # unchecked step with (t, s) as ints: per-jump scalar coefficients, no per-step validation.
-    t = torch.full((batch,), ts[0], dtype=torch.long, device=device)
+    denoiser = _wrap_denoiser(process, denoiser, cache, stats)
+    # int64 times for discrete processes, float32 ones in [0, 1] for continuous-time ones.
+    t = torch.full((batch,), ts[0], dtype=torch.get_default_dtype() if process.is_continuous_time else torch.long, device=device)
     for t_i, s_i in pairs:
         x, t = _jump(process, denoiser, x, t, t_i, s_i, param, generator, eta)
     return x
@@ -105,5 +107,18 @@ def _jump(process: ForwardProcess, denoiser: Denoiser, x: Any, t: Tensor, t_i: i
     """One iteration of :func:`sample`'s loop: x_t -> x_s for ints 0 <= s_i < t_i <= T (checked by
     the caller), ``t`` the (B,) int64 tensor of t_i. Returns (x_s, s as a (B,) tensor), so the next
     jump reuses s as its t: one new time tensor per step. ``benchmarks/speed.py`` times this."""
-    s = torch.full(t.shape, s_i, dtype=torch.long, device=t.device)
+    s = torch.full(t.shape, s_i, dtype=t.dtype, device=t.device)
     return process._step(denoiser(x, t), x, t, s, param, generator, eta, (t_i, s_i)), s
+
+
+def _wrap_denoiser(process: ForwardProcess, denoiser: Denoiser, cache: bool | None, stats: SamplingStats | None) -> Denoiser:
+    """The denoiser as :func:`sample` calls it: cached (``cache``) and / or counted (``stats``)."""
+    allowed = process.x0_prediction_time_independent
+    if cache and not allowed:
+        raise ValueError(
+            f"cache: {type(process).__name__} does not declare x0_prediction_time_independent, so a denoiser output "
+            "cannot be reused at another t; use cache=None or False"
+        )
+    if allowed if cache is None else cache:
+        return CachingDenoiser(denoiser, stats)
+    return denoiser if stats is None else counting_denoiser(denoiser, stats)

@@ -88,7 +88,8 @@ def _times(t: Tensor | int, batch_size: int, num_steps: int, device: torch.devic
         t = torch.full((batch_size,), t, dtype=torch.long, device=device)
     elif isinstance(t, Tensor):
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise TypeError(f"{name}: expected integer time steps (int64), got dtype {t.dtype}")
+            hint = " (float times in [0, 1] are for continuous-time processes)" if t.is_floating_point() else ""
+            raise TypeError(f"{name}: expected integer time steps (int64), got dtype {t.dtype}{hint}")
         t = t.to(device=device, dtype=torch.long)
         if t.ndim == 0:
             t = t.expand(batch_size)
@@ -100,7 +101,8 @@ def _times(t: Tensor | int, batch_size: int, num_steps: int, device: torch.devic
         else:
             lo, hi = 0, 0
     else:
-        raise TypeError(f"{name}: expected an int or an int64 tensor, got {type(t).__name__}")
+        hint = " (float times in [0, 1] are for continuous-time processes)" if isinstance(t, float) else ""
+        raise TypeError(f"{name}: expected an int or an int64 tensor, got {type(t).__name__}{hint}")
     if batch_size and (lo < 0 or hi > num_steps):
         raise ValueError(f"{name}: expected values in 0..T = 0..{num_steps}, got min {lo}, max {hi}")
     return t, lo, hi
@@ -120,6 +122,12 @@ class ForwardProcess(nn.Module, abc.ABC):
 
     parametrizations: ClassVar[dict[str, type[Parametrization]]] = {}
     supports_eta: ClassVar[bool] = False
+    #: t is a float in [0, 1] (``num_steps`` is None) instead of an int step in 0..T; see
+    #: :mod:`diffkit.processes.ctime` and docs/plugins.md, "Continuous time".
+    is_continuous_time: ClassVar[bool] = False
+    #: The optimal x0 prediction q(x0 | x_t) does not depend on t given x_t (masked noise), so the
+    #: sampler may reuse a denoiser output while x_t is unchanged (``sample(cache=...)``).
+    x0_prediction_time_independent: ClassVar[bool] = False
 
     # ----------------------------------------------------------------- primitives
     @property
@@ -191,6 +199,21 @@ class ForwardProcess(nn.Module, abc.ABC):
         return self.posterior(x_t, x0, t, s)
 
     # ----------------------------------------------------------------- derived
+    def sampling_grid(self, steps: int | None = None) -> list:
+        """The decreasing times ``sample()`` walks: evenly strided ints [T, ..., 0] with ``steps``
+        jumps (None: all T). Continuous-time processes return floats [1.0, ..., 0.0]."""
+        from diffkit.sampling import sampling_timesteps
+
+        return sampling_timesteps(self.num_steps, steps)
+
+    def check_sampling_grid(self, times: Any) -> list:
+        """Validate an explicit grid given to ``sample(timesteps=...)``: ints strictly decreasing
+        from <= T down to 0 (floats from <= 1 down to 0.0 for continuous-time processes)."""
+        ts = [int(t) for t in times]
+        if len(ts) < 2 or ts[-1] != 0 or ts[0] > self.num_steps or any(a <= b for a, b in zip(ts, ts[1:])):
+            raise ValueError(f"timesteps: expected a strictly decreasing list from <= T = {self.num_steps} down to 0, got {ts}")
+        return ts
+
     def sample_timesteps(self, batch_size: int, device: torch.device | str | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Uniform training times t ~ U{1, ..., T}: (B,) int64."""
         if generator is not None and device is None:
