@@ -61,10 +61,12 @@ def _batches(num: int, batch_size: int, gen: torch.Generator):
 
 
 def train(
-    process: diffkit.ForwardProcess, denoiser: nn.Module, data: Tensor | Mapping[str, Tensor], parametrization: str, budget: Budget, seed: int
+    process: diffkit.ForwardProcess, denoiser: nn.Module, data: Tensor | Mapping[str, Tensor], parametrization: str, budget: Budget, seed: int,
+    loss: str = "simple", hybrid_weight: float = 1e-3,
 ) -> TrainResult:
     """Train ``denoiser`` in place on the rows of ``data`` (x0 examples: a (N, ...) Tensor, or a dict
-    of (N, ...) Tensors such as dense graph batches) for ``budget.steps`` steps."""
+    of (N, ...) Tensors such as dense graph batches) for ``budget.steps`` steps with ``process.loss``
+    of kind ``loss`` ("simple", "kl" or "hybrid")."""
     gen = generator(seed, STREAM_TRAIN)
     param = process.get_parametrization(parametrization)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=budget.lr, weight_decay=0.0)
@@ -79,12 +81,12 @@ def train(
         x0 = {k: v[index] for k, v in data.items()} if isinstance(data, Mapping) else data[index]
         t = process.sample_timesteps(index.shape[0], generator=gen)
         x_t, noise = process.q_sample(x0, t, generator=gen)
-        loss = process.loss(denoiser(x_t, t), x0, x_t, t, noise, param).mean()
+        value = process.loss(denoiser(x_t, t), x0, x_t, t, noise, param, kind=loss, hybrid_weight=hybrid_weight).mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         optimizer.step()
         schedule.step()
-        losses.append(loss.detach())
+        losses.append(value.detach())
     seconds = time.perf_counter() - start
     denoiser.eval()
     tail = torch.stack(losses[-max(1, len(losses) // 10) :])
