@@ -126,6 +126,7 @@ def run(settings: Settings) -> Report:
         floors.append({"seed": seed, "bigram_tv": _bigram_tv(fresh, dm.split("val")[: cfg.num_eval], cfg.num_classes)})
         for row in cfg.rows:
             rows += _run_one(row, dm, seed, cfg, entropy_bits)
+            write_csv(settings.out / "results_raw.csv", rows)  # so far: a long run can be read while it goes
             print(f"  ctime: {row} seed {seed}: {rows[-1]['train_seconds']:.1f}s training, gap {rows[-1]['nll_gap_bits']:.4f} bits", flush=True)
     return _report(settings, cfg, rows, floors)
 

@@ -177,7 +177,7 @@ def sample_from_checkpoint(
     print(f"saved {num_samples} samples to {output}")
     if plot is not None:
         png = output.with_suffix(".png") if plot == "" else Path(plot)
-        plot_samples(samples, model.reference, png, title=f"{ckpt_path.name}: {num_steps or model.process.num_steps} steps")
+        plot_samples(samples, model.reference, png, title=f"{ckpt_path.name}: {len(model.process.sampling_grid(num_steps)) - 1} steps")
         print(f"saved picture to {png}")
     return samples
 
