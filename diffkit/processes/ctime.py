@@ -255,7 +255,7 @@ class ContinuousTimeProcess(ForwardProcess):
         t: Tensor,
         noise: Tensor | None,
         parametrization: str | Parametrization,
-        kind: Literal["simple", "kl", "hybrid"] = "kl",
+        kind: Literal["simple", "kl", "hybrid"] = "simple",
         hybrid_weight: float = 1e-3,
         mask: Tensor | None = None,
     ) -> Tensor:
