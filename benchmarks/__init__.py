@@ -19,10 +19,13 @@ Suites (one module each):
 - ``sharpness``: the shipped swiss-roll quickstart config trained as ``diffkit fit`` does, sampled
   with ancestral / DDIM / DPM-Solver++(2M) at 10-200 network calls; distance ratio to the generating
   spiral and k-NN precision / recall against the data floor.
+- ``ctime``: continuous-time masked (MDLM) and uniform (UDLM) noise against discrete absorbing
+  T = 100 / 1000 on Markov tokens at equal budgets: NLL bound vs exact entropy, bigram TV at 8 to
+  1024 sampling steps, network evaluations per sample of the caching sampler.
 
 Each suite writes ``results.csv`` (mean and std over seeds), ``results_raw.csv`` (one row per
 seed), ``table.md``, PNG plots and ``summary.json`` into ``<out>/<suite>/``; ``--write-docs``
 collects every suite found under ``<out>`` into ``docs/benchmarks.md``.
 """
 
-SUITES = ("gaussian", "categorical", "factorization", "speed", "graphs", "guidance", "sharpness")
+SUITES = ("gaussian", "categorical", "factorization", "speed", "graphs", "guidance", "sharpness", "ctime")

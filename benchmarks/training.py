@@ -63,12 +63,13 @@ def _batches(num: int, batch_size: int, gen: torch.Generator):
 
 def train(
     process: diffkit.ForwardProcess, denoiser: nn.Module, data: Tensor | Mapping[str, Tensor], parametrization: str, budget: Budget, seed: int,
-    cond: Tensor | None = None, cond_drop_prob: float = 0.0,
+    cond: Tensor | None = None, cond_drop_prob: float = 0.0, loss: str = "simple", hybrid_weight: float = 1e-3,
 ) -> TrainResult:
     """Train ``denoiser`` in place on the rows of ``data`` (x0 examples: a (N, ...) Tensor, or a dict
-    of (N, ...) Tensors such as dense graph batches) for ``budget.steps`` steps. With ``cond`` (N,)
-    or (N, C), the denoiser is called ``denoiser(x_t, t, cond)`` with each example's condition
-    dropped to the null one with probability ``cond_drop_prob`` (as DiffusionModule does)."""
+    of (N, ...) Tensors such as dense graph batches) for ``budget.steps`` steps with ``process.loss``
+    of kind ``loss`` ("simple", "kl" or "hybrid"). With ``cond`` (N,) or (N, C), the denoiser is
+    called ``denoiser(x_t, t, cond)`` with each example's condition dropped to the null one with
+    probability ``cond_drop_prob`` (as DiffusionModule does)."""
     gen = generator(seed, STREAM_TRAIN)
     param = process.get_parametrization(parametrization)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=budget.lr, weight_decay=0.0)
@@ -88,12 +89,12 @@ def train(
         else:
             drop = torch.rand(index.shape[0], generator=gen) < cond_drop_prob
             output = denoiser(x_t, t, drop_cond(cond[index], drop))
-        loss = process.loss(output, x0, x_t, t, noise, param).mean()
+        value = process.loss(output, x0, x_t, t, noise, param, kind=loss, hybrid_weight=hybrid_weight).mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         optimizer.step()
         schedule.step()
-        losses.append(loss.detach())
+        losses.append(value.detach())
     seconds = time.perf_counter() - start
     denoiser.eval()
     tail = torch.stack(losses[-max(1, len(losses) // 10) :])

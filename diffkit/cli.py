@@ -254,7 +254,7 @@ def sample_from_checkpoint(
         print(f"saved {num_samples} decoded samples to {written}")
     if plot is not None:
         png = output.with_suffix(".png") if plot == "" else Path(plot)
-        title = f"{ckpt_path.name}: {sampler}, {num_steps or model.process.num_steps} steps"
+        title = f"{ckpt_path.name}: {sampler}, {len(model.process.sampling_grid(num_steps)) - 1} steps"
         if fmt is not None and fmt.draws_samples:
             fmt.plot(samples, png, title=title)
         else:

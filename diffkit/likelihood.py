@@ -63,6 +63,7 @@ def nll_bound(
     parametrization: str | Parametrization | dict = "x0",
     generator: torch.Generator | None = None,
     per_step: bool = False,
+    num_points: int | None = None,
 ) -> NLLBound:
     """Evaluate every term of the ELBO for a batch x0 (T denoiser calls).
 
@@ -79,9 +80,19 @@ def nll_bound(
         per_step: also keep every term, (B, T) in ``NLLBound.steps`` (where in t the bound is
             spent: e.g. an x0-predicting network pays most of it at the first few t).
 
+        num_points: continuous-time processes only: N, the number of times t at which the ELBO's
+            integrand is evaluated (N denoiser calls; default 128), see
+            :func:`diffkit.likelihood_ct.continuous_nll_bound`.
+
     Returns:
         NLLBound with per-example terms.
     """
+    if process.is_continuous_time:
+        from diffkit.likelihood_ct import continuous_nll_bound
+
+        return continuous_nll_bound(process, denoiser, x0, parametrization, generator, per_step, num_points)
+    if num_points is not None:
+        raise ValueError(f"num_points: only for continuous-time processes; {type(process).__name__} sums all T = {process.num_steps} terms")
     process.validate_x0(x0)
     param = process.get_parametrization(parametrization)
     prior = process.prior_term(x0)

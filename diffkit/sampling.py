@@ -19,9 +19,10 @@ from diffkit.guidance import check_cond, check_guidance_scale, guided_output
 from diffkit.infill import check_known, check_resample_rounds, impose_known, renoise
 from diffkit.parametrizations import Parametrization
 from diffkit.processes.base import ForwardProcess, sampling_timesteps
+from diffkit.sampling_cache import CachingDenoiser, SamplingStats, counting_denoiser
 from diffkit.solvers import SAMPLERS, SamplerName
 
-__all__ = ["sampling_timesteps", "sample", "check_grid"]
+__all__ = ["sampling_timesteps", "sample", "check_grid", "SamplingStats"]
 
 Denoiser = Callable[[Any, Tensor], Any]
 
@@ -72,6 +73,8 @@ def sample(
     known_mask: Any = None,
     resample_rounds: int = 1,
     sampler: SamplerName = "ancestral",
+    cache: bool | None = None,
+    stats: SamplingStats | None = None,
 ) -> Any:
     """Run the reverse chain x_T -> ... -> x_0.
 
@@ -104,6 +107,10 @@ def sample(
         sampler: "ancestral" (this loop: x_s ~ p(x_s | x_t) at every jump, strided or not; every
             process), or a deterministic solver for Gaussian fields (``diffkit.solvers``): "ddim"
             (eta = 0) or "dpmpp_2m" (DPM-Solver++(2M)), one network call per jump over the same grid.
+        cache: reuse the denoiser's output for every example whose x_t did not change since its
+            last call (MDLM's caching sampler); only valid, and allowed, for a process with
+            ``x0_prediction_time_independent``. None: on exactly for such processes.
+        stats: a :class:`SamplingStats` to fill with the number of denoiser calls and evaluations.
 
     Returns:
         x0 samples: a Tensor (B, ...) or a dict of Tensors.
@@ -116,7 +123,7 @@ def sample(
             each named (see :func:`diffkit.guidance.check_cond`, :func:`diffkit.infill.check_known`).
     """
     solver = _resolve_sampler(process, sampler, eta)
-    grid = process.sampling_grid(num_steps) if timesteps is None else check_grid(timesteps, process.num_steps)
+    grid = process.sampling_grid(num_steps) if timesteps is None else process.check_sampling_grid(timesteps)
     param = process.get_parametrization(parametrization)
     check_can_stride(param, grid)
     if device is None:
@@ -137,6 +144,7 @@ def sample(
             raise ValueError(f"known: infilling re-noises along the ancestral chain; use sampler='ancestral', not {sampler!r}")
         with trusted_values():
             return solver(process, lambda x_t, t: guided_output(denoiser, x_t, t, cond, guidance_scale, param), x, param, grid)
+    denoiser = _wrap_denoiser(process, denoiser, cache, stats)
     with trusted_values():
         if known is not None:
             x = impose_known(process, x, known, grid[0], generator)
@@ -160,7 +168,9 @@ def denoise_step(
     """One jump of :func:`sample`: the denoiser at (x_t, t) through
     :func:`diffkit.guidance.guided_output` (cond and guidance), then ``process.step`` to x_s.
     ``benchmarks/speed.py`` times this."""
-    t_batch = torch.full((batch,), t, dtype=torch.long, device=process_device(x))
+    # int64 times for discrete processes, floats in [0, 1] for continuous-time ones
+    dtype = torch.get_default_dtype() if process.is_continuous_time else torch.long
+    t_batch = torch.full((batch,), t, dtype=dtype, device=process_device(x))
     output = guided_output(denoiser, x, t_batch, cond, guidance_scale, param)
     return process.step(output, x, t, s, param, generator=generator, eta=eta)
 
@@ -185,3 +195,16 @@ def _resolve_sampler(process: ForwardProcess, sampler: str, eta: float | None) -
             "does not support it (categorical and product processes sample with sampler='ancestral', strided or not)"
         )
     return solver
+
+
+def _wrap_denoiser(process: ForwardProcess, denoiser: Denoiser, cache: bool | None, stats: SamplingStats | None) -> Denoiser:
+    """The denoiser as :func:`sample` calls it: cached (``cache``) and / or counted (``stats``)."""
+    allowed = process.x0_prediction_time_independent
+    if cache and not allowed:
+        raise ValueError(
+            f"cache: {type(process).__name__} does not declare x0_prediction_time_independent, so a denoiser output "
+            "cannot be reused at another t; use cache=None or False"
+        )
+    if allowed if cache is None else cache:
+        return CachingDenoiser(denoiser, stats)
+    return denoiser if stats is None else counting_denoiser(denoiser, stats)

@@ -15,6 +15,9 @@ It checks the contract against independent computations, not against golden numb
    simple loss (Gaussian) and finite loss / ELBO terms; random outputs give finite terms too;
 6. ``prior_sample`` and ``prior_term``.
 
+Continuous-time processes (``is_continuous_time``) are checked the same way at float times
+(t, s) in [0, 1]; ``sample_timesteps`` must give floats in (0, 1].
+
 A process whose ``marginal`` returns a Tensor of probabilities (..., K) is treated as discrete;
 one returning a (mean, variance) pair as a diagonal Gaussian.
 """
@@ -45,6 +48,19 @@ def _close(check: str, a: Tensor, b: Tensor, atol: float, what: str) -> None:
         _fail(check, f"{what}: max |difference| {err:.3e} > tolerance {atol:.1e}")
 
 
+def _continuous_pairs(generator: torch.Generator) -> list[tuple[float, float]]:
+    pairs = {(1.0, 0.0), (1.0, 0.9), (0.5, 0.0)}
+    for _ in range(3):
+        t = float(torch.rand((), dtype=torch.float64, generator=generator)) * 0.98 + 0.02
+        pairs.add((t, t * float(torch.rand((), dtype=torch.float64, generator=generator))))
+    return sorted(pairs)
+
+
+def _time(process: ForwardProcess, value: float, batch: int) -> Tensor:
+    """(B,) times in the process's type: float64 for continuous-time processes, else int64."""
+    return torch.full((batch,), value, dtype=torch.float64 if process.is_continuous_time else torch.long)
+
+
 def _pairs(T: int, generator: torch.Generator) -> list[tuple[int, int]]:
     pairs = {(1, 0), (T, 0), (T, T - 1) if T > 1 else (1, 0)}
     for _ in range(3):
@@ -68,7 +84,8 @@ def check_process(
     Args:
         process: the process under test (any device; checks run where its buffers live).
         example_x0: (B, ...) a small valid clean batch (B >= 1; a few elements suffice).
-        pairs: (t, s) jumps to check; default: (1, 0), (T, 0), (T, T - 1) and three random pairs.
+        pairs: (t, s) jumps to check; default: (1, 0), (T, 0), (T, T - 1) and three random pairs
+            (continuous time: floats (1, 0), (1, 0.9), (0.5, 0) and three random pairs).
         num_draws: draws per element for the q_sample statistics.
         atol: tolerance of the exact identities (Chapman-Kolmogorov, Bayes, normalization).
         seed: seeds every random choice, so a failure reproduces.
@@ -78,17 +95,21 @@ def check_process(
     """
     gen = torch.Generator().manual_seed(seed)
     process.validate_x0(example_x0)
-    T = process.num_steps
-    if not isinstance(T, int) or T < 1:
-        _fail("num_steps", f"expected an int >= 1, got {T!r}")
     B = example_x0.shape[0]
     ts = process.sample_timesteps(1000, generator=gen)
-    if ts.dtype != torch.long or int(ts.min()) < 1 or int(ts.max()) > T:
-        _fail("sample_timesteps", f"expected int64 values in 1..{T}, got {ts.dtype} in [{int(ts.min())}, {int(ts.max())}]")
-    discrete = isinstance(process.marginal(example_x0, 1), Tensor)
-    for t, s in pairs or _pairs(T, gen):
-        tt = torch.full((B,), t, dtype=torch.long)
-        ss = torch.full((B,), s, dtype=torch.long)
+    if process.is_continuous_time:
+        _check_continuous_times(process, ts)
+        default_pairs = _continuous_pairs(gen)
+    else:
+        T = process.num_steps
+        if not isinstance(T, int) or T < 1:
+            _fail("num_steps", f"expected an int >= 1, got {T!r}")
+        if ts.dtype != torch.long or int(ts.min()) < 1 or int(ts.max()) > T:
+            _fail("sample_timesteps", f"expected int64 values in 1..{T}, got {ts.dtype} in [{int(ts.min())}, {int(ts.max())}]")
+        default_pairs = _pairs(T, gen)
+    discrete = discrete_probs(process, example_x0)
+    for t, s in pairs or default_pairs:
+        tt, ss = _time(process, t, B), _time(process, s, B)
         noised = process.q_sample(example_x0, tt, generator=gen)
         if noised.x_t.shape != example_x0.shape or noised.x_t.dtype != example_x0.dtype:
             _fail("q_sample", f"x_t has {tuple(noised.x_t.shape)} {noised.x_t.dtype}, expected {tuple(example_x0.shape)} {example_x0.dtype}")
@@ -108,8 +129,18 @@ def check_process(
         _fail("prior_term", f"expected finite non-negative (B,) values, got {L_T}")
 
 
+def _check_continuous_times(process: ForwardProcess, ts: Tensor) -> None:
+    if process.num_steps is not None:
+        _fail("num_steps", f"a continuous-time process has no T: expected None, got {process.num_steps!r}")
+    if not ts.is_floating_point() or float(ts.min()) <= 0 or float(ts.max()) > 1:
+        _fail("sample_timesteps", f"expected float values in (0, 1], got {ts.dtype} in [{float(ts.min())}, {float(ts.max())}]")
+    grid = process.sampling_grid(4)
+    if len(grid) != 5 or grid[0] != 1.0 or grid[-1] != 0.0 or any(a <= b for a, b in zip(grid, grid[1:])):
+        _fail("sampling_grid", f"expected 5 decreasing floats from 1.0 to 0.0 for 4 steps, got {grid}")
+
+
 def _check_discrete(process, x0, x_t, t, s, atol, num_draws, gen) -> None:
-    t_i, s_i = int(t[0]), int(s[0])
+    t_i, s_i = t[0].item(), s[0].item()
     m_t = process.marginal(x0, t).double()  # (B, ..., K)
     m_s = process.marginal(x0, s).double() if s_i > 0 else None
     K = m_t.shape[-1]
@@ -178,7 +209,7 @@ def pooled_chi_square_p_value(counts: Tensor, probs: Tensor, min_expected: float
 
 
 def _check_gaussian(process, x0, x_t, t, s, atol, num_draws, gen) -> None:
-    t_i, s_i = int(t[0]), int(s[0])
+    t_i, s_i = t[0].item(), s[0].item()
     mean_t, var_t = (v.double() for v in process.marginal(x0, t))
     # The transition q(x_t | x_s) must be linear-Gaussian: mean = a x_s + c.
     zero = process.transition(torch.zeros_like(x0), t, s)
@@ -233,4 +264,4 @@ def _check_losses(process, x0, x_t, noise, t, gen) -> None:
 
 def discrete_probs(process: ForwardProcess, x0: Tensor) -> bool:
     """True when the process's marginals are probability vectors (a discrete process)."""
-    return isinstance(process.marginal(x0, 1), Tensor)
+    return isinstance(process.marginal(x0, _time(process, 1, x0.shape[0]).to(x0.device)), Tensor)

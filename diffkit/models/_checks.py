@@ -25,8 +25,8 @@ def check_positive(name: str, value: int) -> None:
         raise ValueError(f"Expected `{name}` to be a positive int, but got {value}.")
 
 
-def check_timesteps(t: Tensor, batch_size: int) -> None:
-    """Raise unless ``t`` is an int64 tensor of shape (batch_size,).
+def check_timesteps(t: Tensor, batch_size: int, continuous: bool = False) -> None:
+    """Raise unless ``t`` is an int64 tensor of shape (batch_size,) (``continuous``: floating point).
 
     Values are not range-checked (that would cost a device sync on every call); a step outside
     0..T just extends the sinusoid past t / T = 1.
@@ -37,7 +37,9 @@ def check_timesteps(t: Tensor, batch_size: int) -> None:
     """
     if not isinstance(t, Tensor):
         raise TypeError(f"Expected `t` to be an int64 Tensor of shape (B,), but got {type(t).__name__}.")
-    if t.dtype != torch.int64:
+    if continuous and not t.is_floating_point():
+        raise TypeError(f"Expected `t` to be a floating-point tensor of continuous times in [0, 1] (num_steps=None), but got {t.dtype}.")
+    if not continuous and t.dtype != torch.int64:
         raise TypeError(f"Expected `t` to have dtype torch.int64 (integer steps in 0..T), but got {t.dtype}.")
     if t.shape != (batch_size,):
         raise ValueError(f"Expected `t` to have shape ({batch_size},) to match the batch, but got {tuple(t.shape)}.")

@@ -102,7 +102,8 @@ class TokenTransformer(nn.Module):
         num_states: number of input ids, e.g. K, or K + 1 with an absorbing mask state (id K).
         num_outputs: number of logits per position, usually K.
         seq_len: maximum sequence length L (size of the learned positional table).
-        num_steps: T, the number of diffusion steps; time enters as t / T.
+        num_steps: T, the number of diffusion steps; time enters as t / T. None: a
+            continuous-time process, t is a float tensor in [0, 1] and enters as it is.
         d_model: D, the residual width.
         depth: number of transformer blocks.
         heads: attention heads; must divide ``d_model``.
@@ -111,6 +112,8 @@ class TokenTransformer(nn.Module):
         cond_dim: C for a feature-conditional model (``cond`` float (B, C)); None: no features.
             The condition's embedding (with a learned null condition) is added to the time
             conditioning c of every block.
+        time_conditioning: False ignores t (the blocks see a zero conditioning vector): MDLM's
+            denoiser for masked noise, whose optimal x0 prediction does not depend on t.
 
     Example:
         >>> import torch
@@ -124,13 +127,14 @@ class TokenTransformer(nn.Module):
         num_states: int,
         num_outputs: int,
         seq_len: int,
-        num_steps: int,
+        num_steps: int | None,
         d_model: int = 128,
         depth: int = 4,
         heads: int = 4,
         dropout: float = 0.0,
         num_classes: int | None = None,
         cond_dim: int | None = None,
+        time_conditioning: bool = True,
     ) -> None:
         super().__init__()
         sizes = dict(num_states=num_states, num_outputs=num_outputs, seq_len=seq_len, d_model=d_model, depth=depth, heads=heads)
@@ -143,12 +147,15 @@ class TokenTransformer(nn.Module):
         self.num_states = num_states
         self.num_outputs = num_outputs
         self.seq_len = seq_len
+        if num_steps is not None:
+            check_positive("num_steps", num_steps)
         self.num_steps = num_steps
         self.token_embed = nn.Embedding(num_states, d_model)
         # Same scale as the token embeddings (nn.Embedding: N(0, 1)); at std 0.02 the positions
         # are drowned by the tokens and the model stays at unigram level (benchmarks/categorical).
         self.pos_embed = nn.Parameter(torch.randn(seq_len, d_model))
-        self.time_embed = TimeEmbedding(num_steps, d_model)
+        self.time_conditioning = time_conditioning
+        self.time_embed = TimeEmbedding(1 if num_steps is None else num_steps, d_model) if time_conditioning else None
         conditional = num_classes is not None or cond_dim is not None
         self.cond_embed = ConditionEmbedding(num_classes, cond_dim, dim=d_model) if conditional else None
         self.blocks = nn.ModuleList(AdaLNBlock(d_model, heads, dropout) for _ in range(depth))
@@ -166,7 +173,7 @@ class TokenTransformer(nn.Module):
 
         Args:
             x_t: (B, L) int64 ids in [0, num_states), L <= seq_len.
-            t: (B,) int64 steps in 0..T.
+            t: (B,) int64 steps in 0..T; with ``num_steps=None`` a (B,) float tensor in [0, 1].
             cond: None (the null condition), int64 ids (B,) or float features (B, C); only for a
                 conditional model.
 
@@ -174,15 +181,18 @@ class TokenTransformer(nn.Module):
             (B, L, num_outputs) float logits.
 
         Raises:
-            TypeError: if ``x_t`` or ``t`` is not int64.
+            TypeError: if ``x_t`` is not int64, or ``t`` is not int64 (float with ``num_steps=None``).
             ValueError: if ``x_t`` is not (B, L) with L <= seq_len, an id is out of range, or ``t`` is not (B,).
         """
         check_ids("x_t", x_t, self.num_states)
         if x_t.ndim != 2 or x_t.shape[1] > self.seq_len:
             raise ValueError(f"Expected `x_t` of shape (B, L) with L <= {self.seq_len}, but got {tuple(x_t.shape)}.")
-        check_timesteps(t, x_t.shape[0])
+        check_timesteps(t, x_t.shape[0], continuous=self.num_steps is None)
         h = self.token_embed(x_t) + self.pos_embed[: x_t.shape[1]]  # (B, L, D)
-        c = self.time_embed(t)  # (B, D)
+        if self.time_embed is None:
+            c = h.new_zeros(h.shape[0], h.shape[2])  # (B, D): no time conditioning
+        else:
+            c = self.time_embed(t if self.num_steps is not None else t.to(h.dtype))  # (B, D)
         if self.cond_embed is not None:
             c = c + self.cond_embed(cond, x_t.shape[0])
         elif cond is not None:

@@ -90,9 +90,11 @@ def as_timesteps(t: Tensor | int, batch_size: int, num_steps: int, device: torch
             raise ValueError(f"{name}: expected values in 0..T = 0..{num_steps}, got min {t}, max {t}")
         return torch.full((batch_size,), t, dtype=torch.long, device=device)
     if not isinstance(t, Tensor):
-        raise TypeError(f"{name}: expected an int or an int64 tensor, got {type(t).__name__}")
+        hint = " (float times in [0, 1] are for continuous-time processes)" if isinstance(t, float) else ""
+        raise TypeError(f"{name}: expected an int or an int64 tensor, got {type(t).__name__}{hint}")
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"{name}: expected integer time steps (int64), got dtype {t.dtype}")
+        hint = " (float times in [0, 1] are for continuous-time processes)" if t.is_floating_point() else ""
+        raise TypeError(f"{name}: expected integer time steps (int64), got dtype {t.dtype}{hint}")
     t = t.to(device=device, dtype=torch.long)
     if t.ndim == 0:
         t = t.expand(batch_size)
@@ -146,7 +148,12 @@ class ForwardProcess(nn.Module, abc.ABC):
 
     parametrizations: ClassVar[dict[str, type[Parametrization]]] = {}
     supports_eta: ClassVar[bool] = False
+    #: t is a float in [0, 1] (``num_steps`` is None) instead of an int step in 0..T; see
+    #: :mod:`diffkit.processes.ctime` and docs/plugins.md, "Continuous time".
     is_continuous_time: ClassVar[bool] = False
+    #: The optimal x0 prediction q(x0 | x_t) does not depend on t given x_t (masked noise), so the
+    #: sampler may reuse a denoiser output while x_t is unchanged (``sample(cache=...)``).
+    x0_prediction_time_independent: ClassVar[bool] = False
     #: Whether the process's own :meth:`step` may fuse reverse + reverse_sample (same law). A
     #: subclass overriding one of :data:`PROCESS_CAPABILITY_METHODS`' methods loses it.
     fuses_reverse_step: ClassVar[bool] = False
@@ -216,6 +223,19 @@ class ForwardProcess(nn.Module, abc.ABC):
         """Draw x_s ~ p(x_s | x_t); Gaussian processes return the mean where s = 0."""
 
     # ----------------------------------------------------------------- derived
+    def check_sampling_grid(self, times: Any) -> list:
+        """Validate an explicit grid given to ``sample(timesteps=...)``: ints strictly decreasing
+        from T down to 0 (continuous-time processes: floats from 1.0 down to 0.0).
+
+        Raises:
+            ValueError: a grid that does not run from T down to 0 (one that starts below T would
+                start from noise the network was not trained to see at that t).
+        """
+        ts = [int(t) for t in times]
+        if len(ts) < 2 or ts[0] != self.num_steps or ts[-1] != 0 or any(a <= b for a, b in zip(ts, ts[1:])):
+            raise ValueError(f"timesteps: expected a strictly decreasing list of ints from T = {self.num_steps} down to 0, got {ts}")
+        return ts
+
     def sample_timesteps(self, batch_size: int, device: torch.device | str | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Uniform training times t ~ U{1, ..., T}: (B,) int64."""
         if generator is not None and device is None:

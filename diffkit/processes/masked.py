@@ -1,0 +1,206 @@
+"""Masked (absorbing) diffusion in continuous time: MDLM (Sahoo et al. 2024), :class:`MaskedProcess`.
+
+K data classes with ids 0..K-1 and one mask state m = K. Each token is independently kept with
+probability alpha(t) and replaced by m otherwise; m never changes back in the forward process.
+With alpha_{t|s} = alpha(t) / alpha(s) for s < t (row vectors over the K + 1 states, e_i one-hot):
+
+    q(x_t | x0)      = alpha(t) e_x0 + (1 - alpha(t)) e_m                                        (M1)
+    q(x_t | x_s)     = alpha_{t|s} e_{x_s} + (1 - alpha_{t|s}) e_m     (x_s = m stays m)         (M2)
+    q(x_s | x_t, x0) = e_{x_t}                                          if x_t != m             (M3)
+                     = [(alpha(s) - alpha(t)) e_x0 + (1 - alpha(s)) e_m] / (1 - alpha(t))  if x_t = m
+    p(x_s | x_t)     = sum_x0 q(x_s | x_t, x0) p(x0 | x_t)                                        (M4)
+                     = e_{x_t} (carry-over)                             if x_t != m
+                     = [(alpha(s) - alpha(t)) p(. | x_t) + (1 - alpha(s)) e_m] / (1 - alpha(t))  if x_t = m
+
+with p(m | x_t) = 0 ("zero-masking": the network's K logits never include m). The per-step KL of
+(M3) against (M4) at a masked x_t is (alpha(s) - alpha(t)) / (1 - alpha(t)) * (-log p(x0 | x_t)),
+and its limit over (t - s) gives the continuous ELBO (MDLM eq. 10-11):
+
+    -log p(x0) <= L_prior + int_0^1 -alpha'(t) / (1 - alpha(t)) E_q [ sum_{i: x_t^i = m} -log p(x0^i | x_t) ] dt
+
+L_prior = KL(q(x_1 | x0) || p(x_1)) with p(x_1) = alpha(1) Uniform(K) + (1 - alpha(1)) e_m, which
+is alpha(1) log K per token (0 for the loglinear and cosine schedules, where alpha(1) = 0).
+q(x0 | x_t) does not depend on t given x_t (the unmasked tokens and the pattern say everything),
+so ``x0_prediction_time_independent = True``: the sampler may reuse a prediction while x_t is
+unchanged (MDLM's caching sampler, sec. 4.2).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from diffkit.processes.base import Noised, expand_to
+from diffkit.processes.categorical import CategoricalX0, categorical_kl, inverse_cdf_sample
+from diffkit.processes.ctime import ContinuousScheduleName, ContinuousTimeProcess, make_continuous_schedule
+
+__all__ = ["MaskedProcess"]
+
+
+def _log(p: Tensor) -> Tensor:
+    return p.clamp_min(torch.finfo(p.dtype).tiny).log()
+
+
+class MaskedProcess(ContinuousTimeProcess):
+    """Absorbing (masked) noise in continuous time t in [0, 1] (module docstring, MDLM).
+
+    Args:
+        num_classes: K >= 1 data classes; the mask state has id K, so ``num_states = K + 1`` and a
+            denoiser takes ids in [0, K] and outputs K logits of x0 (parametrization "x0").
+        schedule: "loglinear" (alpha = 1 - t, MDLM's default) | "linear" | "cosine"
+            (:mod:`diffkit.processes.ctime`).
+
+    Raises:
+        ValueError: bad num_classes, unknown schedule.
+    """
+
+    parametrizations = {"x0": CategoricalX0}
+    x0_prediction_time_independent: ClassVar[bool] = True
+
+    def __init__(self, num_classes: int, schedule: ContinuousScheduleName = "loglinear") -> None:
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.num_states = num_classes + 1
+        self.mask_id = num_classes
+        self.schedule = make_continuous_schedule(schedule)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, schedule={self.schedule.name!r}"
+
+    # -- checks
+    def validate_x0(self, x0: Tensor, name: str = "x0") -> None:
+        self._check_ids(x0, name, self.num_classes)
+
+    def _check_ids(self, x: Tensor, name: str, high: int) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name}: expected an int64 Tensor of class ids, got {type(x).__name__}")
+        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+            raise TypeError(f"{name}: expected int64 class ids, got dtype {x.dtype}")
+        if x.ndim < 1:
+            raise ValueError(f"{name}: expected shape (B, ...), got a scalar")
+        if x.numel():
+            lo, hi = (int(v) for v in torch.aminmax(x))
+            if lo < 0 or hi >= high:
+                bad = hi if hi >= high else lo
+                hint = f" (id {self.mask_id} is the mask state, never valid in data)" if bad == self.mask_id else ""
+                raise ValueError(f"{name}: found class id {bad}, expected ids in [0, {high}){hint}")
+
+    def _alphas(self, t: Tensor, ndim: int) -> Tensor:
+        return expand_to(self.alpha(t), ndim)
+
+    # -- primitives
+    def marginal(self, x0: Tensor, t: Tensor | float) -> Tensor:
+        """q(x_t | x0), (M1): (B, ..., K + 1) float64 probabilities for (B, ...) int64 ids x0."""
+        self.validate_x0(x0)
+        a = self._alphas(self.timesteps(t, x0.shape[0], x0.device), x0.ndim + 1)
+        return a * F.one_hot(x0, self.num_states).double() + (1 - a) * self._mask_row(x0.device)
+
+    def _mask_row(self, device) -> Tensor:
+        return F.one_hot(torch.tensor(self.mask_id, device=device), self.num_states).double()
+
+    def transition(self, x_s: Tensor, t: Tensor | float, s: Tensor | float) -> Tensor:
+        """q(x_t | x_s), (M2): (B, ..., K + 1) float64, x_s ids in [0, K] (the mask stays)."""
+        self._check_ids(x_s, "x_s", self.num_states)
+        t, s = self.step_pair(t, s, x_s.shape[0], x_s.device)
+        a = expand_to(self.alpha(t) / self.alpha(s), x_s.ndim + 1)
+        return a * F.one_hot(x_s, self.num_states).double() + (1 - a) * self._mask_row(x_s.device)
+
+    def posterior(self, x_t: Tensor, x0: Tensor, t: Tensor | float, s: Tensor | float | None = None) -> Tensor:
+        """q(x_s | x_t, x0), (M3): (B, ..., K + 1) float64.
+
+        Raises:
+            ValueError: an unmasked x_t that differs from x0 (q(x_t | x0) = 0), or s missing / s >= t.
+        """
+        self._check_ids(x_t, "x_t", self.num_states)
+        self.validate_x0(x0)
+        if x0.shape != x_t.shape:
+            raise ValueError(f"x0: shape {tuple(x0.shape)} does not match x_t {tuple(x_t.shape)}")
+        bad = (x_t != self.mask_id) & (x_t != x0)
+        if bool(bad.any()):
+            raise ValueError(f"x_t: {int(bad.sum())} unmasked token(s) differ from x0, which masked noise cannot produce (q(x_t | x0) = 0)")
+        t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
+        return self._reverse_probs(x_t, F.one_hot(x0, self.num_states).double(), t, s)
+
+    def _reverse_probs(self, x_t: Tensor, x0_probs: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        """(M3) / (M4) for x0 probabilities (..., K + 1) whose mask entry is ignored (zero-masking)."""
+        nd = x0_probs.ndim
+        dt = x0_probs.dtype
+        a_t, a_s = self._alphas(t, nd), self._alphas(s, nd)
+        p = x0_probs[..., : self.num_classes]
+        p = p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(dt).tiny)
+        keep = ((a_s - a_t) / (1 - a_t).clamp_min(torch.finfo(torch.float64).tiny)).to(dt)  # prob. of unmasking
+        masked = torch.cat([keep * p, (1 - keep).expand(*p.shape[:-1], 1)], -1)
+        carry = F.one_hot(x_t, self.num_states).to(dt)
+        return torch.where((x_t == self.mask_id).unsqueeze(-1), masked, carry)
+
+    def q_sample(self, x0: Tensor, t: Tensor | float, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
+        """x_t ~ (M1) from one uniform u per token: x_t = x0 where u < alpha(t), else the mask.
+
+        Returns:
+            Noised(x_t (B, ...) int64, the float64 uniforms (B, ...)); passing them back reproduces x_t.
+        """
+        self.validate_x0(x0)
+        t = self.timesteps(t, x0.shape[0], x0.device)
+        if noise is None:
+            noise = torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=generator)
+        elif noise.shape != x0.shape or not noise.is_floating_point():
+            raise ValueError(f"noise: expected float uniforms of shape {tuple(x0.shape)}, got {tuple(noise.shape)} {noise.dtype}")
+        keep = noise.to(torch.float64) < self._alphas(t, x0.ndim)
+        return Noised(torch.where(keep, x0, torch.full_like(x0, self.mask_id)), noise)
+
+    def prior_probs(self, device=None) -> Tensor:
+        """(K + 1,) float64 p(x_1) = alpha(1) Uniform(K) + (1 - alpha(1)) e_m."""
+        a1 = float(self.alpha(torch.ones((), dtype=torch.float64)))
+        p = torch.full((self.num_states,), a1 / self.num_classes, dtype=torch.float64, device=device)
+        p[self.mask_id] = 1 - a1
+        return p
+
+    def prior_sample(self, shape, *, device=None, generator=None, mask=None) -> Tensor:
+        """x_1 ~ p(x_1) per token: (B, ...) int64 (all masks where alpha(1) = 0); masked-out elements are 0."""
+        p = self.prior_probs(device).to(torch.get_default_dtype())
+        ids = inverse_cdf_sample(p.expand(*shape, self.num_states), generator)
+        return ids if mask is None else ids * mask.long()
+
+    def prior_kl(self, x0: Tensor) -> Tensor:
+        """KL(q(x_1 | x0) || p(x_1)) = alpha(1) log K per token, nats (shape of x0)."""
+        a1 = float(self.alpha(torch.ones((), dtype=torch.float64)))
+        value = a1 * math.log(self.num_classes) if a1 > 0 else 0.0
+        return torch.full(x0.shape, value, dtype=torch.get_default_dtype(), device=x0.device)
+
+    def kl(self, q: Tensor, p: Tensor) -> Tensor:
+        return categorical_kl(q, p)
+
+    def decoder_nll(self, x0: Tensor, p: Tensor) -> Tensor:
+        """-log p(x0 | x_t) per element, nats."""
+        return -_log(p.gather(-1, x0.unsqueeze(-1)).squeeze(-1))
+
+    def reverse_from_x0(self, x_t: Tensor, x0_hat: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> Tensor:
+        """p(x_s | x_t), (M4): carry-over of unmasked tokens; x0_hat (B, ..., K or K + 1) probabilities."""
+        if eta is not None:
+            raise ValueError("eta: DDIM's eta applies to Gaussian fields only; a masked reverse step has none")
+        if x0_hat.shape[-1] == self.num_classes:
+            x0_hat = F.pad(x0_hat, (0, 1))
+        return self._reverse_probs(x_t, x0_hat, t, s)
+
+    def reverse_sample(self, p: Tensor, s: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x_s ~ Cat(p): (B, ...) int64 (one uniform per token, :func:`inverse_cdf_sample`)."""
+        return inverse_cdf_sample(p, generator)
+
+    # -- continuous ELBO
+    def elbo_integrand_terms(self, output, x0, x_t, t, parametrization) -> Tensor:
+        """-alpha'(t) / (1 - alpha(t)) * (-log p(x0 | x_t)) at masked tokens, 0 elsewhere (MDLM eq. 10).
+
+        Returns:
+            (B, ...) float per-token integrand, nats per unit time (float32 or the output's dtype).
+        """
+        x0_hat = parametrization.x0_from_output(self, output, x_t, t)  # (B, ..., K + 1), p(m) = 0
+        nll = self.decoder_nll(x0, x0_hat)
+        a, da = self.alpha(t), self.alpha_prime(t)
+        weight = expand_to(-da / (1 - a).clamp_min(torch.finfo(torch.float64).tiny), x0.ndim).to(nll.dtype)
+        return torch.where(x_t == self.mask_id, weight * nll, torch.zeros((), dtype=nll.dtype, device=nll.device))
