@@ -165,11 +165,15 @@ def evaluate_graph_checkpoint(
     from diffkit.metrics.graphs import GraphMetrics
 
     ckpt_path = Path(ckpt_path)
+    # The run's metadata only (dataset arguments, step, EMA): memory-mapped, so the weights are not read twice.
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    if "MoleculeDataModule" in checkpoint and dataset is None:  # molecules: judged by RDKit (diffkit.molecule_eval)
+        from diffkit.molecule_eval import evaluate_molecule_checkpoint
+
+        return evaluate_molecule_checkpoint(ckpt_path, checkpoint, out, num_samples, num_steps, seed, device, batch_size, per_side, progress)
     model = load_model(ckpt_path, device)
     if model.size_counts is None:
         raise ValueError("ckpt_path: the checkpoint has no recorded node counts; was it trained on graph data?")
-    # The run's metadata only (dataset arguments, step, EMA): memory-mapped, so the weights are not read twice.
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
     args = _dataset_args(ckpt_path, checkpoint) if dataset is None else {"dataset": dataset}
     if cache_dir is not None:
         args["cache_dir"] = cache_dir

@@ -196,34 +196,40 @@ def test_molecule_data_module_from_file(tmp_path):
         MoleculeDataModule(str(tmp_path / "missing.smi"))
 
 
-def test_tiny_moses_run_end_to_end(tmp_path):
-    """A few DiGress training steps on 64 MOSES molecules, then samples scored by RDKit."""
-    import lightning
+def test_tiny_moses_run_end_to_end(tmp_path, monkeypatch):
+    """moses_cpu.yaml shrunk to a few steps on 64 molecules via `diffkit fit`, then `diffkit evaluate-graphs`
+    samples molecules and judges them with RDKit: metrics.json, samples.smi, the PNG grid."""
+    import json
+    import sys
+    from pathlib import Path
 
-    from diffkit import DiffusionModule
-    from diffkit.models import GraphTransformer
-    from diffkit.processes import CategoricalProcess, ProductProcess
+    from PIL import Image
 
-    dm = MoleculeDataModule("moses", num_train=64, num_val=8, num_test=8, max_nodes=27, batch_size=16)
-    T = 10
-    process = ProductProcess(
-        {"X": CategoricalProcess(7, T, transition="marginal"), "E": CategoricalProcess(4, T, transition="marginal")},
-        weights={"X": 1.0, "E": 5.0}, symmetric=["E"],
-    )  # fmt: skip
-    net = GraphTransformer(7, 4, 7, 4, num_steps=T, hidden=16, edge_hidden=8, global_hidden=16, depth=1, heads=2,
-                           structural_features=True, atom_valences=[4, 3, 4, 2, 1, 1, 1], atom_weights=[12, 14, 32, 16, 19, 35.4, 79.9])  # fmt: skip
-    module = DiffusionModule(process, net, parametrization="x0", num_eval_samples=0)
-    trainer = lightning.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
-                                enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)  # fmt: skip
-    trainer.fit(module, datamodule=dm)
-    assert module.size_counts is not None and int(module.size_counts.nonzero().min()) >= 8
-    samples = module.sample(6, generator=torch.Generator().manual_seed(0))
-    assert samples["X"].shape == (6, 27) and torch.equal(samples["E"], samples["E"].transpose(1, 2))
-    metric = dm.sample_metrics()
-    metric.update(samples)
-    out = metric.compute()
-    assert set(out) >= {"valid", "relaxed_valid", "connected", "unique", "novel", "vun", "atom_tv", "bond_tv"}
-    for key in ("valid", "relaxed_valid", "connected", "vun", "atom_tv", "bond_tv"):
-        assert 0.0 <= out[key].item() <= 1.0
-    # the marginal transition learned the data's class frequencies: carbon is the most common atom
-    assert int(module.process.fields["X"].kernel.pi.argmax()) == 0
+    from diffkit.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "examples" / "configs" / "graphs" / "moses_cpu.yaml"
+    tiny = [
+        "--data.init_args.num_train=64", "--data.init_args.num_val=8", "--data.init_args.num_test=8",
+        "--model.denoiser.init_args.hidden=16", "--model.denoiser.init_args.edge_hidden=8",
+        "--model.denoiser.init_args.global_hidden=16", "--model.denoiser.init_args.depth=1",
+        "--trainer.max_steps=3", "--trainer.limit_val_batches=0", "--trainer.enable_model_summary=false",
+    ]  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    for args in (["fit", "--config", str(config), *tiny],
+                 ["evaluate-graphs", "--ckpt_path", "runs/moses_cpu/checkpoints/last.ckpt", "--out", "eval", "--num_samples", "6", "--num_steps", "10"]):  # fmt: skip
+        monkeypatch.setattr(sys, "argv", ["diffkit", *args])
+        main(args)
+    ckpt = torch.load(tmp_path / "runs/moses_cpu/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    atom_pi = ckpt["state_dict"]["process.fields.X.kernel.pi"]
+    assert int(atom_pi.argmax()) == 0 and atom_pi.sum().item() == pytest.approx(1.0)  # marginals filled: carbon first
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["global_step"] == 3 and metrics["num_samples"] == 6 and metrics["dataset"] == "moses"
+    for key in ("valid", "valid_connected", "relaxed_valid", "connected", "vun", "atom_tv", "bond_tv", "test/atom_tv"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["valid_connected"] <= metrics["valid"] <= metrics["relaxed_valid"]
+    lines = (tmp_path / "eval" / "samples.smi").read_text().splitlines()
+    assert len(lines) == 6 and all(line.rsplit(" ", 1)[1] in ("valid", "invalid") for line in lines)
+    assert sum(line.endswith(" valid") for line in lines) == round(6 * metrics["valid"])
+    for name in ("samples.png", "train.png"):
+        with Image.open(tmp_path / "eval" / name) as im:
+            assert im.format == "PNG" and im.width >= 1000
