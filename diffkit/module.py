@@ -501,6 +501,12 @@ class DiffusionModule(pl.LightningModule):
         gen = torch.Generator(self.device).manual_seed(self.global_step)
         bound = nll_bound(self.process, self.denoiser, _to(_take(data, n), self.device), self.param, generator=gen)
         self.log(f"{stage}/nll_bits_per_element", bound.bits_per_element.mean(), sync_dist=True)
+        mask_key = getattr(self.process, "mask_key", None)
+        if isinstance(data, Mapping) and mask_key in data and self.size_counts is not None:  # graphs: DiGress's NLL
+            from diffkit.graph_nll import graph_nll
+
+            nll = graph_nll(bound.total, _take(data, n)[mask_key].to(self.device), self.size_counts)  # + -log p(N)
+            self.log(f"{stage}/nll_nats_per_graph", nll.float().mean(), sync_dist=True)
         from diffkit.metrics.quality import sample_quality
 
         reference, fresh = _take(data, n), {k: v[n : 2 * n] for k, v in data.items()} if isinstance(data, Mapping) else data[n : 2 * n]
