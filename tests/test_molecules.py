@@ -233,3 +233,21 @@ def test_tiny_moses_run_end_to_end(tmp_path, monkeypatch):
     for name in ("samples.png", "train.png"):
         with Image.open(tmp_path / "eval" / name) as im:
             assert im.format == "PNG" and im.width >= 1000
+
+
+def test_moses_gpu_config_parses_and_builds(tmp_path, monkeypatch):
+    """moses.yaml (DiGress's GPU settings, not run here) builds its model and data module; no data is read."""
+    from pathlib import Path
+
+    from diffkit.cli import _cli_class, _prepare
+    from diffkit.models import GraphTransformer
+
+    monkeypatch.chdir(tmp_path)
+    _prepare()
+    path = Path(__file__).resolve().parents[1] / "examples" / "configs" / "graphs" / "moses.yaml"
+    cli = _cli_class()(args=["--config", str(path)], run=False)
+    assert isinstance(cli.datamodule, MoleculeDataModule) and cli.datamodule.num_train is None
+    net = cli.model.denoiser
+    assert isinstance(net, GraphTransformer) and len(net.blocks) == 12 and net.molecular is not None
+    assert cli.model.process.num_steps == net.num_steps == 500
+    assert "NOT RUN HERE" in path.read_text().split("seed_everything")[0]
