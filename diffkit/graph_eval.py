@@ -202,6 +202,12 @@ def evaluate_graph_checkpoint(
     values = {k: float(v) for k, v in metric.compute().items()}
     # The ratios' denominators: MMD^2 between the train and test splits (the "fresh data" reference).
     values.update({f"train_vs_test/{k}": float(v) for k, v in metric.baseline()._asdict().items()})
+    # DeFoG-style ratios (denominators rounded to 4 decimals, zeros dropped; no wavelet term): diffkit.metrics.graph_ratios
+    from diffkit.metrics.graph_ratios import rounded_ratios
+
+    names = [k.split("/", 1)[1] for k in values if k.startswith("mmd/")]
+    rounded = rounded_ratios({k: values[f"mmd/{k}"] for k in names}, {k: values[f"train_vs_test/{k}"] for k in names})
+    values.update({f"ratio_rounded/{k}": v for k, v in rounded.ratios.items()}, **{"ratio_rounded/mean": rounded.mean})
     metric_s = time.perf_counter() - start
 
     steps = num_steps or model.process.num_steps

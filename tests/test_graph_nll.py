@@ -40,3 +40,17 @@ def test_validation_logs_the_per_graph_nll(tmp_path):
     per_graph, per_element = float(metrics["val/nll_nats_per_graph"]), float(metrics["val/nll_bits_per_element"])
     # the per-graph bound is the per-element one times the elements, plus -log p(N) >= 0
     assert math.isfinite(per_graph) and per_graph > per_element * math.log(2)
+
+
+def test_rounded_ratios_by_hand():
+    from diffkit.metrics.graph_ratios import rounded_ratios
+
+    mmd = {"degree": 0.003, "clustering": 0.02, "orbit": 0.5}
+    reference = {"degree": 0.00014, "clustering": 0.00004, "orbit": 0.00226}  # rounds to 0.0001, 0.0, 0.0023
+    out = rounded_ratios(mmd, reference)
+    assert out.dropped == ("clustering",)
+    assert out.ratios == pytest.approx({"degree": 30.0, "orbit": 0.5 / 0.0023})
+    assert out.mean == pytest.approx((30.0 + 0.5 / 0.0023) / 2)
+    assert math.isnan(rounded_ratios({"a": 1.0}, {"a": 1e-6}).mean)
+    with pytest.raises(ValueError, match="reference"):
+        rounded_ratios({"a": 1.0}, {})
