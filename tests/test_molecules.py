@@ -151,6 +151,7 @@ def test_molecule_metrics_metric_and_type_distances():
     metric.update({k: v[3:, :6] if k == "mask" or k == "X" else v[3:, :6, :6] for k, v in batch.items()})  # a narrower batch
     out = metric.compute()
     assert out["valid"].item() == pytest.approx(3 / 6) and out["vun"].item() == pytest.approx(1 / 6)
+    assert out["filters"].item() == 1.0  # CCO, CC, CCO all pass MOSES's filters
     # type distances against the training molecules, counted by hand
     # train atoms: C 6, N 1, O 2 of 9; bonds: single 5, double 1 of 6
     # samples atoms: C 2+6+2+3+2 = 15, O 1+1+2+1 = 5 of 20; bonds: single 2+5+1+2+2 = 12, triple 1 of 13
@@ -251,3 +252,14 @@ def test_moses_gpu_config_parses_and_builds(tmp_path, monkeypatch):
     assert isinstance(net, GraphTransformer) and len(net.blocks) == 12 and net.molecular is not None
     assert cli.model.process.num_steps == net.num_steps == 500
     assert "NOT RUN HERE" in path.read_text().split("seed_everything")[0]
+
+
+def test_moses_filters_pass_moses_and_reject_by_rule():
+    """MOSES's training set is defined by its filters, so its molecules pass; each rule rejects its case."""
+    from diffkit.metrics.molecules import filters_fraction, moses_filter_patterns
+
+    assert len(moses_filter_patterns()) == 502 and all(p is not None for p in moses_filter_patterns())
+    assert filters_fraction(load_moses("train", limit=40).smiles) == 1.0
+    cases = {"CCO": 1.0, "O=C1CCCCC1": 1.0, "C[N+](=O)[O-]": 0.0, "C1CCCCCCC1": 0.0, "CCCCCP": 0.0, "CCCCCl": 0.0}
+    assert {s: filters_fraction([s]) for s in cases} == cases  # charge, 8-ring, phosphorus, MCF4 (primary halide)
+    assert math.isnan(filters_fraction([]))

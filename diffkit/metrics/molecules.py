@@ -16,6 +16,10 @@ batches. The definitions, for S generated molecules (an empty graph is invalid):
 - **novel**: unique SMILES not in the training set, divided by the number of unique ones (DiGress;
   MOSES's novelty). The training SMILES are canonicalized the same way.
 - **vun**: valid, unique and novel, divided by S (the graph benchmarks' V.U.N.).
+- **filters**: of the valid molecules (largest fragment), the fraction passing MOSES's filters
+  (``moses.metrics.utils.mol_passes_filters``: no ring of 8 or more atoms, no charge, only C, N,
+  S, O, F, Cl, Br, H, and no match of its MCF and PAINS SMARTS, read from the molsets wheel's
+  ``mcf.csv`` / ``wehi_pains.csv``); NaN when molsets is not installed or nothing is valid.
 - **atom_tv** / **bond_tv**: total variation distance (half the L1 distance) between the
   generated and the training frequencies of atom classes (over real nodes) and of bond classes
   1.. (over bonds: "no bond" is left out), as in DiGress's sampling metrics.
@@ -25,8 +29,13 @@ The ratios are NaN when their denominator is 0 (no valid or no unique molecule).
 
 from __future__ import annotations
 
+import csv
+import functools
+import importlib.util
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -35,7 +44,7 @@ from torchmetrics import Metric
 
 from diffkit.molecules import BOND_TYPES, AtomVocabulary, _rdkit, canonical_smiles, dense_to_mols
 
-__all__ = ["MoleculeStats", "fragments", "molecule_stats", "canonical_set", "type_frequencies", "total_variation", "MoleculeMetrics"]
+__all__ = ["MoleculeStats", "fragments", "moses_filter_patterns", "passes_moses_filters", "filters_fraction", "molecule_stats", "canonical_set", "type_frequencies", "total_variation", "MoleculeMetrics"]
 
 
 class MoleculeStats(NamedTuple):
@@ -137,13 +146,50 @@ def total_variation(p: Tensor, q: Tensor) -> Tensor:
     return (p.double() - q.double()).abs().sum() / 2
 
 
+@functools.cache
+def moses_filter_patterns() -> tuple[Any, ...] | None:
+    """MOSES's MCF and PAINS SMARTS (from the molsets wheel, ``moses`` not imported), or None without molsets."""
+    spec = importlib.util.find_spec("moses")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    Chem = _rdkit()
+    folder = Path(next(iter(spec.submodule_search_locations))) / "metrics"
+    smarts = [row[1] for row in list(csv.reader((folder / "mcf.csv").read_text().splitlines()))[1:] if len(row) > 1]
+    for line in (folder / "wehi_pains.csv").read_text().splitlines():
+        match = re.match(r'\s*"(.*?)"\s*,', line)
+        if match:
+            smarts.append(match.group(1))
+    return tuple(Chem.MolFromSmarts(s) for s in smarts)
+
+
+def passes_moses_filters(mol: Any, patterns: Sequence[Any]) -> bool:
+    """MOSES's ``mol_passes_filters`` on a sanitized molecule (module docstring), with ``patterns`` from :func:`moses_filter_patterns`."""
+    Chem = _rdkit()
+    if any(len(ring) >= 8 for ring in mol.GetRingInfo().AtomRings()):
+        return False
+    if any(a.GetFormalCharge() != 0 or a.GetSymbol() not in {"C", "N", "S", "O", "F", "Cl", "Br", "H"} for a in mol.GetAtoms()):
+        return False
+    with_h = Chem.AddHs(mol)
+    return not any(with_h.HasSubstructMatch(p) for p in patterns)
+
+
+def filters_fraction(smiles: Iterable[str]) -> float:
+    """Fraction of ``smiles`` (valid molecules) passing MOSES's filters; NaN without molsets or without molecules."""
+    patterns = moses_filter_patterns()
+    Chem = _rdkit()
+    mols = [m for m in (Chem.MolFromSmiles(s) for s in smiles) if m is not None]
+    if patterns is None or not mols:
+        return math.nan
+    return sum(passes_moses_filters(m, patterns) for m in mols) / len(mols)
+
+
 class MoleculeMetrics(Metric):
     """:func:`molecule_stats` and the type-distribution distances of dense molecule samples, as a torchmetrics Metric.
 
     ``update`` stores dense batches (padded to ``max_nodes``) in list states reduced with
     ``dist_reduce_fx="cat"``, so under DDP ``compute()`` sees every rank's molecules. ``compute()``
-    returns float64 scalars named after :class:`MoleculeStats`' fractions, plus "atom_tv" and
-    "bond_tv" (module docstring).
+    returns float64 scalars named after :class:`MoleculeStats`' fractions, plus "filters", "atom_tv"
+    and "bond_tv" (module docstring).
 
     Args:
         vocab: the node classes of the samples.
@@ -195,9 +241,12 @@ class MoleculeMetrics(Metric):
         if isinstance(self.mask, list) and not self.mask:
             raise ValueError("MoleculeMetrics.compute: no samples; call update first.")
         batch = self._batch()
-        stats = molecule_stats(dense_to_mols(batch, self.vocab), self.train_canonical)
+        mols = dense_to_mols(batch, self.vocab)
+        stats = molecule_stats(mols, self.train_canonical)
         atoms, bonds = type_frequencies(batch, len(self.vocab))
         out = {k: torch.tensor(float(getattr(stats, k)), dtype=torch.float64) for k in ("valid", "valid_connected", "relaxed_valid", "connected", "unique", "novel", "vun")}
+        largest = [canonical_smiles(fragments(m)[0]) for m in mols if m.GetNumAtoms() and canonical_smiles(m) is not None]
+        out["filters"] = torch.tensor(filters_fraction(largest), dtype=torch.float64)
         out["atom_tv"] = total_variation(atoms, self.train_atoms)
         out["bond_tv"] = total_variation(bonds, self.train_bonds)
         return out
