@@ -49,7 +49,9 @@ def write_smiles(mols: list[Any], path: str | Path) -> Path:
 def draw_molecule_grid(mols: list[Any], path: str | Path, per_row: int = 4, max_mols: int = 16) -> Path:
     """Draw up to ``max_mols`` molecules with RDKit (``Draw.MolsToGridImage``) into a PNG, legend valid / invalid.
 
-    A valid molecule is drawn sanitized (aromatic rings perceived); an invalid one as its raw graph.
+    A valid molecule is drawn sanitized (aromatic rings perceived); an invalid one as its raw graph,
+    or as an empty cell labelled "not drawable" when RDKit cannot lay it out (dense invalid graphs
+    can make its depiction fail).
     """
     from rdkit.Chem import Draw
 
@@ -66,8 +68,12 @@ def draw_molecule_grid(mols: list[Any], path: str | Path, per_row: int = 4, max_
             copy = Chem.Mol(mol)
             copy.UpdatePropertyCache(strict=False)
             legend = "invalid"
+        try:
+            Draw.MolToImage(copy, size=(50, 50))  # RDKit cannot lay out every invalid graph
+        except (RuntimeError, ValueError):
+            copy, legend = Chem.Mol(), f"{legend}, not drawable"
         shown.append(copy)
-        legends.append(f"{legend}, {copy.GetNumAtoms()} atoms")
+        legends.append(f"{legend}, {mol.GetNumAtoms()} atoms")
     image = Draw.MolsToGridImage(shown, molsPerRow=per_row, subImgSize=(250, 200), legends=legends)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

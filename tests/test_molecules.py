@@ -263,3 +263,16 @@ def test_moses_filters_pass_moses_and_reject_by_rule():
     cases = {"CCO": 1.0, "O=C1CCCCC1": 1.0, "C[N+](=O)[O-]": 0.0, "C1CCCCCCC1": 0.0, "CCCCCP": 0.0, "CCCCCl": 0.0}
     assert {s: filters_fraction([s]) for s in cases} == cases  # charge, 8-ring, phosphorus, MCF4 (primary halide)
     assert math.isnan(filters_fraction([]))
+
+
+def test_molecule_grid_draws_valid_invalid_and_undrawable(tmp_path):
+    """A sample of an early MOSES run that RDKit cannot lay out gets an empty cell instead of failing the grid."""
+    from PIL import Image
+
+    from diffkit.molecule_eval import draw_molecule_grid
+
+    undrawable = Chem.MolFromSmiles("Br1234#C56789=Cl%10%11%12%13#N=5%14%15%16%17#O15%18%19#C1%20%21%22=Br6%23%24%25#S#5=1%146%26%27%28%29=C15%14%30%31%32%33#C=%10=62%34%35%36%37#C=%11=126%10%38%39(#S%20%23#Br=%12=5=%34%21%151=O=7%2225%11#C=6=8=%3527%12#C=%26%141=C#%18=5=%27168(#C#3(=N#%10=%16=%30=24%361%28(=C=9=%37%38%29)Br=%31%396)(=C#%24)N=%32=8=7)=C=%13%11%17%25%12)C=%19%33", sanitize=False)
+    mols = [Chem.MolFromSmiles("c1ccccc1O"), dense_to_mols(dense([HAND_BUILT[1]]), VOCAB)[0], undrawable]
+    draw_molecule_grid(mols, tmp_path / "grid.png", per_row=3)
+    with Image.open(tmp_path / "grid.png") as im:
+        assert im.format == "PNG" and im.size == (750, 200)
