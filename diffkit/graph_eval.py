@@ -183,6 +183,12 @@ def evaluate_graph_checkpoint(
     from diffkit.metrics.graphs import GraphMetrics
 
     ckpt_path = Path(ckpt_path)
+    # The run's metadata only (dataset arguments, step, EMA): memory-mapped, so the weights are not read twice.
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    if "MoleculeDataModule" in checkpoint and dataset is None:  # molecules: judged by RDKit (diffkit.molecule_eval)
+        from diffkit.molecule_eval import evaluate_molecule_checkpoint
+
+        return evaluate_molecule_checkpoint(ckpt_path, checkpoint, out, num_samples, num_steps, seed, device, batch_size, per_side, progress)
     model = load_model(ckpt_path, device)
     if model.size_counts is None:
         raise ValueError("ckpt_path: the checkpoint has no recorded node counts; was it trained on graph data?")
@@ -228,6 +234,12 @@ def evaluate_graph_checkpoint(
     values = {k: float(v) for k, v in metric.compute().items()}
     # The ratios' denominators: MMD^2 between the train and test splits (the "fresh data" reference).
     values.update({f"train_vs_test/{k}": float(v) for k, v in metric.baseline()._asdict().items()})
+    # DeFoG-style ratios (denominators rounded to 4 decimals, zeros dropped; no wavelet term): diffkit.metrics.graph_ratios
+    from diffkit.metrics.graph_ratios import rounded_ratios
+
+    names = [k.split("/", 1)[1] for k in values if k.startswith("mmd/")]
+    rounded = rounded_ratios({k: values[f"mmd/{k}"] for k in names}, {k: values[f"train_vs_test/{k}"] for k in names})
+    values.update({f"ratio_rounded/{k}": v for k, v in rounded.ratios.items()}, **{"ratio_rounded/mean": rounded.mean})
     metric_s = time.perf_counter() - start
 
     steps = num_steps or model.process.num_steps

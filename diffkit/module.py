@@ -443,6 +443,12 @@ class DiffusionModule(pl.LightningModule):
         gen = torch.Generator(self.device).manual_seed(mix_seed(self.global_step, self.global_rank))  # ranks draw apart
         bound = nll_bound(self.process, self.denoiser, reference, self.param, generator=gen)
         self.log(f"{stage}/nll_bits_per_element", bound.bits_per_element.mean(), sync_dist=True)
+        mask_key = getattr(self.process, "mask_key", None)
+        if isinstance(data, Mapping) and mask_key in data and self.size_counts is not None:  # graphs: DiGress's NLL
+            from diffkit.graph_nll import graph_nll
+
+            nll = graph_nll(bound.total, reference[mask_key].to(self.device), self.size_counts)  # + -log p(N)
+            self.log(f"{stage}/nll_nats_per_graph", nll.float().mean(), sync_dist=True)
         samples = self.sample(n, num_steps=self.sample_steps, eta=self.sample_eta, generator=gen, shape_like=reference)
         model_metrics, floor = self._sample_metrics(stage, reference)
         for collection, drawn, suffix in ((model_metrics, samples, ""), (floor, fresh, "_floor")):

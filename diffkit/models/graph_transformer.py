@@ -58,6 +58,7 @@ from torch import Tensor, nn
 from diffkit.models._checks import check_ids, check_positive, check_timesteps
 from diffkit.models.conditioning import ConditionEmbedding, ConditionSpec
 from diffkit.models.embeddings import SinusoidalEmbedding
+from diffkit.models.extra_features import MolecularFeatures
 
 __all__ = ["GraphTransformer", "cycle_counts", "laplacian_features", "masked_stats"]
 
@@ -287,6 +288,10 @@ class GraphTransformer(nn.Module):
         cond_dim: C for a feature-conditional model (``cond`` float (B, C)); None: no features.
             The condition's embedding (with a learned null condition) is added to the time
             features of the global branch.
+        atom_valences: for molecules, the normal valency of each node class; with ``atom_weights``
+            it adds DiGress's valency and charge (node) and weight (global) features
+            (``diffkit.models.extra_features``). None (default) turns them off.
+        atom_weights: the atomic weight of each node class (with ``atom_valences``).
 
     Example:
         >>> import torch
@@ -313,6 +318,8 @@ class GraphTransformer(nn.Module):
         eigen_features: int = 0,
         num_classes: int | None = None,
         cond_dim: int | None = None,
+        atom_valences: list[float] | None = None,
+        atom_weights: list[float] | None = None,
     ) -> None:
         super().__init__()
         sizes = dict(
@@ -337,8 +344,11 @@ class GraphTransformer(nn.Module):
         self.num_steps = num_steps
         self.structural_features = structural_features
         self.eigen_features = eigen_features
-        node_extra = 3 * structural_features + eigen_features
-        global_extra = 4 * structural_features + (1 + eigen_features if eigen_features else 0)
+        if (atom_valences is None) != (atom_weights is None):
+            raise ValueError("Expected `atom_valences` and `atom_weights` both given or both None.")
+        self.molecular = None if atom_valences is None else MolecularFeatures(atom_valences, atom_weights)
+        node_extra = 3 * structural_features + eigen_features + (2 if self.molecular is not None else 0)
+        global_extra = 4 * structural_features + (1 + eigen_features if eigen_features else 0) + (self.molecular is not None)
         self.time_embed = SinusoidalEmbedding(num_steps, global_hidden)
         conditional = num_classes is not None or cond_dim is not None
         self.cond_embed = ConditionEmbedding(num_classes, cond_dim, dim=global_hidden) if conditional else None
@@ -379,6 +389,9 @@ class GraphTransformer(nn.Module):
         eye = torch.eye(N, dtype=torch.bool, device=X_ids.device)
         pairs = square & ~eye
         node_extra, global_extra = self._extra_features(E_ids, node_mask, pairs)
+        if self.molecular is not None:
+            mol_node, mol_global = self.molecular(X_ids, E_ids, node_mask)
+            node_extra, global_extra = torch.cat([node_extra, mol_node], -1), torch.cat([global_extra, mol_global], -1)
 
         x_in = nn.functional.one_hot(X_ids, self.num_node_states).to(dtype)  # (B, N, K_X)
         e_in = nn.functional.one_hot(E_ids, self.num_edge_states).to(dtype)  # (B, N, N, K_E)
