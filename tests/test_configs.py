@@ -123,7 +123,9 @@ def test_fit_trains_from_a_shipped_config_by_name(tmp_path: Path, monkeypatch) -
     assert state["global_step"] == 3
     assert "val/loss" in (tmp_path / "runs/swiss_roll/logs/version_0/metrics.csv").read_text()
     saved = yaml.safe_load((tmp_path / "runs/swiss_roll/logs/version_0/config.yaml").read_text())
-    assert saved["model"]["parametrization"] == "eps"  # swiss_roll.yaml's, not another config's
+    shipped = yaml.safe_load((CONFIG_DIR / "swiss_roll.yaml").read_text())["model"]["parametrization"]
+    other = yaml.safe_load((CONFIG_DIR / "swiss_roll_x0.yaml").read_text())["model"]["parametrization"]
+    assert saved["model"]["parametrization"] == shipped != other  # swiss_roll.yaml's, not another config's
 
 
 # ------------------------------------------------------------------------------ release files
