@@ -82,27 +82,55 @@ def _load(out: Path) -> dict[str, dict]:
 
 def _machine_section(summaries: dict[str, dict]) -> str:
     first = next(iter(summaries.values()))["machine"]
-    rows = [["CPU", first["cpu"]], ["logical cores", first["cores"]], ["torch", first["torch"]], ["torch threads", first["torch_threads"]],
-            ["Python", first["python"]], ["OS", first["os"]]]
-    loads = ", ".join(f"{name} {s['machine'].get('load_average_1min_at_start', 'n/a')}" for name, s in summaries.items())
+    rows = [
+        ["CPU", first["cpu"]],
+        ["logical cores", first["cores"]],
+        ["torch", first["torch"]],
+        ["torch threads", first["torch_threads"]],
+        ["Python", first["python"]],
+        ["OS", first["os"]],
+    ]
+    loads = ", ".join(
+        f"{name} {s['machine'].get('load_average_1min_at_start', 'n/a')}" for name, s in summaries.items()
+    )
     commits = ", ".join(f"{name} {s['machine'].get('diffkit_commit', 'n/a')}" for name, s in summaries.items())
-    return ("## Machine\n\n" + markdown_table(["", ""], rows) + f"\n1-minute load average when each suite started: {loads}. "
-            "The machine is shared, so absolute times vary between runs; ratios in the speed suite are measured side by side "
-            f"to cancel that.\n\nCode version (git commit) of each run: {commits}.\n")
+    return (
+        "## Machine\n\n"
+        + markdown_table(["", ""], rows)
+        + f"\n1-minute load average when each suite started: {loads}. "
+        "The machine is shared, so absolute times vary between runs; ratios in the speed suite are measured side by side "
+        f"to cancel that.\n\nCode version (git commit) of each run: {commits}.\n"
+    )
 
 
 def _runs_section(summaries: dict[str, dict]) -> str:
-    rows = [[name, f"`{s['command']}`", f"{s['wall_seconds']:.0f} s", "quick" if s["settings"]["quick"] else "full",
-             s["settings"]["seeds"] if name != "speed" else "— (repeats)", s["finished"]] for name, s in summaries.items()]
+    rows = [
+        [
+            name,
+            f"`{s['command']}`",
+            f"{s['wall_seconds']:.0f} s",
+            "quick" if s["settings"]["quick"] else "full",
+            s["settings"]["seeds"] if name != "speed" else "— (repeats)",
+            s["finished"],
+        ]
+        for name, s in summaries.items()
+    ]
     total = sum(s["wall_seconds"] for s in summaries.values())
-    return ("## Commands and wall times\n\n" + markdown_table(["suite", "command", "wall time", "budget", "seeds", "finished"], rows)
-            + f"\nTotal: {total / 60:.1f} min. Every suite writes results.csv (mean and std over seeds), results_raw.csv "
-            "(one row per seed), table.md, PNG plots and summary.json (budgets, machine) into `<out>/<suite>/`.\n")
+    return (
+        "## Commands and wall times\n\n"
+        + markdown_table(["suite", "command", "wall time", "budget", "seeds", "finished"], rows)
+        + f"\nTotal: {total / 60:.1f} min. Every suite writes results.csv (mean and std over seeds), results_raw.csv "
+        "(one row per seed), table.md, PNG plots and summary.json (budgets, machine) into `<out>/<suite>/`.\n"
+    )
 
 
 def _suite_section(name: str, summary: dict, img_dir: Path, out: Path) -> str:
     quick = " (quick smoke-test budget: not representative)" if summary["settings"]["quick"] else ""
-    parts = [f"## {name}{quick}\n", INTRO[name] + "\n", f"Command: `{summary['command']}` ({summary['wall_seconds']:.0f} s).\n"]
+    parts = [
+        f"## {name}{quick}\n",
+        INTRO[name] + "\n",
+        f"Command: `{summary['command']}` ({summary['wall_seconds']:.0f} s).\n",
+    ]
     config = ", ".join(f"{k} = {v}" for k, v in summary["config"].items())
     parts.append(f"<details><summary>Budgets</summary>\n\n{config}\n\n</details>\n")
     parts.append(summary["markdown"])
@@ -138,7 +166,11 @@ def write_docs(out: Path, docs_dir: Path) -> Path:
     ]
     missing = [s for s in SUITES if s not in summaries]
     if missing:
-        text.append("Not run into this output directory: " + ", ".join(f"{m} (`python -m benchmarks {m}`)" for m in missing) + ".\n")
+        text.append(
+            "Not run into this output directory: "
+            + ", ".join(f"{m} (`python -m benchmarks {m}`)" for m in missing)
+            + ".\n"
+        )
     text += [_suite_section(name, s, img_dir, out) for name, s in summaries.items()]
     path = docs_dir / "benchmarks.md"
     path.write_text("\n".join(text))

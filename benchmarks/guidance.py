@@ -27,7 +27,19 @@ import torch
 from torch import Tensor
 
 import diffkit
-from benchmarks.common import LOG2, Report, Settings, Table, aggregate, fmt, generator, new_figure, save_figure, seeded_init, write_csv
+from benchmarks.common import (
+    LOG2,
+    Report,
+    Settings,
+    Table,
+    aggregate,
+    fmt,
+    generator,
+    new_figure,
+    save_figure,
+    seeded_init,
+    write_csv,
+)
 from benchmarks.training import STREAM_INIT, STREAM_SAMPLE, Budget, train
 from diffkit.data.labeled import eight_gaussians_centers, eight_gaussians_labeled
 from diffkit.data.tokens import MarkovChain
@@ -125,14 +137,25 @@ def token_rows(cfg: Config, seed: int) -> tuple[list[dict], float]:
     ceiling = float((chain_log_likelihoods(chains, data).argmax(1) == labels).float().mean())
     process = diffkit.CategoricalProcess(cfg.num_classes, cfg.token_steps, "absorbing")
     with seeded_init(seed, STREAM_INIT):
-        net = TokenTransformer(process.num_states, cfg.num_classes, cfg.seq_len, cfg.token_steps, d_model=cfg.d_model, depth=cfg.depth, heads=4, num_classes=NUM_CHAINS)
+        net = TokenTransformer(
+            process.num_states,
+            cfg.num_classes,
+            cfg.seq_len,
+            cfg.token_steps,
+            d_model=cfg.d_model,
+            depth=cfg.depth,
+            heads=4,
+            num_classes=NUM_CHAINS,
+        )
     result = train(process, net, data, "x0", cfg.token_train, seed, cond=labels, cond_drop_prob=cfg.cond_drop_prob)
     n = cfg.token_samples
     cond = torch.arange(n) % NUM_CHAINS
     entropy = torch.tensor([c.sequence_entropy(cfg.seq_len) for c in chains])  # nats per sequence
     rows = []
     for w in SCALES:
-        xs = diffkit.sample(process, net, (n, cfg.seq_len), "x0", cond=cond, guidance_scale=w, generator=generator(seed, STREAM_SAMPLE))
+        xs = diffkit.sample(
+            process, net, (n, cfg.seq_len), "x0", cond=cond, guidance_scale=w, generator=generator(seed, STREAM_SAMPLE)
+        )
         ll = chain_log_likelihoods(chains, xs)
         gap = (-ll[torch.arange(n), cond] - entropy[cond]).mean() / cfg.seq_len / LOG2
         rows.append({"kind": "categorical", "w": w, "seed": seed, "accuracy": float((ll.argmax(1) == cond).float().mean()),
@@ -191,7 +214,14 @@ def run(settings: Settings) -> Report:
     modes = int((cover.min(0).values > 0.05).sum())
     table = Table(
         "Guidance sweep: conditional accuracy vs diversity / fidelity",
-        ["w", "Gaussian mode accuracy", "Gaussian offset (0 = true)", "Gaussian spread (1 = true)", "categorical chain accuracy", "categorical NLL gap (bits/token)"],
+        [
+            "w",
+            "Gaussian mode accuracy",
+            "Gaussian offset (0 = true)",
+            "Gaussian spread (1 = true)",
+            "categorical chain accuracy",
+            "categorical NLL gap (bits/token)",
+        ],
         table_rows,
         notes=[
             f"Unconditional samples (cond=None) per mode: min {float(cover.min()):.3f}, max {float(cover.max()):.3f} (1/8 = 0.125); "

@@ -21,8 +21,7 @@ import torch
 from scipy import integrate
 from torch import Tensor
 
-from diffkit.data import GaussianMixture
-from diffkit.data import toy2d
+from diffkit.data import GaussianMixture, toy2d
 
 __all__ = ["entropy_nats_per_dim", "eight_gaussians_mixture", "swiss_roll_entropy"]
 

@@ -30,7 +30,14 @@ from diffkit._checks import all_finite, check_values
 if TYPE_CHECKING:
     from diffkit.processes.base import ForwardProcess
 
-__all__ = ["Parametrization", "X0BasedParametrization", "PreviousStepParametrization", "resolve_parametrization", "CAPABILITY_METHODS", "withdraw_capabilities"]
+__all__ = [
+    "Parametrization",
+    "X0BasedParametrization",
+    "PreviousStepParametrization",
+    "resolve_parametrization",
+    "CAPABILITY_METHODS",
+    "withdraw_capabilities",
+]
 
 #: capability attribute -> the methods whose behaviour it declares:
 #: ``x0_is_softmax``: ``x0_from_output`` is softmax(output) over the data classes (padded with zeros
@@ -69,20 +76,27 @@ class Parametrization(abc.ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         withdraw_capabilities(cls, CAPABILITY_METHODS)
+
     #: How classifier-free guidance combines a conditional and a null output of this kind
     #: (``diffkit.guidance``): "linear" in the output's own space, or "log_probs" for logits.
     guidance: ClassVar[str] = "linear"
 
     @abc.abstractmethod
-    def reverse(self, process: ForwardProcess, output: Tensor, x_t: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> Any:
+    def reverse(
+        self, process: ForwardProcess, output: Tensor, x_t: Tensor, t: Tensor, s: Tensor, eta: float | None = None
+    ) -> Any:
         """The parameters of p(x_s | x_t) in the process's distribution family."""
 
     @abc.abstractmethod
-    def simple_loss(self, process: ForwardProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
+    def simple_loss(
+        self, process: ForwardProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None
+    ) -> Tensor:
         """Per-element training loss (same shape as the process's elements, no reduction)."""
 
     @abc.abstractmethod
-    def oracle_output(self, process: ForwardProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
+    def oracle_output(
+        self, process: ForwardProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None
+    ) -> Tensor:
         """The output of a network that knows x0 (and the noise): the loss's minimiser for a point mass."""
 
     @abc.abstractmethod
@@ -121,7 +135,9 @@ class X0BasedParametrization(Parametrization):
     def x0_from_output(self, process: ForwardProcess, output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """The clean-sample estimate (Gaussian: values; categorical: probabilities (..., K))."""
 
-    def reverse(self, process: ForwardProcess, output: Tensor, x_t: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> Any:
+    def reverse(
+        self, process: ForwardProcess, output: Tensor, x_t: Tensor, t: Tensor, s: Tensor, eta: float | None = None
+    ) -> Any:
         x0_hat = self.x0_from_output(process, output, x_t, t)
         return process.reverse_from_x0(x_t, x0_hat, t, s, eta=eta)
 

@@ -182,8 +182,14 @@ def _is_image(x: Tensor) -> bool:
 def _as_images(samples: object, reference: object, image_shape: tuple[int, int, int]) -> tuple[Tensor, Tensor | None]:
     """Flat (N, C * H * W) samples (and reference) as (N, C, H, W)."""
     shape = tuple(image_shape)
-    if len(shape) != 3 or shape[0] not in (1, 3) or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
-        raise ValueError(f"Expected `image_shape` to be (C, H, W) with C 1 or 3 and H, W >= 1, but got {image_shape!r}.")
+    if (
+        len(shape) != 3
+        or shape[0] not in (1, 3)
+        or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape)
+    ):
+        raise ValueError(
+            f"Expected `image_shape` to be (C, H, W) with C 1 or 3 and H, W >= 1, but got {image_shape!r}."
+        )
     out = []
     for name, x in (("samples", samples), ("reference", reference)):
         if x is None:
@@ -191,7 +197,9 @@ def _as_images(samples: object, reference: object, image_shape: tuple[int, int, 
             continue
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2 or x[0].numel() != math.prod(shape):
             found = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"Expected `{name}` of {math.prod(shape)} float values per example for `image_shape` {shape}, but got {found}.")
+            raise ValueError(
+                f"Expected `{name}` of {math.prod(shape)} float values per example for `image_shape` {shape}, but got {found}."
+            )
         out.append(x.reshape(len(x), *shape))
     return out[0], out[1]
 
@@ -201,7 +209,10 @@ def _image_panels(sets: list[tuple[str, Tensor]]) -> tuple[list[Panel], list[str
     values = images[0][1]
     finite = values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    panels = [functools.partial(_grid_panel, images=x[:MAX_IMAGES], label=_label(label, x), limits=(low, high)) for label, x in images]
+    panels = [
+        functools.partial(_grid_panel, images=x[:MAX_IMAGES], label=_label(label, x), limits=(low, high))
+        for label, x in images
+    ]
     count = len(images[-1][1])
     return panels, ([f"first {MAX_IMAGES} of {count} images"] if count > MAX_IMAGES else [])
 

@@ -58,7 +58,9 @@ class LossSecondMomentResampler:
         p = p / p.sum()
         return (1 - self.uniform_prob) * p + self.uniform_prob * uniform
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> WeightedTimesteps:
+    def sample(
+        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> WeightedTimesteps:
         """Draw (B,) t ~ p and their weights 1 / (T p(t))."""
         p = self.probabilities()
         idx = torch.multinomial(p, batch_size, replacement=True, generator=generator)

@@ -16,7 +16,6 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from diffkit.data.tables import BUCKET_DIRECTION, BUCKET_THRESHOLDS
 from diffkit.data import (
     TOY2D,
     GaussianMixture,
@@ -34,6 +33,7 @@ from diffkit.data import (
     table_class_marginals,
     two_moons,
 )
+from diffkit.data.tables import BUCKET_DIRECTION, BUCKET_THRESHOLDS
 
 SMALL = dict(num_train=300, num_val=50, batch_size=64)
 
@@ -175,8 +175,14 @@ def test_data_module_runs_in_a_trainer(tmp_path) -> None:
 
     model = Mean()
     trainer = lightning.Trainer(
-        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
     )
     trainer.fit(model, datamodule=Toy2DDataModule("two_moons", **SMALL))
     assert model.shapes == [(64, 2)] * 4 + [(300 - 4 * 64, 2)] + [("val", 50, 2)]
@@ -289,7 +295,11 @@ def test_mixture_log_prob_matches_scipy() -> None:
 
 
 def test_mixture_density_integrates_to_one_in_1d() -> None:
-    means, stds, weights = torch.tensor([[-2.0], [1.0], [4.0]]), torch.tensor([0.5, 1.0, 0.3]), torch.tensor([0.3, 0.3, 0.4])
+    means, stds, weights = (
+        torch.tensor([[-2.0], [1.0], [4.0]]),
+        torch.tensor([0.5, 1.0, 0.3]),
+        torch.tensor([0.3, 0.3, 0.4]),
+    )
     gmm = GaussianMixture(means, stds, weights)
     grid = torch.linspace(-10, 10, 20_001, dtype=torch.float64)
     mass = torch.trapezoid(gmm.log_prob(grid.unsqueeze(-1)).exp(), grid)
@@ -364,7 +374,10 @@ def test_mixture_module_entropy_floor_matches_its_data() -> None:
     [
         (dict(means=torch.zeros(3)), "`means` of shape \\(M, D\\)"),
         (dict(means=torch.zeros(2, 3), stds=torch.tensor([1.0, -1.0])), "`stds` > 0"),
-        (dict(means=torch.zeros(2, 3), stds=torch.ones(3)), "`stds` of shape \\(\\), \\(2,\\) or \\(2, 3\\), but got \\(3,\\)"),
+        (
+            dict(means=torch.zeros(2, 3), stds=torch.ones(3)),
+            "`stds` of shape \\(\\), \\(2,\\) or \\(2, 3\\), but got \\(3,\\)",
+        ),
         (dict(means=torch.zeros(2, 3), weights=torch.tensor([0.5, 0.6])), "`weights` >= 0 summing to 1"),
         (dict(means=torch.zeros(2, 3), weights=torch.ones(3) / 3), "`weights` of shape \\(2,\\)"),
     ],

@@ -77,6 +77,11 @@ def test_evaluate_graphs_reads_the_dataset_from_config_yaml(tmp_path: Path, monk
     (run / "logs" / "version_0").mkdir(parents=True)
     (run / "logs" / "version_0" / "config.yaml").write_text("data:\n  init_args:\n    dataset: tree_cpu\n    seed: 3\n")
     assert _dataset_args(run / "checkpoints" / "last.ckpt", {}) == {"dataset": "tree_cpu", "seed": 3}
-    assert _dataset_args(run / "x.ckpt", {"GraphDataModule": {"dataset": "sbm_cpu", "seed": 0, "cache_dir": None}})["dataset"] == "sbm_cpu"
+    assert (
+        _dataset_args(run / "x.ckpt", {"GraphDataModule": {"dataset": "sbm_cpu", "seed": 0, "cache_dir": None}})[
+            "dataset"
+        ]
+        == "sbm_cpu"
+    )
     with pytest.raises(ValueError, match="dataset="):
         _dataset_args(tmp_path / "elsewhere" / "checkpoints" / "last.ckpt", {})

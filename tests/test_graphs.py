@@ -192,7 +192,8 @@ def test_community_small_rule():
         assert _edge_set(first) == _edge_set(nx.gnp_random_graph(half, 0.7, seed=0))
     free = community_small_graphs(10, seed=0, fixed_community_seeds=False)
     assert any(
-        _edge_set(g.subgraph(range(g.number_of_nodes() // 2))) != _edge_set(nx.gnp_random_graph(g.number_of_nodes() // 2, 0.7, seed=0))
+        _edge_set(g.subgraph(range(g.number_of_nodes() // 2)))
+        != _edge_set(nx.gnp_random_graph(g.number_of_nodes() // 2, 0.7, seed=0))
         for g in free
     )
 
@@ -257,7 +258,9 @@ def test_data_module_distributions(tmp_path):
     assert np.allclose(dist.numpy(), counts / counts.sum())
     edges = sum(g.number_of_edges() for g in train)
     pairs = sum(g.number_of_nodes() * (g.number_of_nodes() - 1) // 2 for g in train)
-    assert torch.allclose(dm.class_marginals("E"), torch.tensor([1 - edges / pairs, edges / pairs], dtype=torch.float64))
+    assert torch.allclose(
+        dm.class_marginals("E"), torch.tensor([1 - edges / pairs, edges / pairs], dtype=torch.float64)
+    )
     assert dm.class_marginals("X").tolist() == [1.0]
     with pytest.raises(ValueError, match="'X' or 'E'"):
         dm.class_marginals("y")

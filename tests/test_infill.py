@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import math
 
-import pytest
 import torch
 from scipy import stats
 
@@ -178,10 +177,16 @@ def test_repaint_gaussian_against_the_conditional_normal() -> None:
 
 
 def test_product_infill_keeps_known_fields() -> None:
-    process = ProductProcess({"a": GaussianProcess(10), "b": CategoricalProcess(3, 10, "absorbing"), "c": CategoricalProcess(3, 10)})
+    process = ProductProcess(
+        {"a": GaussianProcess(10), "b": CategoricalProcess(3, 10, "absorbing"), "c": CategoricalProcess(3, 10)}
+    )
 
     def net(x_t, t):
-        return {"a": torch.zeros_like(x_t["a"]), "b": torch.zeros(*x_t["b"].shape, 3), "c": torch.zeros(*x_t["c"].shape, 3)}
+        return {
+            "a": torch.zeros_like(x_t["a"]),
+            "b": torch.zeros(*x_t["b"].shape, 3),
+            "c": torch.zeros(*x_t["c"].shape, 3),
+        }
 
     known = {"a": torch.tensor([[0.5, 0.0]]).expand(6, 2), "b": torch.full((6,), 2)}
     mask = {"a": torch.tensor([[True, False]]).expand(6, 2), "b": torch.ones(6, dtype=torch.bool)}

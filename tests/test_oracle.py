@@ -120,7 +120,9 @@ def test_oracle_mean_equals_numerical_reverse_mean(schedule: str, float64) -> No
     proc = GaussianProcess(T, schedule)
     ab = make_schedule(schedule, T).alpha_bar
     strided = sampling_timesteps(T, 5)
-    pairs = sorted({(2, 1), (10, 9), (50, 20), (T, T - 1), (T, 1), (T, 150), (101, 100), *zip(strided[:-1], strided[1:])})
+    pairs = sorted(
+        {(2, 1), (10, 9), (50, 20), (T, T - 1), (T, 1), (T, 150), (101, 100), *zip(strided[:-1], strided[1:])}
+    )
     z = torch.tensor([-2.0, 0.5, 1.5], dtype=torch.float64)
     for t, s in pairs:
         ab_t, ab_s = ab[t], ab[s]
@@ -141,8 +143,12 @@ def test_oracle_mean_equals_numerical_reverse_mean(schedule: str, float64) -> No
         # of a Gaussian is exact to rounding.
         sd_s = (1 - ab_s).sqrt()
         centres = ab_s.sqrt() * POINTS
-        grid = torch.linspace(float(centres.min() - 12 * sd_s), float(centres.max() + 12 * sd_s), 40001, dtype=torch.float64)
-        log_q_s = torch.logsumexp(torch.log(WEIGHTS) + log_normal(grid[:, None], ab_s.sqrt() * POINTS, 1 - ab_s), -1)  # (G,)
+        grid = torch.linspace(
+            float(centres.min() - 12 * sd_s), float(centres.max() + 12 * sd_s), 40001, dtype=torch.float64
+        )
+        log_q_s = torch.logsumexp(
+            torch.log(WEIGHTS) + log_normal(grid[:, None], ab_s.sqrt() * POINTS, 1 - ab_s), -1
+        )  # (G,)
         alpha_ts = ab_t / ab_s
         log_f = log_normal(x_t[:, None], alpha_ts.sqrt() * grid, 1 - alpha_ts) + log_q_s  # (9, G)
         expected = (torch.softmax(log_f, -1) * grid).sum(-1)
@@ -230,10 +236,17 @@ def test_nll_bound_of_the_oracle_estimates_each_term(kind, float64, cat_ref) -> 
     assert decoder > 0.05, "the setting must give L_0 weight, or dropping it would go unnoticed"
     # Fixed seed; each term's batch mean within 5 standard errors of its exact expectation
     # (+1e-12 for a term that is constant across the batch).
-    for name, values, exact in (("prior", bound.prior, prior), ("decoder", bound.decoder, decoder), ("diffusion", bound.diffusion, diffusion), ("total", bound.total, entropy + prior_kl)):
+    for name, values, exact in (
+        ("prior", bound.prior, prior),
+        ("decoder", bound.decoder, decoder),
+        ("diffusion", bound.diffusion, diffusion),
+        ("total", bound.total, entropy + prior_kl),
+    ):
         assert bool(torch.isfinite(values).all())
         se = float(values.std() / math.sqrt(B))
-        assert abs(float(values.mean()) - exact) <= 5 * se + 1e-12, f"{name}: mean {float(values.mean())} vs {exact} (se {se})"
+        assert abs(float(values.mean()) - exact) <= 5 * se + 1e-12, (
+            f"{name}: mean {float(values.mean())} vs {exact} (se {se})"
+        )
     torch.testing.assert_close(bound.bits_per_element, bound.total / math.log(2), rtol=1e-14, atol=0)
     assert bound.steps is None
 
@@ -243,8 +256,20 @@ def test_nll_bound_per_step_terms_are_the_terms_of_each_call(float64, cat_ref) -
     unchanged), for a categorical and a Gaussian process."""
     T, B = 8, 50
     cat, ref = build("uniform", T, cat_ref)
-    cases = [(cat, CategoricalOracle(ref, Q0), torch.multinomial(Q0, B, replacement=True, generator=torch.Generator().manual_seed(3)), "x0"),
-             (diffkit.GaussianProcess(T), lambda x_t, t: 0.5 * x_t, torch.randn(B, 3, generator=torch.Generator().manual_seed(3)), "eps")]
+    cases = [
+        (
+            cat,
+            CategoricalOracle(ref, Q0),
+            torch.multinomial(Q0, B, replacement=True, generator=torch.Generator().manual_seed(3)),
+            "x0",
+        ),
+        (
+            diffkit.GaussianProcess(T),
+            lambda x_t, t: 0.5 * x_t,
+            torch.randn(B, 3, generator=torch.Generator().manual_seed(3)),
+            "eps",
+        ),
+    ]
     for proc, net, x0, param in cases:
         calls = {}
 
@@ -256,7 +281,9 @@ def test_nll_bound_per_step_terms_are_the_terms_of_each_call(float64, cat_ref) -
         bound = diffkit.nll_bound(proc, recording, x0, param, generator=torch.Generator().manual_seed(9), per_step=True)
         assert bound.steps.shape == (B, T)
         for t_i, (x_t, t) in calls.items():
-            torch.testing.assert_close(bound.steps[:, t_i - 1], proc.vlb(net(x_t, t), x0, x_t, t, param), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(
+                bound.steps[:, t_i - 1], proc.vlb(net(x_t, t), x0, x_t, t, param), rtol=1e-12, atol=1e-12
+            )
         torch.testing.assert_close(bound.steps[:, 0], bound.decoder, rtol=0, atol=0)
         torch.testing.assert_close(bound.steps.sum(1), bound.decoder + bound.diffusion, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(bound.total, plain.total, rtol=0, atol=0)
@@ -296,7 +323,18 @@ def _gaussian_denoiser(x, t):
 @pytest.mark.parametrize("eta", [None, 0.0, 1.0])
 def test_sample_is_reproducible_with_a_generator(eta, float64) -> None:
     gproc = GaussianProcess(20, "cosine")
-    runs = [diffkit.sample(gproc, _gaussian_denoiser, (8, 3), "eps", num_steps=6, generator=torch.Generator().manual_seed(seed), eta=eta) for seed in (0, 0, 1)]
+    runs = [
+        diffkit.sample(
+            gproc,
+            _gaussian_denoiser,
+            (8, 3),
+            "eps",
+            num_steps=6,
+            generator=torch.Generator().manual_seed(seed),
+            eta=eta,
+        )
+        for seed in (0, 0, 1)
+    ]
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
     assert bool(torch.isfinite(runs[0]).all())
@@ -305,7 +343,9 @@ def test_sample_is_reproducible_with_a_generator(eta, float64) -> None:
 def test_categorical_sample_is_reproducible_with_a_generator(float64, cat_ref) -> None:
     proc, ref = build("absorbing", 20, cat_ref)
     oracle = CategoricalOracle(ref, Q0)
-    runs = [diffkit.sample(proc, oracle, (16, 5), "x0", generator=torch.Generator().manual_seed(seed)) for seed in (3, 3, 4)]
+    runs = [
+        diffkit.sample(proc, oracle, (16, 5), "x0", generator=torch.Generator().manual_seed(seed)) for seed in (3, 3, 4)
+    ]
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
 
@@ -314,7 +354,9 @@ def test_previous_step_cannot_be_sampled_with_fewer_steps(float64) -> None:
     proc = GaussianProcess(10, "cosine")
     with pytest.raises(ValueError, match="previous-step"):
         diffkit.sample(proc, lambda x, t: 0.9 * x, (4, 2), "previous-step", num_steps=5)
-    out = diffkit.sample(proc, lambda x, t: 0.9 * x, (4, 2), "previous-step", generator=torch.Generator().manual_seed(0))
+    out = diffkit.sample(
+        proc, lambda x, t: 0.9 * x, (4, 2), "previous-step", generator=torch.Generator().manual_seed(0)
+    )
     assert out.shape == (4, 2)
     cat = CategoricalProcess(3, 10)
     with pytest.raises(ValueError, match="previous-step"):

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import abc
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning
 import numpy as np
@@ -28,7 +29,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from diffkit.data._base import EpochShuffleSampler, ResumableDataLoader, TensorDictDataset, check_positive, check_seed, stream_seed
+from diffkit.data._base import (
+    EpochShuffleSampler,
+    ResumableDataLoader,
+    TensorDictDataset,
+    check_positive,
+    check_seed,
+    stream_seed,
+)
 from diffkit.formats import SAMPLE_FORMAT_KEY, SampleFormat
 
 __all__ = ["split_indices", "check_path", "file_sha256", "RecordDataModule", "PairDataset"]
@@ -186,7 +194,9 @@ class RecordDataModule(lightning.LightningDataModule, abc.ABC):
         for name, idx in index.items():
             unknown = [_plain(v) for v in values[idx] if _plain(v) not in ids]
             if unknown:
-                raise ValueError(f"labels: the {name} split has labels absent from the training split, e.g. {unknown[:3]}")
+                raise ValueError(
+                    f"labels: the {name} split has labels absent from the training split, e.g. {unknown[:3]}"
+                )
             out[name] = torch.tensor([ids[_plain(v)] for v in values[idx]], dtype=torch.int64)
         return out
 
@@ -221,7 +231,12 @@ class RecordDataModule(lightning.LightningDataModule, abc.ABC):
         """Shuffled batches in an order fixed by (seed, epoch), resumable mid-epoch (``diffkit.data._base``).
         Batches are x0, or ``(x0, cond)`` pairs when labels are configured."""
         data = self._dataset("train")
-        return ResumableDataLoader(data, batch_size=self.batch_size, sampler=EpochShuffleSampler(len(data), self.seed), num_workers=self.num_workers)
+        return ResumableDataLoader(
+            data,
+            batch_size=self.batch_size,
+            sampler=EpochShuffleSampler(len(data), self.seed),
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         """Batches of the val split, in order."""

@@ -211,7 +211,12 @@ class Toy2DDataModule(SampledDataModule):
         updated with ``(samples, reference)``: k-NN precision / recall and density / coverage (k = 5),
         and for the sets with a known generating manifold the distance ratio to it (1 = as sharp as
         the data)."""
-        metrics: dict[str, Metric] = {"precision": KNNPrecision(), "recall": KNNRecall(), "density": Density(), "coverage": Coverage()}
+        metrics: dict[str, Metric] = {
+            "precision": KNNPrecision(),
+            "recall": KNNRecall(),
+            "density": Density(),
+            "coverage": Coverage(),
+        }
         if self.name in MANIFOLDS:
             metrics["manifold_ratio"] = ManifoldDistanceRatio(self.name)
         collection = super().sample_metrics()

@@ -114,9 +114,13 @@ class ConditionEmbedding(nn.Module):
         if cond is None:
             return self.null.expand(batch_size, self.dim)
         if not cond.is_floating_point():
-            raise TypeError(f"cond: expected float features (B, {spec.cond_dim}) for cond_dim={spec.cond_dim}, got dtype {cond.dtype}")
+            raise TypeError(
+                f"cond: expected float features (B, {spec.cond_dim}) for cond_dim={spec.cond_dim}, got dtype {cond.dtype}"
+            )
         if cond.shape != (batch_size, spec.cond_dim):
-            raise ValueError(f"cond: expected features of shape ({batch_size}, {spec.cond_dim}), got {tuple(cond.shape)}")
+            raise ValueError(
+                f"cond: expected features of shape ({batch_size}, {spec.cond_dim}), got {tuple(cond.shape)}"
+            )
         dropped = torch.isnan(cond).all(-1, keepdim=True)  # (B, 1)
         out = self.features(torch.nan_to_num(cond, nan=0.0).to(self.features.weight.dtype))
         return torch.where(dropped, self.null.to(out.dtype), out)

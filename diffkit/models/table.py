@@ -148,7 +148,9 @@ class TableDenoiser(nn.Module):
         for name, (num_states, _) in self.categorical.items():
             check_ids(f"x_t[{name!r}]", x_t[name], num_states)
             if tuple(x_t[name].shape) != (batch_size,):
-                raise ValueError(f"Expected `x_t[{name!r}]` of shape ({batch_size},), but got {tuple(x_t[name].shape)}.")
+                raise ValueError(
+                    f"Expected `x_t[{name!r}]` of shape ({batch_size},), but got {tuple(x_t[name].shape)}."
+                )
         return batch_size
 
 

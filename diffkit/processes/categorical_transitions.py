@@ -69,7 +69,9 @@ class MixingTransition(nn.Module):
 
     def posterior(self, x_t: Tensor, x0_probs: Tensor, t: Tensor, s: Tensor) -> Tensor:
         nd = x0_probs.ndim
-        return mixing_posterior(x_t, x0_probs, expand_to(self.alpha_bar[t], nd), expand_to(self.alpha_bar[s], nd), self.pi)
+        return mixing_posterior(
+            x_t, x0_probs, expand_to(self.alpha_bar[t], nd), expand_to(self.alpha_bar[s], nd), self.pi
+        )
 
     def prior(self, num_classes: int) -> Tensor:
         """(K,) u Qbar_T with u uniform over the data classes: p(x_T), finite KL for every kind."""

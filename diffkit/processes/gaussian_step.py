@@ -69,7 +69,9 @@ def jump_coefficients(
     return JumpCoefficients(c0 * a_out, c0 * a_x + ct, variance, 0.0 if s_is_zero else math.sqrt(variance))
 
 
-def fused_step(output: Tensor, x_t: Tensor, coefs: JumpCoefficients, generator: torch.Generator | None = None) -> Tensor:
+def fused_step(
+    output: Tensor, x_t: Tensor, coefs: JumpCoefficients, generator: torch.Generator | None = None
+) -> Tensor:
     """x_s = P output + Q x_t + sigma z, z ~ N(0, I) drawn as ``torch.randn(x_t.shape)`` would
     (also at s = 0, where it is not used, so the generator's stream matches the general path).
 

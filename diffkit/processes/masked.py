@@ -123,7 +123,9 @@ class MaskedProcess(ContinuousTimeProcess):
             raise ValueError(f"x0: shape {tuple(x0.shape)} does not match x_t {tuple(x_t.shape)}")
         bad = (x_t != self.mask_id) & (x_t != x0)
         if bool(bad.any()):
-            raise ValueError(f"x_t: {int(bad.sum())} unmasked token(s) differ from x0, which masked noise cannot produce (q(x_t | x0) = 0)")
+            raise ValueError(
+                f"x_t: {int(bad.sum())} unmasked token(s) differ from x0, which masked noise cannot produce (q(x_t | x0) = 0)"
+            )
         t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
         return self._reverse_probs(x_t, F.one_hot(x0, self.num_states).double(), t, s)
 
@@ -139,7 +141,9 @@ class MaskedProcess(ContinuousTimeProcess):
         carry = F.one_hot(x_t, self.num_states).to(dt)
         return torch.where((x_t == self.mask_id).unsqueeze(-1), masked, carry)
 
-    def q_sample(self, x0: Tensor, t: Tensor | float, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
+    def q_sample(
+        self, x0: Tensor, t: Tensor | float, noise: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Noised:
         """x_t ~ (M1) from one uniform u per token: x_t = x0 where u < alpha(t), else the mask.
 
         Returns:
@@ -150,7 +154,9 @@ class MaskedProcess(ContinuousTimeProcess):
         if noise is None:
             noise = torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=generator)
         elif noise.shape != x0.shape or not noise.is_floating_point():
-            raise ValueError(f"noise: expected float uniforms of shape {tuple(x0.shape)}, got {tuple(noise.shape)} {noise.dtype}")
+            raise ValueError(
+                f"noise: expected float uniforms of shape {tuple(x0.shape)}, got {tuple(noise.shape)} {noise.dtype}"
+            )
         keep = noise.to(torch.float64) < self._alphas(t, x0.ndim)
         return Noised(torch.where(keep, x0, torch.full_like(x0, self.mask_id)), noise)
 

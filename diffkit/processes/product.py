@@ -142,7 +142,9 @@ class ProductProcess(ForwardProcess):
                 raise TypeError(f"{name}[{self.mask_key!r}]: expected a bool node mask, got dtype {mask.dtype}")
             for f in self.masked:
                 if x0[f].shape[:2] != mask.shape:
-                    raise ValueError(f"{name}[{f!r}]: leading shape {tuple(x0[f].shape[:2])} does not match mask {tuple(mask.shape)}")
+                    raise ValueError(
+                        f"{name}[{f!r}]: leading shape {tuple(x0[f].shape[:2])} does not match mask {tuple(mask.shape)}"
+                    )
         for f in self.symmetric:
             x = x0[f]
             if x.ndim < 3 or x.shape[1] != x.shape[2]:
@@ -153,7 +155,9 @@ class ProductProcess(ForwardProcess):
     def _check_fields(self, x: Any, name: str) -> None:
         """Raise unless ``x`` is a dict holding every field."""
         if not isinstance(x, Mapping):
-            raise TypeError(f"{name}: a ProductProcess expects a dict of fields {list(self.fields)}, got {type(x).__name__}")
+            raise TypeError(
+                f"{name}: a ProductProcess expects a dict of fields {list(self.fields)}, got {type(x).__name__}"
+            )
         missing = [f for f in self.fields if f not in x]
         if missing:
             raise ValueError(f"{name}: missing field(s) {missing}; expected {list(self.fields)}")
@@ -218,7 +222,10 @@ class ProductProcess(ForwardProcess):
         return {f: proc.decoder_nll(x0[f], p[f]) for f, proc in self.fields.items()}
 
     def reverse_from_x0(self, x_t, x0_hat, t, s, eta=None):
-        return {f: p.reverse_from_x0(x_t[f], x0_hat[f], t, s, eta=eta if p.supports_eta else None) for f, p in self.fields.items()}
+        return {
+            f: p.reverse_from_x0(x_t[f], x0_hat[f], t, s, eta=eta if p.supports_eta else None)
+            for f, p in self.fields.items()
+        }
 
     def reverse_sample(self, p, s, generator=None):
         return {f: proc.reverse_sample(p[f], s, generator) for f, proc in self.fields.items()}
@@ -238,12 +245,25 @@ class ProductProcess(ForwardProcess):
         params = self.get_parametrization(parametrization)
         mask = self._mask(x_t)
         out = {
-            f: self._settle(f, p.step(output[f], x_t[f], t, s, params[f], generator, eta if p.supports_eta else None), x_t[f], mask)
+            f: self._settle(
+                f, p.step(output[f], x_t[f], t, s, params[f], generator, eta if p.supports_eta else None), x_t[f], mask
+            )
             for f, p in self.fields.items()
         }
         return self._with_mask(out, mask)
 
-    def loss(self, output, x0, x_t, t, noise, parametrization, kind: LossKind = "simple", hybrid_weight: float = 1e-3, mask=None) -> Tensor:
+    def loss(
+        self,
+        output,
+        x0,
+        x_t,
+        t,
+        noise,
+        parametrization,
+        kind: LossKind = "simple",
+        hybrid_weight: float = 1e-3,
+        mask=None,
+    ) -> Tensor:
         """sum_f weight_f * (field f's ``loss`` over its real elements): (B,)."""
         params = self.get_parametrization(parametrization)
         self.check_loss_inputs(params, output, x0, x_t)
@@ -254,7 +274,9 @@ class ProductProcess(ForwardProcess):
         for f, p in self.fields.items():
             fm = self.field_mask(f, x0[f], mask)
             nf = None if noise is None else noise[f]
-            total = total + self.weights[f] * p.loss(output[f], x0[f], x_t[f], t, nf, params[f], kind, hybrid_weight, fm)
+            total = total + self.weights[f] * p.loss(
+                output[f], x0[f], x_t[f], t, nf, params[f], kind, hybrid_weight, fm
+            )
         return total
 
     def check_loss_inputs(self, param, output, x0, x_t) -> None:
@@ -264,13 +286,25 @@ class ProductProcess(ForwardProcess):
         for f, p in self.fields.items():
             p.check_loss_inputs(param[f], output[f], x0[f], x_t[f])
 
-    def field_losses(self, output, x0, x_t, t, noise, parametrization, kind: LossKind = "simple", hybrid_weight: float = 1e-3) -> dict[str, Tensor]:
+    def field_losses(
+        self, output, x0, x_t, t, noise, parametrization, kind: LossKind = "simple", hybrid_weight: float = 1e-3
+    ) -> dict[str, Tensor]:
         """Unweighted per-field (B,) losses, for logging."""
         params = self.get_parametrization(parametrization)
         t = self._t(t, x_t)
         mask = self._mask(x0)
         return {
-            f: p.loss(output[f], x0[f], x_t[f], t, None if noise is None else noise[f], params[f], kind, hybrid_weight, self.field_mask(f, x0[f], mask))
+            f: p.loss(
+                output[f],
+                x0[f],
+                x_t[f],
+                t,
+                None if noise is None else noise[f],
+                params[f],
+                kind,
+                hybrid_weight,
+                self.field_mask(f, x0[f], mask),
+            )
             for f, p in self.fields.items()
         }
 
@@ -278,7 +312,10 @@ class ProductProcess(ForwardProcess):
         params = self.get_parametrization(parametrization)
         t = self._t(t, x_t)
         mask = self._mask(x0) if mask is None else mask
-        return sum(p.vlb(output[f], x0[f], x_t[f], t, params[f], self.field_mask(f, x0[f], mask)) for f, p in self.fields.items())
+        return sum(
+            p.vlb(output[f], x0[f], x_t[f], t, params[f], self.field_mask(f, x0[f], mask))
+            for f, p in self.fields.items()
+        )
 
     def prior_term(self, x0, mask=None) -> Tensor:
         mask = self._mask(x0) if mask is None else mask

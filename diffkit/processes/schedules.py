@@ -170,7 +170,9 @@ class NoiseSchedule:
         outside = ~((b > 0) & (b < 1))
         if outside.any():
             i = int(torch.nonzero(outside)[0])
-            raise ValueError(f"betas: expected every beta_t in the open interval (0, 1), got beta_{i + 1} = {b[i].item()}")
+            raise ValueError(
+                f"betas: expected every beta_t in the open interval (0, 1), got beta_{i + 1} = {b[i].item()}"
+            )
         alpha_bar = _alpha_bar_from_betas(b)
         _check_underflow(alpha_bar, "the given betas")
         return cls(alpha_bar)

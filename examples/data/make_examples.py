@@ -31,7 +31,8 @@ def main() -> None:
     weight = 0.9 * (height - 100) + 8 * rng.normal(size=500)
     smoker = rng.choice(["no", "yes"], 500, p=[0.8, 0.2])
     (HERE / "people.csv").write_text(
-        "height_cm,sex,weight_kg,smoker\n" + "".join(f"{h:.1f},{s},{w:.1f},{k}\n" for h, s, w, k in zip(height, sex, weight, smoker))
+        "height_cm,sex,weight_kg,smoker\n"
+        + "".join(f"{h:.1f},{s},{w:.1f},{k}\n" for h, s, w, k in zip(height, sex, weight, smoker))
     )
 
     graphs = []
