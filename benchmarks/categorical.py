@@ -293,7 +293,7 @@ def _sample_table(agg: list[dict], floor: dict, cfg: Config) -> Table:
 
 def _plot_strides(settings: Settings, cfg: Config, agg: list[dict], floor: dict) -> tuple[str, str]:
     fig, axes = new_figure(ncols=2, width=4.2, height=3.3)
-    for ax, metric in zip(axes[0], ("unigram_tv", "bigram_tv")):
+    for ax, metric in zip(axes[0], ("unigram_tv", "bigram_tv"), strict=True):
         for noise, label in ROWS:
             style = {"x0": "-o", "previous-step": "s", SHIPPED: ":^"}[label]
             color = {"uniform": "C0", "absorbing": "C1", "marginal": "C2"}[noise]
@@ -302,7 +302,7 @@ def _plot_strides(settings: Settings, cfg: Config, agg: list[dict], floor: dict)
                 for r in agg
                 if r["noise"] == noise and r["parametrization"] == label
             )
-            ax.plot(*zip(*pts), style, color=color, ms=4, label=f"{noise} {label}")
+            ax.plot(*zip(*pts, strict=True), style, color=color, ms=4, label=f"{noise} {label}")
         ax.axhline(floor[f"{metric}_mean"], color="k", lw=0.8, ls=":", label="floor")
         ax.set(
             xscale="log",
@@ -328,7 +328,7 @@ def _plot_bigrams(settings: Settings, cfg: Config, dm, samples: dict) -> tuple[s
         for s in (T, max(1, T // 100))
     ]
     fig, axes = new_figure(ncols=len(panels), width=2.8, height=3.0)
-    for ax, (label, hist) in zip(axes[0], panels):
+    for ax, (label, hist) in zip(axes[0], panels, strict=True):
         ax.imshow(hist.numpy(), cmap="viridis", vmin=0, vmax=float(panels[0][1].max()))
         ax.set(title=label, xticks=[], yticks=[])
     save_figure(fig, settings.out / "bench_categorical_bigrams.png")

@@ -170,7 +170,7 @@ def aggregate(rows: Iterable[dict[str, Any]], keys: Sequence[str], metrics: Sequ
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
     out = []
     for key, members in groups.items():
-        agg = dict(zip(keys, key))
+        agg = dict(zip(keys, key, strict=True))
         agg["seeds"] = len(members)
         for metric in metrics:
             agg[f"{metric}_mean"], agg[f"{metric}_std"] = mean_std([float(m[metric]) for m in members])

@@ -298,7 +298,8 @@ def _sample_table(agg: list[dict], floor: dict, cfg: Config) -> Table:
 
 def _plot(settings: Settings, cfg: Config, agg: list[dict], floor: dict) -> tuple[str, str]:
     fig, axes = new_figure(ncols=2, width=4.2, height=3.3)
-    for name, color in zip(cfg.rows, ("C0", "C1", "C2", "C3")):
+    for i, name in enumerate(cfg.rows):
+        color = f"C{i}"  # matplotlib's cycle, one color per row
         pts = sorted(
             (r["sample_steps"], r["bigram_tv_mean"], r["evaluations_per_sample_mean"]) for r in agg if r["row"] == name
         )

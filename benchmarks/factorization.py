@@ -139,7 +139,7 @@ def run_chain(
     xt_seqs = enumerate_sequences(process.num_states, L)  # (Z, L)
     prior = process.prior_probs.to(torch.float64)  # (S,)
     p = prior[xt_seqs].prod(-1)  # (Z,): independent prior per token
-    for t, s in zip(timesteps[:-1], timesteps[1:]):
+    for t, s in zip(timesteps[:-1], timesteps[1:], strict=True):
         if factorized:
             R = reverse_matrix(process, oracle_x0_probs(process, q0, x0_seqs, xt_seqs, t), xt_seqs, t, s)
         else:
@@ -296,7 +296,7 @@ def _plot(settings: Settings, agg: list[dict], ref: dict, cfg: Config) -> tuple[
         (axes[0, 0], "all steps", "T (all steps)"),
         (axes[0, 1], "strided", f"sampling steps at T = {cfg.stride_T}"),
     ):
-        for noise, color in zip(NOISES, ("C0", "C1")):
+        for noise, color in zip(NOISES, ("C0", "C1"), strict=True):
             sel = sorted(
                 (r for r in agg if r["study"] == study and r["noise"] == noise), key=lambda r: r["sample_steps"]
             )
@@ -316,7 +316,9 @@ def _plot(settings: Settings, agg: list[dict], ref: dict, cfg: Config) -> tuple[
                 if r["control_joint_tv_mean"] == r["control_joint_tv_mean"]
             ]
             if control:
-                ax.plot(*zip(*control), "x:", color=color, ms=4, label=f"{noise}: control, exact joint kernel")
+                ax.plot(
+                    *zip(*control, strict=True), "x:", color=color, ms=4, label=f"{noise}: control, exact joint kernel"
+                )
         ax.axhline(ref["tv_to_independent_mean"], color="k", lw=0.8, ls=":", label="TV(q0, product of marginals)")
         xs = sorted({r["sample_steps"] for r in agg if r["study"] == study and r["sample_steps"] >= 10})
         ax.plot(xs, [0.5 / x for x in xs], color="0.5", lw=0.8, label="0.5 / steps")

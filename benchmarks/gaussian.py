@@ -104,7 +104,7 @@ def _sample_steps(T: int) -> list[int]:
 def _bands(T: int) -> list[tuple[int, int]]:
     """Ranges of t (inclusive) over which the NLL bound's terms are summed: 1, 2-5, 6-20, 21-T/2, T/2+1-T."""
     edges = sorted({e for e in (1, 2, 6, 21, T // 2 + 1) if e <= T} | {T + 1})
-    return [(a, b - 1) for a, b in zip(edges, edges[1:])]
+    return [(a, b - 1) for a, b in zip(edges, edges[1:], strict=False)]
 
 
 def _band_key(band: tuple[int, int]) -> str:
@@ -391,15 +391,15 @@ def _plot_samples(settings: Settings, samples: dict, refs: dict) -> tuple[str, s
 
 def _plot_strides(settings: Settings, cfg: Config, agg: list[dict], floor_agg: dict) -> tuple[str, str]:
     fig, axes = new_figure(ncols=len(DATASETS), width=4.0, height=3.3)
-    for ax, name in zip(axes[0], DATASETS):
-        for color, param in zip(("C0", "C1", "C2", "C3"), PARAMETRIZATIONS):
+    for ax, name in zip(axes[0], DATASETS, strict=True):
+        for color, param in zip(("C0", "C1", "C2", "C3"), PARAMETRIZATIONS, strict=True):
             for sampler, style in (("ancestral", "-o"), ("ddim", "--s")):
                 pts = sorted(
                     (r["sample_steps"], r["swd_mean"])
                     for r in _pick(agg, dataset=name, parametrization=param, sampler=sampler)
                 )
                 if pts:
-                    ax.plot(*zip(*pts), style, color=color, ms=3, label=f"{param} {sampler}")
+                    ax.plot(*zip(*pts, strict=True), style, color=color, ms=3, label=f"{param} {sampler}")
         ax.axhline(floor_agg[name]["swd_mean"], color="k", lw=0.8, ls=":", label="floor (data vs data)")
         ax.set(xscale="log", yscale="log", xlabel="sampling steps", ylabel="sliced Wasserstein-2", title=name)
     axes[0, -1].legend(fontsize=6)

@@ -166,7 +166,7 @@ def token_rows(cfg: Config, seed: int) -> tuple[list[dict], float]:
 def _plot(settings: Settings, per_w: dict[float, Tensor], uncond: Tensor, agg: list[dict]) -> str:
     name = "bench_guidance.png"
     fig, axes = new_figure(ncols=len(SCALES) + 2, width=2.6, height=2.8)
-    for ax, w in zip(axes[0], SCALES):
+    for ax, w in zip(axes[0], SCALES, strict=False):
         xs = per_w[w]
         cond = torch.arange(xs.shape[0]) % 8
         ax.scatter(xs[:, 0], xs[:, 1], c=cond, cmap="tab10", s=1, vmin=0, vmax=9)

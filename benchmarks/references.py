@@ -44,8 +44,8 @@ def _swiss_roll_stds() -> tuple[float, float]:
 
     stds = []
     for trig in (math.cos, math.sin):
-        mean = expect(lambda u: u * trig(u))
-        second = expect(lambda u: (u * trig(u)) ** 2)
+        mean = expect(lambda u, trig=trig: u * trig(u))
+        second = expect(lambda u, trig=trig: (u * trig(u)) ** 2)
         stds.append(math.sqrt(second - mean**2 + toy2d.SWISS_ROLL_NOISE**2))
     return stds[0], stds[1]
 

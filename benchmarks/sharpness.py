@@ -188,7 +188,7 @@ def run(settings: Settings) -> Report:
             f"{sampler} {calls} calls: distance ratio {value:.3f} (target <= {target}: {'met' if value <= target else 'missed'})"
         )
     fig, axes = new_figure(ncols=len(pictures), width=3.2, height=3.2)
-    for ax, (title, x) in zip(axes.flat, sorted(pictures.items(), key=lambda kv: kv[0] != "data")):
+    for ax, (title, x) in zip(axes.flat, sorted(pictures.items(), key=lambda kv: kv[0] != "data"), strict=True):
         ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5)
         ax.set_title(title, fontsize=8)
         ax.set_aspect("equal")

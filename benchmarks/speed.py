@@ -28,6 +28,7 @@ missed target the diffkit step is profiled (cProfile) and the report lists where
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import statistics
 from dataclasses import asdict, dataclass
@@ -443,8 +444,8 @@ def _memory_rows(cfg: Config) -> list[dict]:
             probs = F.pad(logits.softmax(-1), (0, process.num_states - K))
             t, s = torch.full((B,), cfg.num_steps // 2), torch.full((B,), cfg.num_steps // 2 - 1)
             with torch.no_grad():
-                post = peak_allocated_bytes(lambda: process.posterior(x_t, probs, t, s))
-                step = peak_allocated_bytes(lambda: process.step(logits, x_t, t, s, param, generator=gen))
+                post = peak_allocated_bytes(functools.partial(process.posterior, x_t, probs, t, s))
+                step = peak_allocated_bytes(functools.partial(process.step, logits, x_t, t, s, param, generator=gen))
             elements = B * L * process.num_states
             rows.append(
                 {
@@ -479,7 +480,7 @@ def run(settings: Settings) -> Report:
             "(install the optional 'bench' extra, e.g. pip install diffusers, in a separate environment to include it)",
             flush=True,
         )
-    for batch, rounds in zip(cfg.mlp_batches, cfg.mlp_rounds):
+    for batch, rounds in zip(cfg.mlp_batches, cfg.mlp_rounds, strict=True):
         cases = mlp_cases(batch, cfg.num_steps)
         for kind in ("train", "sample"):
             rows += _measure("mlp", kind, batch, cases[kind], rounds, cfg, {"noise": "gaussian"})

@@ -5,7 +5,8 @@
     diffkit fit --config examples/configs/swiss_roll.yaml --print_config
     diffkit sample --ckpt_path runs/swiss_roll/checkpoints/last.ckpt --num_samples 2000 --num_steps 100 --output out.pt
     diffkit sample --ckpt_path runs/eight_gaussians_cond/checkpoints/last.ckpt --cond 3 --guidance_scale 2.0
-    diffkit sample --ckpt_path runs/markov_infill/checkpoints/last.ckpt --known prefix.pt   (infilling, docs/conditioning.md)
+    # infilling (docs/conditioning.md):
+    diffkit sample --ckpt_path runs/markov_infill/checkpoints/last.ckpt --known prefix.pt
     diffkit sample --ckpt_path runs/swiss_roll/checkpoints/last.ckpt --sampler dpmpp_2m --num_steps 20 --output out.pt
     diffkit evaluate-graphs --ckpt_path runs/graphs_planar_cpu/checkpoints/last.ckpt   (diffkit.graph_eval)
     diffkit config [NAME]    list the shipped configs / print one; ``--config NAME`` takes a name too (diffkit.configs)
@@ -255,8 +256,19 @@ def sample_from_checkpoint(
     )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"samples": samples, "num_steps": num_steps, "eta": eta, "sampler": sampler, "seed": seed, "checkpoint": str(ckpt_path),
-                "cond": cond if not isinstance(cond, Path) else str(cond), "guidance_scale": guidance_scale}, output)  # fmt: skip
+    torch.save(
+        {
+            "samples": samples,
+            "num_steps": num_steps,
+            "eta": eta,
+            "sampler": sampler,
+            "seed": seed,
+            "checkpoint": str(ckpt_path),
+            "cond": cond if not isinstance(cond, Path) else str(cond),
+            "guidance_scale": guidance_scale,
+        },
+        output,
+    )
     print(f"saved {num_samples} samples to {output}")
     fmt = _checkpoint_sample_format(ckpt_path)
     if fmt is not None:  # a file data module stored how to decode: samples in the data's own format too

@@ -59,9 +59,12 @@ def fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any]
             diffs.append(f"{name}: {'only in this model' if a is None else 'only in the checkpoint'}")
         elif list(a["shape"]) != list(b["shape"]):
             diffs.append(f"{name}: shape {tuple(a['shape'])} in the checkpoint, {tuple(b['shape'])} in this model")
-        elif not all(abs(x - y) <= 1e-9 + 1e-8 * max(abs(x), abs(y)) for x, y in zip(a["stats"], b["stats"])):
+        elif not all(
+            abs(x - y) <= 1e-9 + 1e-8 * max(abs(x), abs(y)) for x, y in zip(a["stats"], b["stats"], strict=True)
+        ):
             diffs.append(
-                f"{name}: same shape {tuple(a['shape'])}, different values (e.g. another schedule or other transition matrices)"
+                f"{name}: same shape {tuple(a['shape'])}, different values (e.g. another schedule or other "
+                "transition matrices)"
             )
     return diffs
 

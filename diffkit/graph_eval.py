@@ -10,7 +10,8 @@ data's, recorded by the module), and writes into ``--out``:
   back as a list);
 - ``metrics.json``: :class:`diffkit.metrics.graphs.GraphMetrics` against the test split (MMD^2
   of degree / clustering / orbit / spectre, their ratios to the train-vs-test MMD^2, V.U.N. and
-  the valid fraction of the test graphs), the train-vs-test MMD^2 themselves, plus the dataset, the checkpoint's step, the seed and
+  the valid fraction of the test graphs), the train-vs-test MMD^2 themselves, plus the dataset, the
+  checkpoint's step, the seed and
   the wall times;
 - ``samples.png``: generated graphs drawn next to training graphs (spring layout).
 
@@ -236,7 +237,8 @@ def evaluate_graph_checkpoint(
     values = {k: float(v) for k, v in metric.compute().items()}
     # The ratios' denominators: MMD^2 between the train and test splits (the "fresh data" reference).
     values.update({f"train_vs_test/{k}": float(v) for k, v in metric.baseline()._asdict().items()})
-    # DeFoG-style ratios (denominators rounded to 4 decimals, zeros dropped; no wavelet term): diffkit.metrics.graph_ratios
+    # DeFoG-style ratios (denominators rounded to 4 decimals, zeros dropped; no wavelet term):
+    # diffkit.metrics.graph_ratios
     from diffkit.metrics.graph_ratios import rounded_ratios
 
     names = [k.split("/", 1)[1] for k in values if k.startswith("mmd/")]
@@ -266,7 +268,8 @@ def evaluate_graph_checkpoint(
         dm.train_graphs(),
         out / "samples.png",
         per_side=per_side,
-        title=f"{Path(name).name}: step {result['global_step']}, {steps} reverse steps, V.U.N. {100 * values['vun']:.0f}%",
+        title=f"{Path(name).name}: step {result['global_step']}, {steps} reverse steps, V.U.N. "
+        f"{100 * values['vun']:.0f}%",
     )
     return result
 
@@ -276,7 +279,8 @@ def _parser() -> Any:
 
     p = argparse.ArgumentParser(
         prog="diffkit evaluate-graphs",
-        description="Sample graphs from a checkpoint trained on a GraphDataModule or GraphFileDataModule and score them against the test split.",
+        description="Sample graphs from a checkpoint trained on a GraphDataModule or GraphFileDataModule and score "
+        "them against the test split.",
     )
     p.add_argument("--ckpt_path", "--ckpt", required=True, help="checkpoint written by `diffkit fit`")
     p.add_argument("--out", default=None, help="output folder (default: <run folder>/eval)")

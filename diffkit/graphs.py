@@ -167,10 +167,12 @@ def to_networkx(
         sub = E[b][real][:, real]  # (n, n)
         rows, cols = ((sub != 0) & upper[: real.numel(), : real.numel()]).nonzero(as_tuple=True)
         if edge_attr is None:
-            g.add_edges_from(zip(rows.tolist(), cols.tolist()))
+            g.add_edges_from(zip(rows.tolist(), cols.tolist(), strict=True))
         else:
             kinds = sub[rows, cols].tolist()
-            g.add_edges_from((i, j, {edge_attr: k}) for i, j, k in zip(rows.tolist(), cols.tolist(), kinds))
+            g.add_edges_from(
+                (i, j, {edge_attr: k}) for i, j, k in zip(rows.tolist(), cols.tolist(), kinds, strict=True)
+            )
         graphs.append(g)
     return graphs
 

@@ -153,7 +153,8 @@ def check_cond(
         return _check_class_ids(cond, spec.num_classes, batch_size, allow_null)
     if not cond.is_floating_point():
         raise TypeError(
-            f"cond: expected float features (B, C) = ({batch_size}, {spec.cond_dim}) for cond_dim={spec.cond_dim}, got dtype {cond.dtype}"
+            f"cond: expected float features (B, C) = ({batch_size}, {spec.cond_dim}) for cond_dim={spec.cond_dim}, "
+            f"got dtype {cond.dtype}"
         )
     if tuple(cond.shape) != (batch_size, spec.cond_dim):
         raise ValueError(f"cond: expected features of shape ({batch_size}, {spec.cond_dim}), got {tuple(cond.shape)}")
@@ -216,7 +217,8 @@ def split_cond_batch(batch: Any) -> tuple[Any, Any]:
     if isinstance(batch, (list, tuple)):
         if len(batch) not in (1, 2):
             raise ValueError(
-                f"batch: expected a Tensor, a dict of Tensors, (x0,) or (x0, cond), got a {len(batch)}-element {type(batch).__name__}"
+                f"batch: expected a Tensor, a dict of Tensors, (x0,) or (x0, cond), got a {len(batch)}-element "
+                f"{type(batch).__name__}"
             )
         return batch[0], (batch[1] if len(batch) == 2 else None)
     if isinstance(batch, Mapping) and "cond" in batch:

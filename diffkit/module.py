@@ -12,7 +12,7 @@ import copy
 import math
 import warnings
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -36,7 +36,7 @@ from diffkit.sampling import sample as run_sampler
 
 __all__ = ["DiffusionModule"]
 
-ParametrizationArg = Union[str, Parametrization, dict[str, str | Parametrization]]
+ParametrizationArg = str | Parametrization | dict[str, str | Parametrization]
 
 
 def _batch_size(x: Any) -> int:
@@ -296,7 +296,8 @@ class DiffusionModule(pl.LightningModule):
         if isinstance(self.process, ProductProcess):
             if not isinstance(output, Mapping):
                 raise TypeError(
-                    f"denoiser output: a ProductProcess needs a dict of fields {list(self.process.fields)}, got {type(output).__name__}"
+                    f"denoiser output: a ProductProcess needs a dict of fields {list(self.process.fields)}, got "
+                    f"{type(output).__name__}"
                 )
             for f, proc in self.process.fields.items():
                 if f not in output:

@@ -87,7 +87,9 @@ def _rdkit() -> Any:
 
 
 def parse_atom_type(name: str) -> tuple[str, int]:
-    """An atom type name -> (element symbol, formal charge): "C" -> ("C", 0), "N+" -> ("N", 1), "O-" -> ("O", -1), "Fe+2" -> ("Fe", 2).
+    """An atom type name -> (element symbol, formal charge).
+
+    "C" -> ("C", 0), "N+" -> ("N", 1), "O-" -> ("O", -1), "Fe+2" -> ("Fe", 2).
 
     Raises:
         ValueError: if ``name`` is not an element symbol optionally followed by + / - and a count.

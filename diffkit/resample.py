@@ -69,7 +69,7 @@ class LossSecondMomentResampler:
 
     def update(self, t: Tensor, losses: Tensor) -> None:
         """Record per-example losses (B,) observed at times t (B,) in 1..T (oldest dropped first)."""
-        for ti, li in zip(t.tolist(), losses.detach().double().cpu().tolist()):
+        for ti, li in zip(t.tolist(), losses.detach().double().cpu().tolist(), strict=True):
             row = ti - 1
             if self.counts[row] < self.history:
                 self.losses[row, self.counts[row]] = li

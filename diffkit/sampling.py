@@ -35,7 +35,7 @@ def check_grid(timesteps: Sequence[int], num_steps: int) -> list[int]:
             start from noise the network was not trained to see at that t).
     """
     ts = [int(t) for t in timesteps]
-    if len(ts) < 2 or ts[0] != num_steps or ts[-1] != 0 or any(a <= b for a, b in zip(ts, ts[1:])):
+    if len(ts) < 2 or ts[0] != num_steps or ts[-1] != 0 or any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
         raise ValueError(
             f"timesteps: expected a strictly decreasing list of ints from T = {num_steps} down to 0, got {ts}"
         )
@@ -45,7 +45,7 @@ def check_grid(timesteps: Sequence[int], num_steps: int) -> list[int]:
 def check_can_stride(param: Parametrization | dict, grid: Sequence[int]) -> None:
     """Raise if the grid has a jump of more than one step and a parametrization cannot stride."""
     params = param.values() if isinstance(param, dict) else [param]
-    jump = max(a - b for a, b in zip(grid, grid[1:]))
+    jump = max(a - b for a, b in zip(grid, grid[1:], strict=False))
     bad = [p.name for p in params if not p.can_stride]
     if jump > 1 and bad:
         raise ValueError(
@@ -136,7 +136,7 @@ def sample(
     known = check_known(process, shape, known, known_mask, device)
     rounds = check_resample_rounds(resample_rounds)
     x = process.prior_sample(shape, device=device, generator=generator, mask=None if mask is None else mask.to(device))
-    jumps = list(zip(grid[:-1], grid[1:]))
+    jumps = list(zip(grid[:-1], grid[1:], strict=True))
     if progress:
         from tqdm.auto import tqdm
 
@@ -204,7 +204,8 @@ def _resolve_sampler(process: ForwardProcess, sampler: str, eta: float | None) -
         return None
     if eta is not None:
         raise ValueError(
-            f"eta: sampler {sampler!r} is deterministic and takes no eta (got {eta}); use sampler='ancestral' with eta for DDIM's stochastic steps"
+            f"eta: sampler {sampler!r} is deterministic and takes no eta (got {eta}); use sampler='ancestral' with "
+            "eta for DDIM's stochastic steps"
         )
     if not process.supports_gaussian_solvers:
         raise ValueError(

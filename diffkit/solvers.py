@@ -146,7 +146,7 @@ def ddim_sample(
         (B, ...) x_0, the last x0 estimate.
     """
     _check(param, "ddim")
-    for t, s in zip(timesteps[:-1], timesteps[1:]):
+    for t, s in zip(timesteps[:-1], timesteps[1:], strict=True):
         x0 = x0_prediction(process, denoiser, param, x, t, x0_transform)
         ab_t, ab_s = _alpha_bar(process, t), _alpha_bar(process, s)
         c_eps = math.sqrt(max(1 - ab_s, 0.0) / (1 - ab_t))
@@ -176,7 +176,7 @@ def dpmpp_2m_sample(
     _check(param, "dpmpp_2m")
     prev_x0: Tensor | None = None
     prev_h = 0.0
-    for t, s in zip(timesteps[:-1], timesteps[1:]):
+    for t, s in zip(timesteps[:-1], timesteps[1:], strict=True):
         x0 = x0_prediction(process, denoiser, param, x, t, x0_transform)
         ab_t, ab_s = _alpha_bar(process, t), _alpha_bar(process, s)
         h = _lambda(ab_s) - _lambda(ab_t)

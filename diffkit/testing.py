@@ -117,7 +117,8 @@ def check_process(
         if noised.x_t.shape != example_x0.shape or noised.x_t.dtype != example_x0.dtype:
             _fail(
                 "q_sample",
-                f"x_t has {tuple(noised.x_t.shape)} {noised.x_t.dtype}, expected {tuple(example_x0.shape)} {example_x0.dtype}",
+                f"x_t has {tuple(noised.x_t.shape)} {noised.x_t.dtype}, expected {tuple(example_x0.shape)} "
+                f"{example_x0.dtype}",
             )
         again = process.q_sample(example_x0, tt, noise=noised.noise).x_t
         if not torch.equal(again, noised.x_t):
@@ -147,7 +148,7 @@ def _check_continuous_times(process: ForwardProcess, ts: Tensor) -> None:
             f"expected float values in (0, 1], got {ts.dtype} in [{float(ts.min())}, {float(ts.max())}]",
         )
     grid = process.sampling_grid(4)
-    if len(grid) != 5 or grid[0] != 1.0 or grid[-1] != 0.0 or any(a <= b for a, b in zip(grid, grid[1:])):
+    if len(grid) != 5 or grid[0] != 1.0 or grid[-1] != 0.0 or any(a <= b for a, b in zip(grid, grid[1:], strict=False)):
         _fail("sampling_grid", f"expected 5 decreasing floats from 1.0 to 0.0 for 4 steps, got {grid}")
 
 
@@ -189,7 +190,8 @@ def _check_discrete(process, x0, x_t, t, s, atol, num_draws, gen) -> None:
         if p_value < level:
             _fail(
                 "q_sample",
-                f"empirical frequencies differ from marginal at t = {t_i} (element {element}: pooled chi-square p = {p_value:.2e} < {level:.1e})",
+                f"empirical frequencies differ from marginal at t = {t_i} (element {element}: pooled chi-square p = "
+                f"{p_value:.2e} < {level:.1e})",
             )
 
 
@@ -216,7 +218,7 @@ def pooled_chi_square_p_value(counts: Tensor, probs: Tensor, min_expected: float
     n = float(counts.sum())
     expected = (n * probs.double()).tolist()
     observed = counts.double().tolist()
-    cells = sorted(zip(expected, observed))
+    cells = sorted(zip(expected, observed, strict=True))
     pooled_e = pooled_o = 0.0
     while cells and (pooled_e < min_expected or cells[0][0] < min_expected):
         e, o = cells.pop(0)

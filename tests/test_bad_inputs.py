@@ -223,28 +223,32 @@ CASES: list[Case] = [
         "fit with a denoiser returning (B, 3) for (B, 2) data",
         lambda tmp: _fit(tmp, _gauss_module(denoiser=WrongWidth()), X.repeat(4, 1)),
         ValueError,
-        r"denoiser output: shape \(8, 3\) does not match the 'eps' parametrization of GaussianProcess, which expects \(8, 2\)",
+        r"denoiser output: shape \(8, 3\) does not match the 'eps' parametrization of GaussianProcess, which expects "
+        r"\(8, 2\)",
     ),
     Case(
         "denoiser-output-shape-check",
         "EpsParametrization.check_output(output (3, 1), x_t (3, 2))",
         lambda tmp: EpsParametrization().check_output(gauss(), torch.zeros(3, 1), X),
         ValueError,
-        r"denoiser output: shape \(3, 1\) does not match the 'eps' parametrization of GaussianProcess, which expects \(3, 2\)",
+        r"denoiser output: shape \(3, 1\) does not match the 'eps' parametrization of GaussianProcess, which expects "
+        r"\(3, 2\)",
     ),
     Case(
         "loss-output-shape",
         "GaussianProcess.loss(output (3, 1), x0 (3, 2), ...)",
         lambda tmp: gauss().loss(torch.zeros(3, 1), X, X, torch.full((3,), 2), None, "eps"),
         ValueError,
-        r"output: shape \(3, 1\) does not match the 'eps' parametrization of GaussianProcess, which expects \(3, 2\) for x_t of shape \(3, 2\)",
+        r"output: shape \(3, 1\) does not match the 'eps' parametrization of GaussianProcess, which expects \(3, 2\) "
+        r"for x_t of shape \(3, 2\)",
     ),
     Case(
         "loss-output-classes",
         "CategoricalProcess(K=4).loss(logits (3, 5, 3), ...)",
         lambda tmp: cat().loss(torch.zeros(3, 5, 3), IDS, IDS, torch.full((3,), 2), None, "x0"),
         ValueError,
-        r"output: shape \(3, 5, 3\) does not match the 'x0' parametrization of CategoricalProcess, which expects \(3, 5, 4\) for x_t of shape \(3, 5\)",
+        r"output: shape \(3, 5, 3\) does not match the 'x0' parametrization of CategoricalProcess, which expects "
+        r"\(3, 5, 4\) for x_t of shape \(3, 5\)",
     ),
     Case(
         "loss-x_t-vs-x0",
@@ -266,7 +270,8 @@ CASES: list[Case] = [
         "GaussianProcess.get_parametrization('epsilon')",
         lambda tmp: gauss().get_parametrization("epsilon"),
         ValueError,
-        r"parametrization: 'epsilon' is not valid for GaussianProcess; expected one of \['eps', 'previous-step', 'v', 'x0'\]",
+        r"parametrization: 'epsilon' is not valid for GaussianProcess; expected one of \['eps', 'previous-step', "
+        r"'v', 'x0'\]",
     ),
     Case(
         "product-param-unknown-field",
@@ -318,7 +323,8 @@ CASES: list[Case] = [
         "fit(GaussianProcess(T=20) model, ckpt_path=checkpoint of T=10)",
         lambda tmp: _resume_mismatch(tmp, _gauss_module(10), _gauss_module(20), X.repeat(4, 1)),
         ValueError,
-        r"checkpoint: it was trained with a different process\.\n  checkpoint: GaussianProcess\(num_steps=10.*\n  this model: GaussianProcess\(num_steps=20",
+        r"checkpoint: it was trained with a different process\.\n  checkpoint: GaussianProcess\(num_steps=10.*\n  "
+        r"this model: GaussianProcess\(num_steps=20",
     ),
     Case(
         "ckpt-transition",
@@ -334,7 +340,8 @@ CASES: list[Case] = [
             tmp, _gauss_module(schedule="cosine"), _gauss_module(schedule="linear"), X.repeat(4, 1)
         ),
         ValueError,
-        r"checkpoint: it was trained with a different process\.\n(.|\n)*  differs: process\.alpha_bar: same shape \(11,\), different values",
+        r"checkpoint: it was trained with a different process\.\n(.|\n)*  differs: process\.alpha_bar: same shape "
+        r"\(11,\), different values",
     ),
     Case(
         "ckpt-matrix",
@@ -356,7 +363,8 @@ CASES: list[Case] = [
             IDS.repeat(4, 1),
         ),
         ValueError,
-        r"checkpoint: it was trained with a different process\.\n(.|\n)*  differs: process\.kernel\.Q: same shape \(10, 4, 4\), different values",
+        r"checkpoint: it was trained with a different process\.\n(.|\n)*  differs: process\.kernel\.Q: same shape "
+        r"\(10, 4, 4\), different values",
     ),
     # -- time steps
     Case(
@@ -470,7 +478,8 @@ CASES: list[Case] = [
         "NoiseSchedule.from_betas([0.999] * 300) (every beta valid)",
         lambda tmp: NoiseSchedule.from_betas([0.999] * 300),
         ValueError,
-        r"alpha_bar: the product of \(1 - beta_t\) from the given betas underflows float64 to 0 at t = 108 of T = 300 .*use smaller betas or fewer steps",
+        r"alpha_bar: the product of \(1 - beta_t\) from the given betas underflows float64 to 0 at t = 108 of T = "
+        r"300 .*use smaller betas or fewer steps",
     ),
     Case(
         "alpha-bar-T-below-float32-gaussian",
@@ -563,7 +572,8 @@ CASES: list[Case] = [
         "CategoricalProcess(4, 10, 'marginal').q_sample(...) with no marginals",
         lambda tmp: cat("marginal").q_sample(IDS, 2),
         ValueError,
-        r"marginals: transition='marginal' needs class frequencies; pass marginals=\[\.\.\.\] or let DiffusionModule fill them",
+        r"marginals: transition='marginal' needs class frequencies; pass marginals=\[\.\.\.\] or let DiffusionModule "
+        r"fill them",
     ),
     Case(
         "marginal-prior-without-marginals",
@@ -629,7 +639,8 @@ CASES: list[Case] = [
             torch.ones(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long), 2
         ),
         ValueError,
-        r"x_t: id 1 at index \(0, 0\) cannot come from x0 = 0 at t = 2 \(q\(x_t \| x0\) = 0 under transition='absorbing'",
+        r"x_t: id 1 at index \(0, 0\) cannot come from x0 = 0 at t = 2 \(q\(x_t \| x0\) = 0 under "
+        r"transition='absorbing'",
     ),
 ]
 

@@ -100,7 +100,7 @@ def test_factorization_claims(quick: Path) -> None:
             )
             joint = [float(r["joint_tv_mean"]) for r in sel]
             marginal = [float(r["marginal_tv_mean"]) for r in sel]
-            assert all(a > b for a, b in zip(joint, joint[1:])), (
+            assert all(a > b for a, b in zip(joint, joint[1:], strict=False)), (
                 f"{noise}/{study}: joint TV must fall as steps shrink: {joint}"
             )
             # One jump from x_T factorizes everything: the joint is the product of the marginals ...
@@ -118,7 +118,8 @@ def test_factorization_claims(quick: Path) -> None:
 
 
 def test_oracle_is_exact_with_the_joint_kernel() -> None:
-    """Unit check of the factorization machinery: the unfactorized kernel returns q0 (uniform noise: prior mismatch ~1e-7)."""
+    """Unit check of the factorization machinery: the unfactorized kernel returns q0 (uniform noise: prior
+    mismatch ~1e-7)."""
     x0_seqs = fz.enumerate_sequences(4, 3)
     q0 = fz.random_joint(64, 0.1, seed=3)
     process = fz.CategoricalProcess(4, 8, transition="uniform")
@@ -145,7 +146,7 @@ def test_speed_outputs(quick: Path) -> None:
     # They may shrink: the step also keeps a few O(B·L) per-element scalars, visible at small K.
     for noise in {m["noise"] for m in memory}:
         rows = sorted((int(m["K"]), float(m["step_bytes_per_BLK"])) for m in memory if m["noise"] == noise)
-        assert all(later < 1.5 * earlier for (_, earlier), (_, later) in zip(rows, rows[1:])), rows
+        assert all(later < 1.5 * earlier for (_, earlier), (_, later) in zip(rows, rows[1:], strict=False)), rows
     assert max(float(m["step_peak_bytes"]) for m in memory) < min(
         float(m["BLKK_float32_bytes"]) for m in memory if int(m["K"]) >= 256
     )

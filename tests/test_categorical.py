@@ -65,7 +65,7 @@ def test_posterior_with_ids_matches_brute_force_bayes(kind, schedule, float64, g
                 if ref.Qbar[t][x0, x_t] > 0:  # only pairs that q can produce
                     rows.append((x_t, x0, t, s))
                     expected.append(ref.posterior(x_t, x0, t, s))
-    x_t, x0, t, s = (torch.tensor(c) for c in zip(*rows))
+    x_t, x0, t, s = (torch.tensor(c) for c in zip(*rows, strict=True))
     post = proc.posterior(x_t, x0, t, s)  # one batch, a different (t, s) per element
     assert post.shape == (len(rows), ref.S)
     torch.testing.assert_close(post, torch.stack(expected), **EXACT)
@@ -88,14 +88,14 @@ def test_posterior_with_probabilities_is_the_mixture(kind, schedule, float64, ge
             rows.append((x_t, t, s))
             probs.append(p)
             expected.append(ref.mixture_posterior(x_t, p, t, s))
-    x_t, t, s = (torch.tensor(c) for c in zip(*rows))
+    x_t, t, s = (torch.tensor(c) for c in zip(*rows, strict=True))
     post = proc.posterior(x_t, torch.stack(probs), t, s)
     torch.testing.assert_close(post, torch.stack(expected), **EXACT)
     assert bool((post >= 0).all())
     torch.testing.assert_close(post.sum(-1), torch.ones(len(rows)), **EXACT)
     # A one-hot probability vector is the same as the id.
     x0_ids = torch.randint(0, K, (len(rows),), generator=gen)
-    ok = torch.tensor([bool(ref.Qbar[int(ti)][int(a), int(b)] > 0) for a, b, ti in zip(x0_ids, x_t, t)])
+    ok = torch.tensor([bool(ref.Qbar[int(ti)][int(a), int(b)] > 0) for a, b, ti in zip(x0_ids, x_t, t, strict=True)])
     torch.testing.assert_close(
         proc.posterior(x_t[ok], F.one_hot(x0_ids[ok], K).double(), t[ok], s[ok]),
         proc.posterior(x_t[ok], x0_ids[ok], t[ok], s[ok]),
@@ -321,7 +321,7 @@ def test_vlb_terms_match_the_reference_kl_and_decoder(kind, schedule, float64, g
 @pytest.mark.parametrize(
     "kind, schedule",
     [c for c in CASES if c[1] != "linear"],
-    ids=[i for c, i in zip(CASES, CASE_IDS) if c[1] != "linear"],
+    ids=[i for c, i in zip(CASES, CASE_IDS, strict=True) if c[1] != "linear"],
 )
 @pytest.mark.parametrize("scale", [1.0, 1e4])
 def test_losses_and_elbo_terms_are_finite_for_any_logits(kind, schedule, scale, default_dtype, gen, cat_ref) -> None:
@@ -439,8 +439,8 @@ def test_posterior_memory_is_linear_in_K(float64, gen) -> None:
     ab = make_schedule("cosine", 100).alpha_bar
     a_t, a_s = ab[50], ab[20]
     a_ts = a_t / a_s
-    b, l = 1, 17
+    b, pos = 1, 17
     xs = torch.arange(K_big)
-    like = a_ts * (xs == x_t[b, l]) + (1 - a_ts) / K_big
-    prior = a_s * (xs == x0_ids[b, l]) + (1 - a_s) / K_big
-    torch.testing.assert_close(post[b, l], like * prior / (like * prior).sum(), **EXACT)
+    like = a_ts * (xs == x_t[b, pos]) + (1 - a_ts) / K_big
+    prior = a_s * (xs == x0_ids[b, pos]) + (1 - a_s) / K_big
+    torch.testing.assert_close(post[b, pos], like * prior / (like * prior).sum(), **EXACT)

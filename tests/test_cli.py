@@ -156,7 +156,8 @@ def test_denoiser_output_shape_mismatch_is_named(in_tmp: Path, monkeypatch) -> N
     cfg = str(ROOT / "examples/configs/markov_uniform.yaml")
     with pytest.raises(
         ValueError,
-        match=r"denoiser output: shape \(16, 32, 5\) does not match the 'x0' parametrization of CategoricalProcess, which expects \(16, 32, 8\)",
+        match=r"denoiser output: shape \(16, 32, 5\) does not match the 'x0' parametrization of CategoricalProcess, "
+        r"which expects \(16, 32, 8\)",
     ):
         run_cli(monkeypatch, ["fit", "--config", cfg, *FAST, "--model.denoiser.init_args.num_outputs=5"])
 

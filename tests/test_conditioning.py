@@ -197,7 +197,7 @@ def test_module_trains_on_cond_batches_and_drops_from_its_own_stream(tmp_path: P
     assert 0.35 < dropped < 0.65, dropped  # 6 x 64 Bernoulli(0.5) draws
     assert bool(((seen >= 0) | (seen == NULL_CLASS)).all())
     # the drop masks are a function of (noise_seed, step): a second run draws the same ones
-    assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1]))
+    assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1], strict=True))
     # sampling: an int cond is every sample's class; guidance runs the null model too
     model.denoiser.eval()
     xs = model.sample(16, cond=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
@@ -226,8 +226,15 @@ def test_training_batch_with_bad_cond_is_named(tmp_path: Path) -> None:
 
 def _fit(root: Path, max_steps: int, every: int, ckpt_path: Path | None = None) -> None:
     torch.manual_seed(7)
-    model = DiffusionModule(GaussianProcess(20), MLPDenoiser(2, 20, hidden=16, depth=1, num_classes=8), "v", cond_drop_prob=0.3,
-                            ema_decay=0.9, num_eval_samples=0, noise_seed=5)  # fmt: skip
+    model = DiffusionModule(
+        GaussianProcess(20),
+        MLPDenoiser(2, 20, hidden=16, depth=1, num_classes=8),
+        "v",
+        cond_drop_prob=0.3,
+        ema_decay=0.9,
+        num_eval_samples=0,
+        noise_seed=5,
+    )
     data = LabeledEightGaussiansDataModule(num_train=96, num_val=16, batch_size=32, seed=1)  # 3 batches per epoch
     ckpt = pl.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=every, save_top_k=-1, filename="{step}")
     trainer = make_trainer(
@@ -279,8 +286,24 @@ def test_cli_infills_a_prefix_from_a_file(tmp_path: Path, monkeypatch) -> None:
     known, mask = torch.zeros(1, 32, dtype=torch.long), torch.zeros(1, 32, dtype=torch.bool)
     known[0, :8], mask[0, :8] = torch.tensor([7, 6, 5, 4, 3, 2, 1, 0]), True
     torch.save({"known": known, "known_mask": mask}, tmp_path / "prefix.pt")
-    run_cli(monkeypatch, ["sample", "--ckpt_path", str(ckpt), "--num_samples", "5", "--num_steps", "10", "--known", "prefix.pt",
-                          "--output", "i.pt", "--no_plot", "--no_progress"])  # fmt: skip
+    run_cli(
+        monkeypatch,
+        [
+            "sample",
+            "--ckpt_path",
+            str(ckpt),
+            "--num_samples",
+            "5",
+            "--num_steps",
+            "10",
+            "--known",
+            "prefix.pt",
+            "--output",
+            "i.pt",
+            "--no_plot",
+            "--no_progress",
+        ],
+    )
     xs = torch.load(tmp_path / "i.pt", weights_only=False)["samples"]
     assert xs.shape == (5, 32) and torch.equal(xs[:, :8], known[:, :8].expand(5, 8)) and xs.max() < 8
     torch.save({"known": known}, tmp_path / "bad.pt")

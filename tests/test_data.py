@@ -287,7 +287,7 @@ def test_mixture_log_prob_matches_scipy() -> None:
     flat = x.reshape(-1, 3).numpy()
     per_component = [
         np.log(w) + stats.multivariate_normal(mean=m, cov=np.diag(s**2)).logpdf(flat)
-        for w, m, s in zip(gmm.weights.numpy(), gmm.means.numpy(), gmm.stds.numpy())
+        for w, m, s in zip(gmm.weights.numpy(), gmm.means.numpy(), gmm.stds.numpy(), strict=True)
     ]
     expected = np.logaddexp.reduce(np.stack(per_component), axis=0).reshape(2, 5)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10, atol=1e-12)
@@ -312,7 +312,9 @@ def test_mixture_sample_matches_exact_mean_and_covariance() -> None:
     assert x.shape == (100_000, 3) and x.dtype == torch.float32
     w, mu, s = gmm.weights.numpy(), gmm.means.numpy(), gmm.stds.numpy()
     mean = w @ mu
-    cov = sum(wk * (np.diag(sk**2) + np.outer(mk, mk)) for wk, mk, sk in zip(w, mu, s)) - np.outer(mean, mean)
+    cov = sum(wk * (np.diag(sk**2) + np.outer(mk, mk)) for wk, mk, sk in zip(w, mu, s, strict=True)) - np.outer(
+        mean, mean
+    )
     np.testing.assert_allclose(gmm.mean().numpy(), mean, atol=1e-12)
     np.testing.assert_allclose(gmm.covariance().numpy(), cov, atol=1e-12)
     np.testing.assert_allclose(x.double().mean(0).numpy(), mean, atol=5 * np.sqrt(np.diag(cov).max() / len(x)))
@@ -440,7 +442,7 @@ def brute_force_entropy(chain: MarkovChain, length: int) -> tuple[float, float]:
     total, entropy = 0.0, 0.0
     for seq in itertools.product(range(chain.num_states), repeat=length):
         p = pi[seq[0]]
-        for i, j in zip(seq, seq[1:]):
+        for i, j in zip(seq, seq[1:], strict=False):
             p *= P[i][j]
         total += p
         entropy -= p * math.log(p) if p > 0 else 0.0

@@ -166,7 +166,7 @@ def test_sampling_loop_equals_a_loop_of_reference_steps(eta) -> None:
     got = sample(proc, denoiser, (B, 2), "eps", timesteps=ts, generator=torch.Generator().manual_seed(5), eta=eta)
     g = torch.Generator().manual_seed(5)
     x = proc.prior_sample((B, 2), generator=g, dtype=torch.get_default_dtype())
-    for t_i, s_i in zip(ts[:-1], ts[1:]):
+    for t_i, s_i in zip(ts[:-1], ts[1:], strict=True):
         t, s = torch.full((B,), t_i), torch.full((B,), s_i)
         x, _ = reference_step(proc, "eps", denoiser(x, t), x, t, s, eta, g)
     torch.testing.assert_close(got, x, rtol=1e-4, atol=1e-5)
@@ -473,7 +473,7 @@ def test_trusted_values_change_nothing_but_the_checks(case, make, name, kind) ->
     with trusted_values():
         got = proc.loss(out, x0, x_t, t, noise, param, kind).mean()
     assert torch.equal(got, expected)
-    for g, e in zip(torch.autograd.grad(got, leaves), grads):
+    for g, e in zip(torch.autograd.grad(got, leaves), grads, strict=True):
         assert torch.equal(g, e)
 
 

@@ -73,7 +73,7 @@ def test_fit_on_a_text_file_and_sample_text(tmp_path: Path, monkeypatch) -> None
     assert len(lines) == 6
     vocab = sorted(set("".join((DATA / "sums.txt").read_text().split())))  # the file's characters
     ids = saved["samples"]
-    for line, row in zip(lines, ids.tolist()):
+    for line, row in zip(lines, ids.tolist(), strict=True):
         real = [i for i in row if i != len(vocab) + 1]  # drop padding (id = vocab + <unk>)
         assert line == "".join((vocab + ["<unk>"])[i] for i in real)
 

@@ -79,14 +79,16 @@ def test_array_labels_become_cond_pairs(tmp_path: Path) -> None:
     data = rng.normal(size=(40, 2))
     labels = np.array(["cat", "dog"] * 20)
     path = tmp_path / "x.csv"
-    path.write_text("u,kind,v\n" + "".join(f"{float(a)!r},{k},{float(b)!r}\n" for (a, b), k in zip(data, labels)))
+    path.write_text(
+        "u,kind,v\n" + "".join(f"{float(a)!r},{k},{float(b)!r}\n" for (a, b), k in zip(data, labels, strict=True))
+    )
     dm = ArrayDataModule(str(path), labels="kind", standardize=False, batch_size=8)
     x0, cond = next(iter(dm.train_dataloader()))
     assert x0.shape == (8, 2) and cond.dtype == torch.int64
     assert dm.sample_format.label_vocab == ["cat", "dog"] and dm.num_label_classes == 2
     # each pair keeps its row's label: look each x0 row up in the file
-    lookup = {tuple(np.round(r, 5)): k for r, k in zip(data, labels)}
-    for row, c in zip(x0.numpy(), cond.tolist()):
+    lookup = {tuple(np.round(r, 5)): k for r, k in zip(data, labels, strict=True)}
+    for row, c in zip(x0.numpy(), cond.tolist(), strict=True):
         assert lookup[tuple(np.round(row.astype(np.float64), 5))] == ["cat", "dog"][c]
     # without labels, batches stay plain tensors
     np.save(tmp_path / "plain.npy", data)
@@ -170,7 +172,7 @@ def test_whitespace_tokens_and_unknown_tokens(tmp_path: Path) -> None:
         str(tmp_path / "t.txt"), seq_len=3, tokenizer="whitespace", val_fraction=0.2, test_fraction=0.0, seed=0
     )
     val_lines = [(["a b c"] * 8 + ["a q", "b c"])[i] for i in split_indices(10, 0.2, 0.0, 0)["val"]]
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         decoded = dm.sample_format.decode(dm.split("val"))
     train_tokens = set(dm.sample_format.vocab) - {"<unk>"}
@@ -240,7 +242,7 @@ def test_table_round_trip_with_original_names_and_values(tmp_path: Path) -> None
     header, back, _ = read_csv(fmt.write(dm.split("val"), tmp_path / "s.csv"))
     assert header == ["age", "colour", "score", "member"]
     expected = [rows[i] for i in split_indices(40, 0.25, 0.0, 0)["val"]]
-    for got, want in zip(back, expected):
+    for got, want in zip(back, expected, strict=True):
         assert got[1] == want[1] and got[3] == want[3]
         assert float(got[0]) == pytest.approx(float(want[0]), rel=1e-5) and float(got[2]) == pytest.approx(
             float(want[2]), abs=1e-5
@@ -292,7 +294,7 @@ def test_graph_lines_round_trip(tmp_path: Path, suffix: str) -> None:
     back = read_graph_lines(out)
     expected = [graphs[i] for i in split_indices(len(graphs), 0.2, 0.2, 0)["test"]]
     assert len(back) == len(expected)
-    assert all(nx.utils.graphs_equal(a, b) for a, b in zip(back, expected))
+    assert all(nx.utils.graphs_equal(a, b) for a, b in zip(back, expected, strict=True))
 
 
 def test_pickled_graphs_with_attributes_round_trip(tmp_path: Path) -> None:
@@ -313,7 +315,7 @@ def test_pickled_graphs_with_attributes_round_trip(tmp_path: Path) -> None:
     with open(out, "rb") as f:
         back = pickle.load(f)
     expected = [graphs[i] for i in split_indices(len(graphs), 0.25, 0.0, 0)["val"]]
-    for a, b in zip(back, expected):
+    for a, b in zip(back, expected, strict=True):
         assert nx.utils.graphs_equal(a, b)  # nodes, edges and their attribute values
 
 
@@ -354,7 +356,7 @@ def test_mid_epoch_resume_replays_the_same_batches(tmp_path: Path) -> None:
     resumed.sampler.set_epoch(2)
     rest = list(resumed)
     assert len(rest) == len(full) - 4
-    assert all(torch.equal(a, b) for a, b in zip(rest, full[4:]))
+    assert all(torch.equal(a, b) for a, b in zip(rest, full[4:], strict=True))
 
 
 def test_changed_file_refuses_resume(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def test_graph6_round_trip(tmp_path: Path) -> None:
     graphs = [nx.path_graph(3), nx.complete_graph(5), nx.empty_graph(4), nx.relabel_nodes(nx.cycle_graph(4), {0: "a"})]
     back = read_graph6(write_graph6(graphs, tmp_path / "g.g6"))
     assert len(back) == len(graphs)
-    assert all(nx.is_isomorphic(a, b) for a, b in zip(graphs, back))
+    assert all(nx.is_isomorphic(a, b) for a, b in zip(graphs, back, strict=True))
     assert len(nx.read_graph6(tmp_path / "g.g6")) == len(graphs)  # plain networkx reads it too
 
 

@@ -51,7 +51,7 @@ def test_knn_metrics_match_brute_force(k):
     fake = 1.5 * torch.randn(30, 2, generator=gen, dtype=torch.float64) + 0.5
     want = _brute(real, fake, k)
     got = (knn_precision(fake, real, k), knn_recall(fake, real, k), density(fake, real, k), coverage(fake, real, k))
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert float(g) == pytest.approx(w, abs=1e-12)
     # a spread-out model has lower precision than recall, and the values are not trivial
     assert 0 < want[0] < 1 and 0 < want[3] < 1
@@ -86,7 +86,7 @@ def test_swiss_roll_distance_matches_brute_force_on_the_curve():
     dense = manifold_points("swiss_roll").tolist()
     want = _brute_curve_distance(pts, dense[::5])  # every 5th point: still far finer than the noise
     got = manifold_distance(pts, "swiss_roll").tolist()
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g <= w + 1e-12 and w - g < 1e-3
 
 

@@ -101,7 +101,8 @@ def test_checkpoint_of_another_process_is_refused(tmp_path) -> None:
     tr.save_checkpoint(path)
     with pytest.raises(
         ValueError,
-        match=r"checkpoint: it was trained with a different process(.|\n)*transition='uniform'(.|\n)*transition='absorbing'",
+        match=r"checkpoint: it was trained with a different "
+        r"process(.|\n)*transition='uniform'(.|\n)*transition='absorbing'",
     ):
         trainer(tmp_path, max_steps=8).fit(token_module("absorbing"), Loaders(ids), ckpt_path=path)
 
@@ -240,7 +241,8 @@ def test_diffusion_module_is_exported_lazily() -> None:
 
     code = (
         "import sys, diffkit; assert 'lightning' not in sys.modules; from diffkit import DiffusionModule; "
-        "import diffkit.module as m; assert DiffusionModule is m.DiffusionModule and 'DiffusionModule' in diffkit.__all__"
+        "import diffkit.module as m; assert DiffusionModule is m.DiffusionModule and 'DiffusionModule' in "
+        "diffkit.__all__"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -76,7 +76,7 @@ def test_exact_propagation_through_derived_reverse_returns_q0(kind, steps, float
     states = torch.arange(ref.S)
     q0_padded = torch.cat([Q0, torch.zeros(ref.S - K, dtype=torch.float64)])
     p = proc.prior_probs.clone()  # p(x_T), (S,)
-    for t, s in zip(ts[:-1], ts[1:]):
+    for t, s in zip(ts[:-1], ts[1:], strict=True):
         oracle = ref.x0_given_xt(Q0, t)  # (S, K): exact q(x0 | x_t) for every state x_t
         reverse = proc.posterior(states, oracle, t, s)  # (S, S): p(x_s | x_t) = sum_x0 q(x_s | x_t, x0) q(x0 | x_t)
         torch.testing.assert_close(reverse.sum(-1), torch.ones(ref.S), rtol=0, atol=1e-12)  # rows are distributions
@@ -121,7 +121,16 @@ def test_oracle_mean_equals_numerical_reverse_mean(schedule: str, float64) -> No
     ab = make_schedule(schedule, T).alpha_bar
     strided = sampling_timesteps(T, 5)
     pairs = sorted(
-        {(2, 1), (10, 9), (50, 20), (T, T - 1), (T, 1), (T, 150), (101, 100), *zip(strided[:-1], strided[1:])}
+        {
+            (2, 1),
+            (10, 9),
+            (50, 20),
+            (T, T - 1),
+            (T, 1),
+            (T, 150),
+            (101, 100),
+            *zip(strided[:-1], strided[1:], strict=True),
+        }
     )
     z = torch.tensor([-2.0, 0.5, 1.5], dtype=torch.float64)
     for t, s in pairs:
@@ -154,7 +163,9 @@ def test_oracle_mean_equals_numerical_reverse_mean(schedule: str, float64) -> No
         expected = (torch.softmax(log_f, -1) * grid).sum(-1)
         # 1e-10: the grid integral agrees to ~1e-13 (rounding in the sums); the brief's bar is 1e-6,
         # and any error in the derived mean (a wrong coefficient, a wrong s) is far above it.
-        torch.testing.assert_close(mean, expected, rtol=0, atol=1e-10, msg=lambda m: f"(t, s) = ({t}, {s}): {m}")
+        torch.testing.assert_close(
+            mean, expected, rtol=0, atol=1e-10, msg=lambda m, t=t, s=s: f"(t, s) = ({t}, {s}): {m}"
+        )
 
 
 def test_oracle_mean_at_s_zero_is_the_oracle_x0(float64) -> None:
@@ -181,7 +192,7 @@ def exact_elbo_terms(proc, ref, oracle: nn.Module) -> tuple[float, float, float]
                 if w > 0:
                     rows.append((x0, x_t, t))
                     weights.append(w)
-    x0, x_t, t = (torch.tensor(c) for c in zip(*rows))
+    x0, x_t, t = (torch.tensor(c) for c in zip(*rows, strict=True))
     terms = torch.tensor(weights) * proc.vlb(oracle(x_t, t), x0, x_t, t, "x0")  # L_{t-1}: decoder at t = 1
     prior = float((Q0 * proc.prior_term(torch.arange(K))).sum())
     return prior, float(terms[t == 1].sum()), float(terms[t >= 2].sum())
@@ -297,7 +308,7 @@ def test_sampling_timesteps_are_strictly_decreasing_from_T_to_0(T: int) -> None:
     for n in range(1, T + 1):
         ts = sampling_timesteps(T, n)
         assert len(ts) == n + 1 and ts[0] == T and ts[-1] == 0, (T, n, ts)
-        assert all(a > b for a, b in zip(ts, ts[1:])), (T, n, ts)
+        assert all(a > b for a, b in zip(ts, ts[1:], strict=False)), (T, n, ts)
         assert all(isinstance(v, int) for v in ts)
     assert sampling_timesteps(T) == list(range(T, -1, -1))
     assert sampling_timesteps(T, T) == list(range(T, -1, -1))

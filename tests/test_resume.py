@@ -154,7 +154,7 @@ def assert_identical(a: Any, b: Any, where: str = "checkpoint") -> None:
             assert_identical(a[k], b[k], f"{where}[{k!r}]")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), f"{where}: lengths {len(a)} != {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_identical(x, y, f"{where}[{i}]")
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
@@ -176,7 +176,7 @@ def test_resume_at_an_epoch_end_is_bit_exact(tmp_path, name) -> None:
     # The resumed run saw exactly the second half of the uninterrupted run's batches.
     tail = [(s, b) for s, b in seen_full if s >= N // 2]
     assert [s for s, _ in seen_resumed] == [s for s, _ in tail]
-    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(seen_resumed, tail))
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(seen_resumed, tail, strict=True))
     assert_same_training_state(full, resumed)
     # The EMA really averaged something (the two weight sets differ).
     assert any(not torch.equal(full["state_dict"][k], full["current_model_state"][k]) for k in full["state_dict"])
@@ -203,7 +203,9 @@ def test_shipped_data_module_order_survives_resume(tmp_path) -> None:
     _, _, seen_full, seen_resumed = run_both_ways(tmp_path, gaussian_model, toy)
     tail = [b for s, b in seen_full if s >= N // 2]
     assert len(seen_resumed) == len(tail)
-    assert all(torch.equal(a, b) for (_, a), b in zip(seen_resumed, tail)), "the resumed run saw other batches"
+    assert all(torch.equal(a, b) for (_, a), b in zip(seen_resumed, tail, strict=True)), (
+        "the resumed run saw other batches"
+    )
 
 
 def shipped_toy() -> Toy2DDataModule:
@@ -215,7 +217,9 @@ def test_resume_in_the_middle_of_an_epoch_is_bit_exact(tmp_path, build_data) -> 
     full, resumed, seen_full, seen_resumed = run_both_ways(tmp_path, gaussian_model, build_data, resume_at=2)
     tail = [b for s, b in seen_full if s >= 2]
     assert len(seen_resumed) == len(tail) == N - 2
-    assert all(torch.equal(a, b) for (_, a), b in zip(seen_resumed, tail)), "the resumed run saw other batches"
+    assert all(torch.equal(a, b) for (_, a), b in zip(seen_resumed, tail, strict=True)), (
+        "the resumed run saw other batches"
+    )
     assert_same_training_state(full, resumed)
 
 

@@ -149,7 +149,7 @@ def test_time_grids():
     assert time_grid(10, 3, "trailing") == [10, 7, 3, 0]
     for kind in ("linspace", "trailing", "leading"):
         ts = time_grid(200, 7, kind)
-        assert len(ts) == 8 and ts[-1] == 0 and all(a > b for a, b in zip(ts, ts[1:])) and ts[0] <= 200
+        assert len(ts) == 8 and ts[-1] == 0 and all(a > b for a, b in zip(ts, ts[1:], strict=False)) and ts[0] <= 200
     with pytest.raises(ValueError, match="leading.*linspace.*trailing"):
         time_grid(10, 5, "uniform")
     with pytest.raises(ValueError, match="steps"):

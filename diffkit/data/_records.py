@@ -94,12 +94,13 @@ def split_indices(num_records: int, val_fraction: float, test_fraction: float, s
     sizes = [0 if f == 0 else max(1, round(num_records * f)) for f in (val_fraction, test_fraction)]
     if num_records - sum(sizes) < 1:
         raise ValueError(
-            f"val_fraction / test_fraction: {num_records} records leave no training row after {sizes[0]} val and {sizes[1]} test rows"
+            f"val_fraction / test_fraction: {num_records} records leave no training row after {sizes[0]} val and "
+            f"{sizes[1]} test rows"
         )
     order = np.random.default_rng(stream_seed(seed, "structure")).permutation(num_records)
     val, test = order[: sizes[0]], order[sizes[0] : sizes[0] + sizes[1]]
     train = order[sizes[0] + sizes[1] :]
-    return {name: np.sort(idx).astype(np.int64) for name, idx in zip(SPLITS, (train, val, test))}
+    return {name: np.sort(idx).astype(np.int64) for name, idx in zip(SPLITS, (train, val, test), strict=True)}
 
 
 class PairDataset(Dataset):
@@ -262,7 +263,8 @@ class RecordDataModule(lightning.LightningDataModule, abc.ABC):
         self.setup()
         if saved and self._source and saved.get("sha256") != self._source["sha256"]:
             raise ValueError(
-                f"path: {self._source['path']} differs from the file this checkpoint was trained on ({saved.get('path')}); "
+                f"path: {self._source['path']} differs from the file this checkpoint was trained on "
+                f"({saved.get('path')}); "
                 "its split and vocabularies would differ, so resuming is refused. Restore the file or start a new run"
             )
 

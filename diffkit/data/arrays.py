@@ -88,7 +88,7 @@ def read_array(path: str | Path, key: str | None = None) -> np.ndarray:
 def _csv_floats(path: Path, header: list[str], rows: list[list[str]], lines: list[int]) -> tuple[np.ndarray, list[str]]:
     """(N, D) float64 of the CSV cells (empty -> NaN) and the column names."""
     out = np.empty((len(rows), len(header)), dtype=np.float64)
-    for i, (row, line) in enumerate(zip(rows, lines)):
+    for i, (row, line) in enumerate(zip(rows, lines, strict=True)):
         for j, cell in enumerate(row):
             try:
                 out[i, j] = float(cell) if cell else np.nan

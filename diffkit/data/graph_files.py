@@ -240,7 +240,8 @@ class GraphFileDataModule(RecordDataModule):
         for i, g in enumerate(graphs):
             if g.is_directed() or g.is_multigraph():
                 raise ValueError(
-                    f"path: graph {i} of {self.path} is {'directed' if g.is_directed() else 'a multigraph'}; expected undirected simple graphs"
+                    f"path: graph {i} of {self.path} is {'directed' if g.is_directed() else 'a multigraph'}; "
+                    "expected undirected simple graphs"
                 )
         self._max_nodes = max(g.number_of_nodes() for g in graphs)
         return graphs, None
@@ -263,7 +264,7 @@ class GraphFileDataModule(RecordDataModule):
                 "mask": torch.zeros(0, n, dtype=torch.bool),
             }
         typed = []
-        for b, g in enumerate(records):
+        for g in records:
             h = nx.Graph()
             for v, data in g.nodes(data=True):
                 h.add_node(

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args
+from typing import Any, Literal, get_args
 
 import lightning
 import networkx as nx
@@ -51,7 +51,7 @@ __all__ = [
     "GraphDataModule",
 ]
 
-NodeCount = Union[int, tuple[int, int]]
+NodeCount = int | tuple[int, int]
 #: Bump when the cache file layout or a generator's output for given parameters changes.
 CACHE_VERSION = 1
 
@@ -140,7 +140,7 @@ def sbm_graphs(
         rows, cols = np.triu_indices(n, 1)
         keep = rng.random(rows.size) < prob[rows, cols]
         g = nx.empty_graph(n)
-        g.add_edges_from(zip(rows[keep].tolist(), cols[keep].tolist()))
+        g.add_edges_from(zip(rows[keep].tolist(), cols[keep].tolist(), strict=True))
         g.graph["blocks"] = block_sizes.tolist()
         graphs.append(g)
     return graphs
@@ -225,7 +225,7 @@ def community_small_graphs(
         rows, cols = np.nonzero(rng.random((half, half)) < 2 * p_inter / half)
         if rows.size == 0:
             rows, cols = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
-        g.add_edges_from(zip(rows.tolist(), (cols + half).tolist()))
+        g.add_edges_from(zip(rows.tolist(), (cols + half).tolist(), strict=True))
         graphs.append(g)
     return graphs
 
@@ -294,7 +294,7 @@ def cached_graphs(
         }
         _atomic_save(data, path)
     graphs = []
-    for n, edges in zip(data["num_nodes"].tolist(), data["edges"]):
+    for n, edges in zip(data["num_nodes"].tolist(), data["edges"], strict=True):
         g = nx.empty_graph(n)
         g.add_edges_from(edges.tolist())
         graphs.append(g)

@@ -124,7 +124,8 @@ class MoleculeDataModule(SplitLoaders, lightning.LightningDataModule):
         n_fit = len(train.smiles) - self.num_val
         if n_fit < 1:
             raise ValueError(
-                f"Expected more than num_val = {self.num_val} usable MOSES training molecules, but got {len(train.smiles)}."
+                f"Expected more than num_val = {self.num_val} usable MOSES training molecules, but got "
+                f"{len(train.smiles)}."
             )
         self._splits = {
             "train": _take(train.batch, slice(0, n_fit)),
@@ -168,9 +169,14 @@ class MoleculeDataModule(SplitLoaders, lightning.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint records of the data: enough to rebuild the splits for an evaluation."""
         return {
-            "source": self.source, "num_train": self.num_train, "num_val": self.num_val, "num_test": self.num_test,
-            "atom_types": None if self.vocab is None else list(self.vocab.names), "max_nodes": self.max_nodes_arg, "seed": self.seed,
-        }  # fmt: skip
+            "source": self.source,
+            "num_train": self.num_train,
+            "num_val": self.num_val,
+            "num_test": self.num_test,
+            "atom_types": None if self.vocab is None else list(self.vocab.names),
+            "max_nodes": self.max_nodes_arg,
+            "seed": self.seed,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Nothing to restore: the data are a function of the constructor's arguments."""

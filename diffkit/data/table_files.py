@@ -94,7 +94,8 @@ class TableFileDataModule(RecordDataModule):
         neither = [c for c in header if c not in declared]
         if neither:
             raise ValueError(
-                f"columns: {neither} of {self.path} are neither numeric nor categorical; declare them in numeric= or categorical="
+                f"columns: {neither} of {self.path} are neither numeric nor categorical; declare them in numeric= or "
+                "categorical="
             )
         return list(self.numeric)
 
@@ -104,7 +105,7 @@ class TableFileDataModule(RecordDataModule):
         self.header, self.numeric_columns = header, numeric
         index = {c: header.index(c) for c in header}
         values = np.empty((len(rows), len(numeric)), dtype=np.float64)
-        for i, (row, line) in enumerate(zip(rows, lines)):
+        for i, (row, line) in enumerate(zip(rows, lines, strict=True)):
             for j, name in enumerate(numeric):
                 cell = row[index[name]]
                 try:
@@ -145,7 +146,8 @@ class TableFileDataModule(RecordDataModule):
             unseen = sorted({r[1][j] for r in records} - set(ids))
             if unseen:
                 raise ValueError(
-                    f"column {name!r}: values {unseen[:5]} occur outside the training split only; use more data or another seed"
+                    f"column {name!r}: values {unseen[:5]} occur outside the training split only; use more data or "
+                    "another seed"
                 )
             out[name] = torch.tensor([ids[r[1][j]] for r in records], dtype=torch.int64)
         return out

@@ -128,11 +128,12 @@ class TokenDataModule(RecordDataModule):
             seqs = [[int(i) for i in row if i >= 0] for row in ids]
             numbers = list(range(len(seqs)))
             self._max_id = int(ids.max())
-        long = [n for n, s in zip(numbers, seqs) if len(s) > self.seq_len]
+        long = [n for n, s in zip(numbers, seqs, strict=True) if len(s) > self.seq_len]
         if long and self.too_long == "error":
             what = "lines" if self.is_text else "rows"
             raise ValueError(
-                f"seq_len: {len(long)} sequences of {self.path} are longer than {self.seq_len}, first at {what} {long[:5]}; "
+                f"seq_len: {len(long)} sequences of {self.path} are longer than {self.seq_len}, first at {what} "
+                f"{long[:5]}; "
                 "raise seq_len or pass too_long='crop'"
             )
         if long:

@@ -58,7 +58,7 @@ def _swiss_roll_moments() -> tuple[tuple[float, float], tuple[float, float]]:
 
     mean = (expect(lambda t: t * math.cos(t)), expect(lambda t: t * math.sin(t)))
     second = (expect(lambda t: (t * math.cos(t)) ** 2), expect(lambda t: (t * math.sin(t)) ** 2))
-    var = tuple(s - m**2 + SWISS_ROLL_NOISE**2 for s, m in zip(second, mean))
+    var = tuple(s - m**2 + SWISS_ROLL_NOISE**2 for s, m in zip(second, mean, strict=True))
     return mean, var
 
 

@@ -178,7 +178,8 @@ def moses_filter_patterns() -> tuple[Any, ...] | None:
 
 
 def passes_moses_filters(mol: Any, patterns: Sequence[Any]) -> bool:
-    """MOSES's ``mol_passes_filters`` on a sanitized molecule (module docstring), with ``patterns`` from :func:`moses_filter_patterns`."""
+    """MOSES's ``mol_passes_filters`` on a sanitized molecule (module docstring), with ``patterns`` from
+    :func:`moses_filter_patterns`."""
     Chem = _rdkit()
     if any(len(ring) >= 8 for ring in mol.GetRingInfo().AtomRings()):
         return False

@@ -43,7 +43,8 @@ class ConditionSpec:
     def __post_init__(self) -> None:
         if (self.num_classes is None) == (self.cond_dim is None):
             raise ValueError(
-                f"num_classes, cond_dim: expected exactly one of them, got num_classes={self.num_classes!r}, cond_dim={self.cond_dim!r}"
+                f"num_classes, cond_dim: expected exactly one of them, got num_classes={self.num_classes!r}, "
+                f"cond_dim={self.cond_dim!r}"
             )
         for name, value in (("num_classes", self.num_classes), ("cond_dim", self.cond_dim)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -115,7 +116,8 @@ class ConditionEmbedding(nn.Module):
             return self.null.expand(batch_size, self.dim)
         if not cond.is_floating_point():
             raise TypeError(
-                f"cond: expected float features (B, {spec.cond_dim}) for cond_dim={spec.cond_dim}, got dtype {cond.dtype}"
+                f"cond: expected float features (B, {spec.cond_dim}) for cond_dim={spec.cond_dim}, got dtype "
+                f"{cond.dtype}"
             )
         if cond.shape != (batch_size, spec.cond_dim):
             raise ValueError(

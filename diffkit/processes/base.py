@@ -244,7 +244,12 @@ class ForwardProcess(nn.Module, abc.ABC):
                 start from noise the network was not trained to see at that t).
         """
         ts = [int(t) for t in times]
-        if len(ts) < 2 or ts[0] != self.num_steps or ts[-1] != 0 or any(a <= b for a, b in zip(ts, ts[1:])):
+        if (
+            len(ts) < 2
+            or ts[0] != self.num_steps
+            or ts[-1] != 0
+            or any(a <= b for a, b in zip(ts, ts[1:], strict=False))
+        ):
             raise ValueError(
                 f"timesteps: expected a strictly decreasing list of ints from T = {self.num_steps} down to 0, got {ts}"
             )

@@ -270,7 +270,8 @@ class CategoricalProcess(ForwardProcess):
         if x.is_floating_point():
             if x.shape[-1] not in (self.num_classes, self.num_states):
                 raise ValueError(
-                    f"{name}: probabilities need a last dim of {self.num_classes} (or {self.num_states}), got {x.shape[-1]}"
+                    f"{name}: probabilities need a last dim of {self.num_classes} (or {self.num_states}), got "
+                    f"{x.shape[-1]}"
                 )
             self._check_distribution(x, name)
             return F.pad(x, (0, self.num_states - x.shape[-1]))
@@ -313,7 +314,8 @@ class CategoricalProcess(ForwardProcess):
         if bool(bad.any()):
             first = tuple(int(i) for i in bad.nonzero()[0])
             raise ValueError(
-                f"x_t: id {int(x_t[first])} at index {first} cannot come from x0 = {int(x0[first])} at t = {int(t[first[0]])} "
+                f"x_t: id {int(x_t[first])} at index {first} cannot come from x0 = {int(x0[first])} at t = "
+                f"{int(t[first[0]])} "
                 f"(q(x_t | x0) = 0 under transition={self.kind!r}; {int(bad.sum())} element(s) like this), so "
                 "q(x_s | x_t, x0) is undefined; pass an x_t that q(x_t | x0) can produce, or x0 as probabilities"
             )

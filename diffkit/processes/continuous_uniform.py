@@ -105,7 +105,8 @@ class UniformProcess(ContinuousTimeProcess):
             lo, hi = (int(v) for v in torch.aminmax(x0))
             if lo < 0 or hi >= self.num_classes:
                 raise ValueError(
-                    f"{name}: found class id {hi if hi >= self.num_classes else lo}, expected ids in [0, {self.num_classes})"
+                    f"{name}: found class id {hi if hi >= self.num_classes else lo}, expected ids in [0, "
+                    f"{self.num_classes})"
                 )
 
     def _mix(self, ids: Tensor, a: Tensor) -> Tensor:

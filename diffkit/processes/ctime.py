@@ -159,7 +159,7 @@ def check_time_grid(times: Sequence[float]) -> list[float]:
     if any(isinstance(v, (bool, int)) or (isinstance(v, Tensor) and not v.is_floating_point()) for v in values):
         raise TypeError(f"timesteps: a continuous-time process takes float times in [0, 1], got {values}")
     ts = [float(v) for v in values]
-    if len(ts) < 2 or ts[-1] != 0.0 or ts[0] > 1.0 or any(a <= b for a, b in zip(ts, ts[1:])):
+    if len(ts) < 2 or ts[-1] != 0.0 or ts[0] > 1.0 or any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
         raise ValueError(f"timesteps: expected a strictly decreasing list of floats from <= 1 down to 0.0, got {ts}")
     return ts
 

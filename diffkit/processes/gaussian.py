@@ -91,7 +91,8 @@ class _GaussianX0Based(X0BasedParametrization):
         if isinstance(process, GaussianProcess) and process.reverse_variance == "learned":
             if eta is not None:
                 raise ValueError(
-                    "eta: DDIM's eta replaces the reverse variance; with reverse_variance='learned' sample with eta=None"
+                    "eta: DDIM's eta replaces the reverse variance; with reverse_variance='learned' sample with "
+                    "eta=None"
                 )
             return learned_reverse(process, self, output, x_t, t, s)
         return super().reverse(process, output, x_t, t, s, eta=eta)
@@ -257,18 +258,21 @@ class GaussianProcess(ForwardProcess):
         sched = make_schedule(schedule, num_steps)
         if sched.alpha_bar[-1] <= 0:
             raise ValueError(
-                "schedule: a Gaussian process needs alpha_bar_T > 0 (x0 = (x_t - ...) / sqrt(alpha_bar_t) divides by it)"
+                "schedule: a Gaussian process needs alpha_bar_T > 0 (x0 = (x_t - ...) / sqrt(alpha_bar_t) divides by "
+                "it)"
             )
         if sched.alpha_bar[-1] < torch.finfo(torch.float32).tiny:
             raise ValueError(
                 f"schedule: alpha_bar_T = {sched.alpha_bar[-1].item():.3g} is below float32's smallest normal number "
-                f"{torch.finfo(torch.float32).tiny:.3g}, so it is 0 in float32 data and x0 = (x_t - ...) / sqrt(alpha_bar_t) "
+                f"{torch.finfo(torch.float32).tiny:.3g}, so it is 0 in float32 data and x0 = (x_t - ...) / "
+                "sqrt(alpha_bar_t) "
                 "divides by 0 (NaN / inf losses near t = T); a Gaussian process needs alpha_bar_T >= 1.2e-38: use "
                 "fewer steps or smaller betas"
             )
         if reverse_variance not in ("posterior", "forward", "learned"):
             raise ValueError(
-                f"reverse_variance: unknown choice {reverse_variance!r}; expected one of ['forward', 'learned', 'posterior']"
+                f"reverse_variance: unknown choice {reverse_variance!r}; expected one of ['forward', 'learned', "
+                "'posterior']"
             )
         if decoder not in ("gaussian", "discretized"):
             raise ValueError(f"decoder: unknown choice {decoder!r}; expected one of ['discretized', 'gaussian']")
@@ -301,7 +305,8 @@ class GaussianProcess(ForwardProcess):
         """The variance of p(x_s | x_t): the ``reverse_variance`` choice, beta_1-style at s = 0."""
         if self.reverse_variance == "learned":
             raise ValueError(
-                "reverse_variance: 'learned' variances come from the network output; use an x0-based parametrization ('eps', 'x0', 'v')"
+                "reverse_variance: 'learned' variances come from the network output; use an x0-based parametrization "
+                "('eps', 'x0', 'v')"
             )
         alpha_bar_t, alpha_bar_s = self.alpha_bar[t], self.alpha_bar[s]
         forward = 1 - alpha_bar_t / alpha_bar_s

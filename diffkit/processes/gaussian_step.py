@@ -6,7 +6,8 @@ For an x0-based parametrization whose estimate is linear, x0_hat = a_out output 
     ancestral (G3): mean = c0 x0_hat + ct x_t,
         c0 = sqrt(alpha_bar_s) (1 - alpha_{t|s}) / (1 - alpha_bar_t),
         ct = sqrt(alpha_{t|s}) (1 - alpha_bar_s) / (1 - alpha_bar_t)
-    DDIM (Song et al. 2021 eq. 12): mean = sqrt(alpha_bar_s) x0_hat + d (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t),
+    DDIM (Song et al. 2021 eq. 12):
+        mean = sqrt(alpha_bar_s) x0_hat + d (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t),
         d = sqrt(1 - alpha_bar_s - sigma^2), sigma^2 = eta^2 var(G3)
 
 so P = c0 a_out and Q = c0 a_x + ct. When every example of the batch shares (t, s), as in

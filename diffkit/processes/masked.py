@@ -124,7 +124,8 @@ class MaskedProcess(ContinuousTimeProcess):
         bad = (x_t != self.mask_id) & (x_t != x0)
         if bool(bad.any()):
             raise ValueError(
-                f"x_t: {int(bad.sum())} unmasked token(s) differ from x0, which masked noise cannot produce (q(x_t | x0) = 0)"
+                f"x_t: {int(bad.sum())} unmasked token(s) differ from x0, which masked noise cannot produce (q(x_t | "
+                "x0) = 0)"
             )
         t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
         return self._reverse_probs(x_t, F.one_hot(x0, self.num_states).double(), t, s)

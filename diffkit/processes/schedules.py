@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -186,7 +186,7 @@ class NoiseSchedule:
         return f"NoiseSchedule(T={self.num_steps}, alpha_bar_T={self.alpha_bar[-1].item():.3g})"
 
 
-ScheduleLike = Union[ScheduleName, NoiseSchedule, Sequence[float]]
+ScheduleLike = ScheduleName | NoiseSchedule | Sequence[float]
 
 _SCHEDULES = {"linear": NoiseSchedule.linear, "cosine": NoiseSchedule.cosine}
 
