@@ -362,7 +362,7 @@ def _figure(panels: list[Panel], title: str) -> Figure:
     figure = Figure(figsize=(PANEL_INCHES * ncols, PANEL_INCHES * nrows), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, panel in zip(axes, panels, strict=True):
+    for ax, panel in zip(axes, panels, strict=False):  # the last row may have spare axes, hidden below
         panel(ax)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
