@@ -285,7 +285,7 @@ def sample_from_checkpoint(
                 model.reference,
                 png,
                 title=title,
-                image_shape=None if image_shape is None else tuple(image_shape),
+                image_shape=None if image_shape is None else (image_shape[0], image_shape[1], image_shape[2]),
             )
         print(f"saved picture to {png}")
     return samples

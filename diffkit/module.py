@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, MutableMapping
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -33,6 +33,7 @@ from diffkit.random_streams import TRAIN_STREAM, VAL_STREAM, mix_seed, resolve_s
 from diffkit.resample import LossSecondMomentResampler
 from diffkit.sampling import check_can_stride
 from diffkit.sampling import sample as run_sampler
+from diffkit.solvers import SamplerName
 
 __all__ = ["DiffusionModule"]
 
@@ -239,7 +240,9 @@ class DiffusionModule(pl.LightningModule):
                 return all(isinstance(k, str) and plain(x) for k, x in v.items())
             return False
 
-        for store in (self._hparams, self._hparams_initial):
+        # Lightning sets _hparams_initial in save_hyperparameters without declaring its type.
+        initial = cast(MutableMapping[str, Any], self._hparams_initial)
+        for store in (self._hparams, initial):
             for key in [k for k, v in store.items() if not plain(v)]:
                 del store[key]
 
@@ -299,10 +302,11 @@ class DiffusionModule(pl.LightningModule):
                     f"denoiser output: a ProductProcess needs a dict of fields {list(self.process.fields)}, got "
                     f"{type(output).__name__}"
                 )
-            for f, proc in self.process.fields.items():
+            params = cast(dict[str, Parametrization], self.param)  # a ProductProcess resolves one per field
+            for f, proc in self.process.field_processes().items():
                 if f not in output:
                     raise ValueError(f"denoiser output: missing field {f!r}; expected {list(self.process.fields)}")
-                self.param[f].check_output(proc, output[f], x_t[f])
+                params[f].check_output(proc, output[f], x_t[f])
         else:
             self.param.check_output(self.process, output, x_t)
         self._output_checked = True
@@ -497,7 +501,8 @@ class DiffusionModule(pl.LightningModule):
     def _num_classes(self) -> int | dict[str, int] | None:
         """K of a categorical process, or field -> K of a ProductProcess's categorical fields."""
         if isinstance(self.process, ProductProcess):
-            return {k: p.num_classes for k, p in self.process.fields.items() if hasattr(p, "num_classes")}
+            fields = self.process.field_processes().items()
+            return {k: n for k, p in fields if isinstance(n := getattr(p, "num_classes", None), int)}
         return getattr(self.process, "num_classes", None)
 
     def _log_metric(self, name: str, metric: Any, suffix: str) -> None:
@@ -575,7 +580,7 @@ class DiffusionModule(pl.LightningModule):
         known: Any = None,
         known_mask: Any = None,
         resample_rounds: int = 1,
-        sampler: str = "ancestral",
+        sampler: SamplerName = "ancestral",
     ) -> Any:
         """Draw samples with the derived reverse chain (strided when num_steps < T).
 

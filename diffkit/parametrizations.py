@@ -21,6 +21,7 @@ lists the names it accepts in its ``parametrizations`` dict.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
@@ -122,6 +123,11 @@ class Parametrization(abc.ABC):
         if check_values() and not all_finite(output):
             raise ValueError("denoiser output: found NaN or inf values")
 
+    def x0_coefficients(self, alpha_bar_t: float) -> tuple[float, float]:
+        """(a_out, a_x) with x0_hat = a_out output + a_x x_t at alpha_bar_t: the hook that
+        ``x0_is_linear`` vouches for (see :data:`CAPABILITY_METHODS`); others have no linear estimate."""
+        raise NotImplementedError(f"{type(self).__name__} has no linear x0 estimate (x0_is_linear is False)")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -169,7 +175,12 @@ class PreviousStepParametrization(Parametrization):
             )
 
 
-def resolve_parametrization(process: ForwardProcess, parametrization: str | Parametrization) -> Parametrization:
+#: What ``get_parametrization`` takes: a name or an object; a ProductProcess also takes a dict
+#: field -> name / object (any other process rejects a dict with a TypeError).
+ParametrizationLike = str | Parametrization | Mapping[str, str | Parametrization]
+
+
+def resolve_parametrization(process: ForwardProcess, parametrization: ParametrizationLike) -> Parametrization:
     """Turn a name into the process's parametrization object, or check a given object.
 
     Raises:

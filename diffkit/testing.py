@@ -99,7 +99,7 @@ def check_process(
     ts = process.sample_timesteps(1000, generator=gen)
     if process.is_continuous_time:
         _check_continuous_times(process, ts)
-        default_pairs = _continuous_pairs(gen)
+        default_pairs: Sequence[tuple[float, float]] = _continuous_pairs(gen)
     else:
         T = process.num_steps
         if not isinstance(T, int) or T < 1:
@@ -152,7 +152,16 @@ def _check_continuous_times(process: ForwardProcess, ts: Tensor) -> None:
         _fail("sampling_grid", f"expected 5 decreasing floats from 1.0 to 0.0 for 4 steps, got {grid}")
 
 
-def _check_discrete(process, x0, x_t, t, s, atol, num_draws, gen) -> None:
+def _check_discrete(
+    process: ForwardProcess,
+    x0: Tensor,
+    x_t: Tensor,
+    t: Tensor,
+    s: Tensor,
+    atol: float,
+    num_draws: int,
+    gen: torch.Generator,
+) -> None:
     t_i, s_i = t[0].item(), s[0].item()
     m_t = process.marginal(x0, t).double()  # (B, ..., K)
     m_s = process.marginal(x0, s).double() if s_i > 0 else None
@@ -231,7 +240,16 @@ def pooled_chi_square_p_value(counts: Tensor, probs: Tensor, min_expected: float
     return float(chi2.sf(stat, len(cells) - 1))
 
 
-def _check_gaussian(process, x0, x_t, t, s, atol, num_draws, gen) -> None:
+def _check_gaussian(
+    process: ForwardProcess,
+    x0: Tensor,
+    x_t: Tensor,
+    t: Tensor,
+    s: Tensor,
+    atol: float,
+    num_draws: int,
+    gen: torch.Generator,
+) -> None:
     t_i, s_i = t[0].item(), s[0].item()
     mean_t, var_t = (v.double() for v in process.marginal(x0, t))
     # The transition q(x_t | x_s) must be linear-Gaussian: mean = a x_s + c.
@@ -288,7 +306,9 @@ def _check_gaussian(process, x0, x_t, t, s, atol, num_draws, gen) -> None:
         )
 
 
-def _check_losses(process, x0, x_t, noise, t, gen) -> None:
+def _check_losses(
+    process: ForwardProcess, x0: Tensor, x_t: Tensor, noise: Tensor | None, t: Tensor, gen: torch.Generator
+) -> None:
     for name in process.parametrizations:
         param = process.get_parametrization(name)
         oracle = param.oracle_output(process, x0, x_t, t, noise)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from diffkit._checks import check_values, trusted_values
 from diffkit.parametrizations import (
     Parametrization,
+    ParametrizationLike,
     resolve_parametrization,
     withdraw_capabilities,
 )
@@ -269,7 +270,7 @@ class ForwardProcess(nn.Module, abc.ABC):
         with ``is_continuous_time`` returns floats [1.0, ..., 0.0] instead."""
         return sampling_timesteps(self.num_steps, steps)
 
-    def get_parametrization(self, parametrization: str | Parametrization) -> Parametrization:
+    def get_parametrization(self, parametrization: ParametrizationLike) -> Parametrization:
         """Resolve a name (or check an object) against :attr:`parametrizations`."""
         return resolve_parametrization(self, parametrization)
 
@@ -421,6 +422,7 @@ class ForwardProcess(nn.Module, abc.ABC):
             weight = 1.0 if kind == "kl" else hybrid_weight
             vlb = self.reduce(self.vlb_terms(output, x0, x_t, t, param), mask, "mean") * self.num_steps
             total = weight * vlb if total is None else total + weight * vlb
+        assert total is not None  # check_loss_kind admits only "simple", "kl" and "hybrid"
         return at_least_float32(total)
 
     def prior_term(self, x0: Tensor, mask: Tensor | None = None) -> Tensor:

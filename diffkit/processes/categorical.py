@@ -9,11 +9,11 @@ The formulas (C1)-(C4) live in :mod:`diffkit.processes.categorical_formulas`, th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from diffkit._checks import all_finite, check_values
 from diffkit.parametrizations import PreviousStepParametrization, X0BasedParametrization
@@ -152,7 +152,7 @@ class CategoricalProcess(ForwardProcess):
         if isinstance(transition, (Tensor, list, tuple)):
             Q = self._check_matrices(torch.as_tensor(transition, dtype=torch.float64), num_classes, num_steps)
             self.kind, self.num_states = "matrix", num_classes
-            self.kernel: nn.Module = MatrixTransition(Q)
+            self.kernel: MatrixTransition | MixingTransition = MatrixTransition(Q)
             self._num_steps = num_steps
             return
         kinds = ("absorbing", "marginal", "uniform")
@@ -164,6 +164,7 @@ class CategoricalProcess(ForwardProcess):
         self.num_states = num_classes + 1 if transition == "absorbing" else num_classes
         alpha_bar = make_schedule(schedule, num_steps).alpha_bar
         self._num_steps = num_steps
+        pi: Tensor | None
         if transition == "uniform":
             pi = torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float64)
         elif transition == "absorbing":
@@ -175,7 +176,7 @@ class CategoricalProcess(ForwardProcess):
         self.kernel = MixingTransition(alpha_bar, pi, self.num_states, persistent=transition == "marginal")
 
     # -- construction helpers
-    def _check_marginals(self, marginals) -> Tensor:
+    def _check_marginals(self, marginals: Sequence[float] | Tensor) -> Tensor:
         m = torch.as_tensor(marginals, dtype=torch.float64).flatten()
         if m.numel() != self.num_classes:
             raise ValueError(f"marginals: expected {self.num_classes} class frequencies, got {m.numel()}")
@@ -202,7 +203,7 @@ class CategoricalProcess(ForwardProcess):
 
     def set_marginals(self, marginals: Sequence[float] | Tensor) -> None:
         """Fill pi for transition='marginal' (normalized); stored in the state dict."""
-        if self.kind != "marginal":
+        if self.kind != "marginal" or not isinstance(self.kernel, MixingTransition):
             raise ValueError(f"set_marginals: only for transition='marginal', this process uses {self.kind!r}")
         self.kernel.set_pi(self._check_marginals(marginals))
 
@@ -236,7 +237,7 @@ class CategoricalProcess(ForwardProcess):
         return self.kernel.prior(self.num_classes)
 
     # -- validation and conversion
-    def validate_x0(self, x0, name: str = "x0") -> None:
+    def validate_x0(self, x0: Any, name: str = "x0") -> None:
         self._check_ids(x0, name, self.num_classes)
 
     def _check_ids(self, x: Tensor, name: str, high: int) -> None:
@@ -401,7 +402,14 @@ class CategoricalProcess(ForwardProcess):
         x_t, noise = gumbel_sample(_log(probs), noise, generator)
         return Noised(x_t, noise)
 
-    def prior_sample(self, shape, *, device=None, generator=None, mask=None) -> Tensor:
+    def prior_sample(
+        self,
+        shape: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
         """x_T ~ p(x_T) (see :attr:`prior_probs`): (B, ...) int64; masked-out elements are 0."""
         log_p = _log(self.prior_probs.to(device=device, dtype=torch.float32))
         ids, _ = gumbel_sample(log_p.expand(*shape, self.num_states), generator=generator)
@@ -441,12 +449,11 @@ class CategoricalProcess(ForwardProcess):
             eta is None
             and self.fuses_reverse_step
             and param.x0_is_softmax
-            and isinstance(self.kernel, MixingTransition)
             and self.num_classes >= FUSED_MIN_CLASSES
             and isinstance(output, Tensor)
             and output.shape == (*x_t.shape, self.num_classes)
         )
-        if fused:
+        if fused and isinstance(self.kernel, MixingTransition):
             t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
             nd = output.ndim
             alpha_bar = self.kernel.alpha_bar

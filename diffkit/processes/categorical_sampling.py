@@ -140,7 +140,7 @@ def _mixing_step_sample(
     every = bool(uses_p.all())
     rows = None if every else uses_p.nonzero().squeeze(1)  # (R',)
     flat = logits.reshape(R, K)
-    sel = flat if every else flat.index_select(0, rows)  # (R', K)
+    sel = flat if rows is None else flat.index_select(0, rows)  # (R', K)
     w = at_least_float32(sel).softmax(-1)  # (R', K) probabilities
     Rs = w.shape[0]
     lay = _BlockLayout(pi, K, dt)
@@ -148,9 +148,9 @@ def _mixing_step_sample(
     if S > K:
         P = torch.cat([P, w.new_zeros(Rs, 1)], 1)  # the extra states: p = 0
     P = P.to(f64)  # (R', blocks)
-    n_sel = n if every else n[rows]
+    n_sel = n if rows is None else n[rows]
     p_n_sel = torch.where(n_sel < K, w.gather(1, n_sel.clamp_max(K - 1).unsqueeze(1)).squeeze(1).to(f64), 0.0)
-    if every:
+    if rows is None:  # every element
         p_n, mass = p_n_sel, P.sum(-1)
     else:  # p_n, mass are unused where p does not enter
         p_n = torch.zeros(R, dtype=f64, device=device).index_copy_(0, rows, p_n_sel)

@@ -31,10 +31,14 @@ large T.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffkit.parametrizations import Parametrization, X0BasedParametrization
 from diffkit.processes.base import Noised, expand_to
 from diffkit.processes.categorical import CategoricalX0, categorical_kl, inverse_cdf_sample, mixing_posterior
 from diffkit.processes.ctime import ContinuousScheduleName, ContinuousTimeProcess, make_continuous_schedule
@@ -82,6 +86,8 @@ class UniformProcess(ContinuousTimeProcess):
     """
 
     parametrizations = {"x0": CategoricalX0}
+
+    pi: Tensor  # (K,) float64 buffer, uniform
 
     def __init__(self, num_classes: int, schedule: ContinuousScheduleName = "loglinear") -> None:
         super().__init__()
@@ -165,7 +171,14 @@ class UniformProcess(ContinuousTimeProcess):
         )
         return Noised(torch.where(u < a, x0, draw), noise)
 
-    def prior_sample(self, shape, *, device=None, generator=None, mask=None) -> Tensor:
+    def prior_sample(
+        self,
+        shape: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
         """x_1 ~ Uniform(K): (B, ...) int64; masked-out elements are 0."""
         ids = torch.randint(0, self.num_classes, tuple(shape), device=device, generator=generator)
         return ids if mask is None else ids * mask.long()
@@ -191,9 +204,12 @@ class UniformProcess(ContinuousTimeProcess):
     def reverse_sample(self, p: Tensor, s: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return inverse_cdf_sample(p, generator)
 
-    def elbo_integrand_terms(self, output, x0, x_t, t, parametrization) -> Tensor:
+    def elbo_integrand_terms(
+        self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, parametrization: Parametrization
+    ) -> Tensor:
         """(U4) per token, nats per unit time: lambda(t) / K * the rate divergence (0 where alpha(t) = 0)."""
-        x0_hat = parametrization.x0_from_output(self, output, x_t, t)  # (B, ..., K)
+        # parametrizations = {"x0": CategoricalX0}: get_parametrization admits nothing else
+        x0_hat = cast(X0BasedParametrization, parametrization).x0_from_output(self, output, x_t, t)  # (B, ..., K)
         a = self.alpha(t)
         ok = a > 0
         a_safe = torch.where(ok, a, torch.ones_like(a))

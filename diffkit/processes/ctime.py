@@ -206,7 +206,7 @@ class ContinuousTimeProcess(ForwardProcess):
     schedule: ContinuousSchedule
 
     @property
-    def num_steps(self) -> None:
+    def num_steps(self) -> None:  # type: ignore[override]  # the documented exception: no T in continuous time
         """None: a continuous-time process has no T."""
         return None
 
@@ -246,7 +246,7 @@ class ContinuousTimeProcess(ForwardProcess):
         """Training times by :func:`stratified_times`: (B,) float32 in (0, 1]."""
         return stratified_times(batch_size, device, generator)
 
-    def sampling_grid(self, steps: int | None = None) -> list[float]:
+    def sampling_grid(self, steps: int | None = None) -> list[float]:  # type: ignore[override]  # is_continuous_time
         """linspace(1, 0, steps + 1) as floats (None: :attr:`default_sampling_steps`)."""
         return continuous_time_grid(self.default_sampling_steps if steps is None else steps)
 
@@ -296,4 +296,5 @@ class ContinuousTimeProcess(ForwardProcess):
             weight = 1.0 if kind == "kl" else hybrid_weight
             elbo = weight * self.reduce(self.elbo_integrand_terms(output, x0, x_t, t, param), mask, "mean")
             total = elbo if total is None else total + elbo
+        assert total is not None  # check_loss_kind admits only "simple", "kl" and "hybrid"
         return at_least_float32(total)

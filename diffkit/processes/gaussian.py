@@ -8,7 +8,8 @@ fused reverse step in :mod:`diffkit.processes.gaussian_step`.
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -97,14 +98,14 @@ class _GaussianX0Based(X0BasedParametrization):
             return learned_reverse(process, self, output, x_t, t, s)
         return super().reverse(process, output, x_t, t, s, eta=eta)
 
-    def oracle_output(
+    def oracle_output(  # type: ignore[override]  # resolve_parametrization admits it only on a GaussianProcess
         self, process: GaussianProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None
     ) -> Tensor:
         if noise is None:
             noise = eps_from_x0(x_t, x0, process.alpha_bar_at(t, x_t))
         return self.target(process, x0, x_t, t, noise)
 
-    def simple_loss(
+    def simple_loss(  # type: ignore[override]  # resolve_parametrization admits it only on a GaussianProcess
         self, process: GaussianProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None
     ) -> Tensor:
         output = process.mean_output(output, x_t)
@@ -247,6 +248,8 @@ class GaussianProcess(ForwardProcess):
     fuses_reverse_step: ClassVar[bool] = True
     supports_gaussian_solvers: ClassVar[bool] = True
 
+    alpha_bar: Tensor  # (T + 1,) float64 buffer
+
     def __init__(
         self,
         num_steps: int = 1000,
@@ -318,7 +321,7 @@ class GaussianProcess(ForwardProcess):
         return self._gather(var, like)
 
     # -- validation
-    def validate_x0(self, x0, name: str = "x0") -> None:
+    def validate_x0(self, x0: Any, name: str = "x0") -> None:
         if not isinstance(x0, Tensor):
             raise TypeError(f"{name}: expected a Tensor, got {type(x0).__name__}")
         if not x0.is_floating_point():
@@ -384,7 +387,13 @@ class GaussianProcess(ForwardProcess):
         return Noised(torch.addcmul(scale * x0, std, noise), noise)
 
     def prior_sample(
-        self, shape, *, device=None, generator=None, mask=None, dtype: torch.dtype | None = None
+        self,
+        shape: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
+        dtype: torch.dtype | None = None,
     ) -> Tensor:
         """x_T ~ N(0, I) of the given shape (B, ...) in ``dtype`` (default: torch's default
         float dtype); masked-out elements are 0."""
