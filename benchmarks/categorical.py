@@ -233,13 +233,19 @@ def _nll_table(agg: list[dict], cfg: Config) -> Table:
         if r["sample_steps"] == cfg.num_steps
     ]
     notes = [
-        f"NLL bound: diffkit.nll_bound with all T = {cfg.num_steps} terms on {cfg.num_nll} held-out sequences of L = {cfg.seq_len} "
-        f"tokens (K = {cfg.num_classes}), in bits per token. It upper-bounds the model's NLL, which is >= the exact entropy "
+        f"NLL bound: diffkit.nll_bound with all T = {cfg.num_steps} terms on {cfg.num_nll} held-out sequences of L = "
+        f"{cfg.seq_len} "
+        f"tokens (K = {cfg.num_classes}), in bits per token. It upper-bounds the model's NLL, which is >= the exact "
+        "entropy "
         "H(x_1..x_L) / L of the chain (MarkovChain.sequence_entropy).",
-        f"Denoiser: TokenTransformer(d_model={cfg.d_model}, depth={cfg.depth}, heads={cfg.heads}), identical for every row except the output "
-        f"width; its positional table is re-drawn with std {POSITION_STD} (the shipped init, std 0.02 next to token embeddings of std 1, "
-        f"did not learn the chain's neighbour structure in this budget). The row '{SHIPPED}' keeps the shipped init for comparison.",
-        "Final loss: x0 is the cross-entropy -log p(x0 | x_t) per token; previous-step is KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) "
+        f"Denoiser: TokenTransformer(d_model={cfg.d_model}, depth={cfg.depth}, heads={cfg.heads}), identical for "
+        "every row except the output "
+        f"width; its positional table is re-drawn with std {POSITION_STD} (the shipped init, std 0.02 next to token "
+        "embeddings of std 1, "
+        f"did not learn the chain's neighbour structure in this budget). The row '{SHIPPED}' keeps the shipped init "
+        "for comparison.",
+        "Final loss: x0 is the cross-entropy -log p(x0 | x_t) per token; previous-step is KL(q(x_{t-1} | x_t, x0) || "
+        "p(x_{t-1} | x_t)) "
         "per token; not comparable across parametrizations.",
     ]
     headers = [
@@ -266,14 +272,18 @@ def _sample_table(agg: list[dict], floor: dict, cfg: Config) -> Table:
         }
         rows.append([noise, label, *[cells.get(s, "— (see note)") for s in steps]])
     notes = [
-        f"Each cell: unigram TV / bigram TV of {cfg.num_eval} sampled sequences against {cfg.num_eval} held-out ones; the floor "
+        f"Each cell: unigram TV / bigram TV of {cfg.num_eval} sampled sequences against {cfg.num_eval} held-out "
+        "ones; the floor "
         f"is the same between {cfg.num_eval} fresh true sequences and the held-out ones.",
-        "previous-step predicts p(x_{t-1} | x_t) only: it cannot jump t -> s < t - 1, so it is sampled with all T steps only.",
-        "With one step (T/100 = 1) an x0 model samples every token independently from p(x0_i | x_T): unigrams can stay right "
+        "previous-step predicts p(x_{t-1} | x_t) only: it cannot jump t -> s < t - 1, so it is sampled with all T "
+        "steps only.",
+        "With one step (T/100 = 1) an x0 model samples every token independently from p(x0_i | x_T): unigrams can "
+        "stay right "
         "while bigrams cannot (see the factorization suite).",
     ]
     leftover = [
-        f"{r['noise']}/{r['parametrization']} at {r['sample_steps']} steps: {100 * r['leftover_mask_fraction_mean']:.2f}%"
+        f"{r['noise']}/{r['parametrization']} at {r['sample_steps']} steps: "
+        f"{100 * r['leftover_mask_fraction_mean']:.2f}%"
         for r in agg
         if r["leftover_mask_fraction_mean"] > 0
     ]
@@ -315,7 +325,8 @@ def _plot_strides(settings: Settings, cfg: Config, agg: list[dict], floor: dict)
     save_figure(fig, settings.out / "bench_categorical_strides.png")
     return (
         "bench_categorical_strides.png",
-        f"Unigram and bigram TV against the number of sampling steps (T = {cfg.num_steps}, mean over seeds); dotted: floor.",
+        f"Unigram and bigram TV against the number of sampling steps (T = {cfg.num_steps}, mean over seeds); dotted: "
+        "floor.",
     )
 
 
@@ -334,5 +345,6 @@ def _plot_bigrams(settings: Settings, cfg: Config, dm, samples: dict) -> tuple[s
     save_figure(fig, settings.out / "bench_categorical_bigrams.png")
     return (
         "bench_categorical_bigrams.png",
-        "Bigram frequencies: the chain's exact bigram, and x0-model samples (seed 0) with all T steps and with one step.",
+        "Bigram frequencies: the chain's exact bigram, and x0-model samples (seed 0) with all T steps and with one "
+        "step.",
     )

@@ -198,7 +198,8 @@ def run(settings: Settings) -> Report:
             rows += _run_one(row, dm, seed, cfg, entropy_bits)
             write_csv(settings.out / "results_raw.csv", rows)  # so far: a long run can be read while it goes
             print(
-                f"  ctime: {row} seed {seed}: {rows[-1]['train_seconds']:.1f}s training, gap {rows[-1]['nll_gap_bits']:.4f} bits",
+                f"  ctime: {row} seed {seed}: {rows[-1]['train_seconds']:.1f}s training, gap "
+                f"{rows[-1]['nll_gap_bits']:.4f} bits",
                 flush=True,
             )
     return _report(settings, cfg, rows, floors)
@@ -226,11 +227,13 @@ def _report(settings: Settings, cfg: Config, rows: list[dict], floors: list[dict
     masked = first["masked (continuous)"]
     findings = [
         f"Exact entropy {masked['entropy_bits_per_token_mean']:.4f} bits/token. NLL-bound gap: continuous masked "
-        f"{masked['nll_gap_bits_mean']:.4f}, best discrete ({best_discrete['row']}) {best_discrete['nll_gap_bits_mean']:.4f} bits/token.",
+        f"{masked['nll_gap_bits_mean']:.4f}, best discrete ({best_discrete['row']}) "
+        f"{best_discrete['nll_gap_bits_mean']:.4f} bits/token.",
         "Bigram TV floor "
         + f"{floor['bigram_tv_mean']:.4f}; masked (caching sampler) at "
         + ", ".join(
-            f"{r['sample_steps']} steps {r['bigram_tv_mean']:.4f} ({r['evaluations_per_sample_mean']:.1f} evaluations/sample)"
+            f"{r['sample_steps']} steps {r['bigram_tv_mean']:.4f} ({r['evaluations_per_sample_mean']:.1f} "
+            "evaluations/sample)"
             for r in agg
             if r["row"] == "masked (continuous)"
         )
@@ -258,11 +261,15 @@ def _nll_table(first: dict, cfg: Config) -> Table:
         for name, r in first.items()
     ]
     notes = [
-        f"NLL bound on {cfg.num_nll} held-out sequences of L = {cfg.seq_len} tokens (K = {cfg.num_classes}), bits per token: "
-        f"discrete rows sum all T terms (T denoiser calls); continuous rows integrate the continuous ELBO with the stratified "
+        f"NLL bound on {cfg.num_nll} held-out sequences of L = {cfg.seq_len} tokens (K = {cfg.num_classes}), bits "
+        "per token: "
+        "discrete rows sum all T terms (T denoiser calls); continuous rows integrate the continuous ELBO with the "
+        "stratified "
         f"estimate at N = {cfg.num_points} times (N calls; docs/theory.md, 'Continuous time').",
-        f"Equal budgets: {cfg.train.steps} AdamW steps of {cfg.train.batch_size} sequences, lr {cfg.train.lr} with 5% warm-up and "
-        "cosine decay, the same TokenTransformer body. Losses: discrete rows the shipped hybrid (cross-entropy + 0.01 x the "
+        f"Equal budgets: {cfg.train.steps} AdamW steps of {cfg.train.batch_size} sequences, lr {cfg.train.lr} with "
+        "5% warm-up and "
+        "cosine decay, the same TokenTransformer body. Losses: discrete rows the shipped hybrid (cross-entropy + "
+        "0.01 x the "
         "T-scaled ELBO terms), continuous rows the continuous ELBO ('kl') with stratified t.",
     ]
     headers = [
@@ -283,10 +290,14 @@ def _sample_table(agg: list[dict], floor: dict, cfg: Config) -> Table:
         cells = {r["sample_steps"]: cell(r) for r in agg if r["row"] == name}
         rows.append([name, *[cells.get(s, "— (steps > T)") for s in cfg.steps]])
     notes = [
-        f"Each cell: bigram TV of {cfg.num_eval} samples against {cfg.num_eval} held-out sequences (over all states, so a mask "
-        "left in a sample counts as an error), and in parentheses the network evaluations per sample (SamplingStats). The "
-        "masked row samples with the caching sampler (a sequence is re-evaluated only when one of its tokens changed), so its "
-        f"evaluations per sample stay below L + 1 = {cfg.seq_len + 1} however many steps; every other row costs one evaluation per step.",
+        f"Each cell: bigram TV of {cfg.num_eval} samples against {cfg.num_eval} held-out sequences (over all states, "
+        "so a mask "
+        "left in a sample counts as an error), and in parentheses the network evaluations per sample "
+        "(SamplingStats). The "
+        "masked row samples with the caching sampler (a sequence is re-evaluated only when one of its tokens "
+        "changed), so its "
+        f"evaluations per sample stay below L + 1 = {cfg.seq_len + 1} however many steps; every other row costs one "
+        "evaluation per step.",
     ]
     return Table(
         "Continuous time: sample quality (bigram TV) and network evaluations per sample",

@@ -43,7 +43,8 @@ def main(kind: str, loss: str) -> str:
     nll = ctime._nll_bits(proc, net, dm.split("test")[: cfg.num_nll], cfg, 0)
     ref = dm.split("val")[: cfg.num_eval]
     lines = [
-        f"{kind} continuous, loss={loss}: train {result.seconds:.0f} s, bound {nll:.4f} bits/token, gap {nll - entropy:.4f}"
+        f"{kind} continuous, loss={loss}: train {result.seconds:.0f} s, bound {nll:.4f} bits/token, gap "
+        f"{nll - entropy:.4f}"
     ]
     for steps in (32, 128):
         x = diffkit.sample(

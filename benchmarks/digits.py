@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['set']} | {r['step']} | {r['frechet_distance']:.2f} | {r['fd_ratio']:.2f} | {r['predictive_entropy']:.3f} | "
+            f"| {r['set']} | {r['step']} | {r['frechet_distance']:.2f} | {r['fd_ratio']:.2f} | "
+            f"{r['predictive_entropy']:.3f} | "
             f"{r['class_entropy']:.3f} | {r['coverage']} | {r['sample_s']:.0f} |"
         )
     return rows

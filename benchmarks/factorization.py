@@ -230,11 +230,13 @@ def _report(settings: Settings, cfg: Config, rows: list[dict], joints: list[dict
         sel = [r for r in agg if r["study"] == "all steps" and r["noise"] == noise]
         first, last = sel[0], sel[-1]
         findings.append(
-            f"{noise}: joint TV {first['joint_tv_mean']:.4f} at T = {first['T']} -> {last['joint_tv_mean']:.2e} at T = {last['T']}; "
+            f"{noise}: joint TV {first['joint_tv_mean']:.4f} at T = {first['T']} -> {last['joint_tv_mean']:.2e} at T "
+            f"= {last['T']}; "
             f"largest per-token marginal TV over all T {max(r['marginal_tv_mean'] for r in sel):.2e}."
         )
     findings.append(
-        f"Data: total correlation {ref['total_correlation_bits_mean']:.3f} ± {ref['total_correlation_bits_std']:.3f} bits; "
+        f"Data: total correlation {ref['total_correlation_bits_mean']:.3f} ± {ref['total_correlation_bits_std']:.3f} "
+        "bits; "
         f"TV(q0, product of its marginals) {ref['tv_to_independent_mean']:.3f} ± {ref['tv_to_independent_std']:.3f}."
     )
     return Report(tables, plots, findings, asdict(cfg))
@@ -268,23 +270,33 @@ def _table(agg: list[dict], ref: dict, cfg: Config, study: str) -> Table:
             [f"{v} step{'s' * (v > 1)}" for v in values],
         )
     notes = [
-        f"L = {cfg.seq_len} tokens, K = {cfg.num_classes}; q0 ~ Dirichlet({cfg.concentration}) over the {cfg.num_classes**cfg.seq_len} sequences, "
-        f"a new q0 per seed: total correlation {fmt(ref['total_correlation_bits_mean'], ref['total_correlation_bits_std'])} bits, "
-        f"TV(q0, product of its marginals) = {fmt(ref['tv_to_independent_mean'], ref['tv_to_independent_std'])} (what one factorized jump from pure noise gives).",
-        "Oracle x0-denoiser (exact q(x0_i | x_t) by enumeration) and the exact joint propagation of the product-of-per-token "
-        "reverse kernels (process.posterior): no training and no sampling noise; the only error is the factorization of each jump.",
+        f"L = {cfg.seq_len} tokens, K = {cfg.num_classes}; q0 ~ Dirichlet({cfg.concentration}) over the "
+        f"{cfg.num_classes**cfg.seq_len} sequences, "
+        "a new q0 per seed: total correlation "
+        f"{fmt(ref['total_correlation_bits_mean'], ref['total_correlation_bits_std'])} bits, "
+        f"TV(q0, product of its marginals) = {fmt(ref['tv_to_independent_mean'], ref['tv_to_independent_std'])} "
+        "(what one factorized jump from pure noise gives).",
+        "Oracle x0-denoiser (exact q(x0_i | x_t) by enumeration) and the exact joint propagation of the "
+        "product-of-per-token "
+        "reverse kernels (process.posterior): no training and no sampling noise; the only error is the factorization "
+        "of each jump.",
     ]
     if study == "all steps":
         notes += [
-            f"Control (T <= {cfg.control_max_T}): the same oracle and process.posterior, but the mixture over x0 taken over whole "
-            "sequences (the exact joint kernel q(x_s | x_t)); it returns q0 up to the prior mismatch q(x_T) != p(x_T), so the "
+            f"Control (T <= {cfg.control_max_T}): the same oracle and process.posterior, but the mixture over x0 "
+            "taken over whole "
+            "sequences (the exact joint kernel q(x_s | x_t)); it returns q0 up to the prior mismatch q(x_T) != "
+            "p(x_T), so the "
             "machinery is exact and the factorized rows' error is the factorization alone.",
-            "Marginal TV: exact (prior mismatch only) for one jump from x_T; with several jumps the joint error of earlier jumps "
-            "feeds into later per-token kernels, so marginals drift too, always far less than the joint, and shrink with the step size.",
+            "Marginal TV: exact (prior mismatch only) for one jump from x_T; with several jumps the joint error of "
+            "earlier jumps "
+            "feeds into later per-token kernels, so marginals drift too, always far less than the joint, and shrink "
+            "with the step size.",
         ]
     else:
         notes.append(
-            f"k strided jumps at T = {cfg.stride_T} give the all-steps numbers of T = k to the digits shown: the cosine "
+            f"k strided jumps at T = {cfg.stride_T} give the all-steps numbers of T = k to the digits shown: the "
+            "cosine "
             "schedule is a function of t / T, so the jumps meet (almost) the same alpha_bar values."
         )
     return Table(title, ["noise", "metric", *header], rows, notes)
@@ -327,5 +339,6 @@ def _plot(settings: Settings, agg: list[dict], ref: dict, cfg: Config) -> tuple[
     save_figure(fig, settings.out / "bench_factorization.png")
     return (
         "bench_factorization.png",
-        "Exact factorized reverse chain with an oracle x0-denoiser: joint TV to the data falls with the step size; per-token marginals stay near exact (log-log, mean over seeds).",
+        "Exact factorized reverse chain with an oracle x0-denoiser: joint TV to the data falls with the step size; "
+        "per-token marginals stay near exact (log-log, mean over seeds).",
     )

@@ -252,15 +252,22 @@ def _nll_table(agg: list[dict], cfg: Config) -> Table:
             ]
         )
     notes = [
-        f"NLL bound: diffkit.nll_bound with all T = {cfg.num_steps} terms on {cfg.num_nll} held-out points, in bits per dimension. "
-        "It is an upper bound on the model's NLL; with the Gaussian decoder it bounds a density, so it compares with the "
+        f"NLL bound: diffkit.nll_bound with all T = {cfg.num_steps} terms on {cfg.num_nll} held-out points, in bits "
+        "per dimension. "
+        "It is an upper bound on the model's NLL; with the Gaussian decoder it bounds a density, so it compares with "
+        "the "
         "differential entropy H (bits/dim, can be negative), and the gap = bound - H >= 0 up to Monte Carlo error.",
-        "H: mixture and eight Gaussians by Monte Carlo with the exact mixture density; swiss roll by Monte Carlo with its "
+        "H: mixture and eight Gaussians by Monte Carlo with the exact mixture density; swiss roll by Monte Carlo "
+        "with its "
         "density integrated over the curve (benchmarks/references.py).",
-        "Training: same MLPDenoiser, same data, same batches-per-step and AdamW schedule for every row; wall time of the loop only. "
-        "Final loss is each parametrization's own simple loss (eps / x0 / v / posterior-mean MSE), so it is not comparable across rows; "
-        "'output 0' is the same loss for a network that always outputs 0. For standardized data the linear part of E[v | x_t] "
-        "is 0 (it is exactly 0 for unit-variance Gaussian data), so a v loss near its output-0 value means the network learned "
+        "Training: same MLPDenoiser, same data, same batches-per-step and AdamW schedule for every row; wall time of "
+        "the loop only. "
+        "Final loss is each parametrization's own simple loss (eps / x0 / v / posterior-mean MSE), so it is not "
+        "comparable across rows; "
+        "'output 0' is the same loss for a network that always outputs 0. For standardized data the linear part of "
+        "E[v | x_t] "
+        "is 0 (it is exactly 0 for unit-variance Gaussian data), so a v loss near its output-0 value means the "
+        "network learned "
         "little of the non-Gaussian remainder.",
     ]
     headers = [
@@ -291,13 +298,17 @@ def _nll_terms_table(agg: list[dict], cfg: Config) -> Table:
             ]
         )
     notes = [
-        "The NLL bound of the table above split by the time t of its denoiser call (diffkit.nll_bound(..., per_step=True)): "
-        "bits/dim summed over each range of t; t = 1 is the decoder term L_0, and the prior term L_T (about 0 here) is left out.",
-        f"rms x0 error at t = 1: the root-mean-square of x0_hat - x0 for x_1 ~ q(x_1 | x0) on the same held-out points; the noise "
+        "The NLL bound of the table above split by the time t of its denoiser call (diffkit.nll_bound(..., "
+        "per_step=True)): "
+        "bits/dim summed over each range of t; t = 1 is the decoder term L_0, and the prior term L_T (about 0 here) "
+        "is left out.",
+        "rms x0 error at t = 1: the root-mean-square of x0_hat - x0 for x_1 ~ q(x_1 | x0) on the same held-out "
+        "points; the noise "
         f"in x_1 is sqrt(1 - alpha_bar_1) = {noise_t1:.4f} per coordinate. previous-step has no x0 estimate (n/a).",
         "Why x0 can pay at small t: with the posterior variance, L_{t-1} = (SNR(t - 1) - SNR(t)) / 2 * |x0_hat - x0|^2 "
         "(Kingma et al. 2021), and the SNR drop is largest at small t. eps and v read x0_hat off x_t "
-        "(x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_bar_t)), so their x0 error shrinks with the noise; a "
+        "(x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_bar_t)), so their x0 error shrinks with the "
+        "noise; a "
         "network that outputs x0 itself has to reproduce x0 to that precision through its own layers.",
     ]
     headers = [
@@ -327,13 +338,18 @@ def _sample_table(agg: list[dict], floor_agg: dict, cfg: Config, metric: str) ->
                 rows.append([name, param, sampler, *[cells.get(s, "— (see note)") for s in steps]])
     label = METRICS[metric]
     notes = [
-        f"{cfg.num_eval} samples against {cfg.num_eval} held-out points; the floor is the same distance between {cfg.num_eval} fresh "
-        "true points and the held-out points. Values at the floor mean the samples are indistinguishable at this sample size.",
+        f"{cfg.num_eval} samples against {cfg.num_eval} held-out points; the floor is the same distance between "
+        f"{cfg.num_eval} fresh "
+        "true points and the held-out points. Values at the floor mean the samples are indistinguishable at this "
+        "sample size.",
         "ddim is DDIM with eta = 0 (deterministic); ancestral uses the posterior variance.",
-        "The median-heuristic bandwidth (about 1.5 on these standardized sets) mostly compares the first two moments, so a "
-        f"unit-variance Gaussian blob scores near its floor; the fixed bandwidth {FINE_BANDWIDTH} and the sliced Wasserstein "
+        "The median-heuristic bandwidth (about 1.5 on these standardized sets) mostly compares the first two "
+        "moments, so a "
+        f"unit-variance Gaussian blob scores near its floor; the fixed bandwidth {FINE_BANDWIDTH} and the sliced "
+        "Wasserstein "
         "distance resolve the clusters and the spiral.",
-        "previous-step predicts p(x_{t-1} | x_t) only (no x0 estimate): it cannot jump t -> s < t - 1 and has no DDIM step, "
+        "previous-step predicts p(x_{t-1} | x_t) only (no x0 estimate): it cannot jump t -> s < t - 1 and has no "
+        "DDIM step, "
         "so it appears with all T steps, ancestral, only.",
     ]
     headers = [

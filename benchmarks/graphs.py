@@ -108,9 +108,29 @@ def transition_rows(cfg: Config, seeds: int) -> list[dict]:
             metric = GraphMetrics.from_datamodule(dm, "test")
             metric.update(to_networkx(graphs))
             values = {k: float(v) for k, v in metric.compute().items()}
-            rows.append({"transition": transition, "seed": seed, "steps": cfg.budget.steps, "train_seconds": seconds, "final_loss": final_loss,
-                         "nll_bits": float(bound.bits_per_element.mean()),
-                         **{k.replace("/", "_"): values[k] for k in ("ratio/degree", "ratio/clustering", "ratio/orbit", "ratio/spectre", "ratio/mean", "unique", "novel", "vun")}})  # fmt: skip
+            rows.append(
+                {
+                    "transition": transition,
+                    "seed": seed,
+                    "steps": cfg.budget.steps,
+                    "train_seconds": seconds,
+                    "final_loss": final_loss,
+                    "nll_bits": float(bound.bits_per_element.mean()),
+                    **{
+                        k.replace("/", "_"): values[k]
+                        for k in (
+                            "ratio/degree",
+                            "ratio/clustering",
+                            "ratio/orbit",
+                            "ratio/spectre",
+                            "ratio/mean",
+                            "unique",
+                            "novel",
+                            "vun",
+                        )
+                    },
+                }
+            )
             print(
                 f"  graphs: {transition} seed {seed}: ratio/mean {values['ratio/mean']:.2f}, {seconds:.0f} s",
                 flush=True,
@@ -166,8 +186,20 @@ def speed_rows(cfg: Config) -> list[dict]:
             times = interleaved(cases[kind], cfg.speed_rounds, cfg.warmup)
             for name in ("diffkit", "bare (again)"):
                 r = ratio(times[name], times["bare"])
-                rows.append({"nodes": n, "batch": batch, "kind": kind, "candidate": name, "rounds": cfg.speed_rounds,
-                             "candidate_ms": 1e3 * r.median_a, "bare_ms": 1e3 * r.median_b, "ratio": r.value, "ci_low": r.low, "ci_high": r.high})  # fmt: skip
+                rows.append(
+                    {
+                        "nodes": n,
+                        "batch": batch,
+                        "kind": kind,
+                        "candidate": name,
+                        "rounds": cfg.speed_rounds,
+                        "candidate_ms": 1e3 * r.median_a,
+                        "bare_ms": 1e3 * r.median_b,
+                        "ratio": r.value,
+                        "ci_low": r.low,
+                        "ci_high": r.high,
+                    }
+                )
         print(f"  graphs: step cost n = {n} done", flush=True)
     return rows
 
@@ -227,9 +259,12 @@ def run(settings: Settings) -> Report:
             for r in table
         ],
         [
-            f"T = {cfg.num_steps}, GraphTransformer(hidden {cfg.hidden}, edge {cfg.edge_hidden}, depth {cfg.depth}, cycle features), "
-            f"{cfg.budget.steps} AdamW steps of {cfg.budget.batch_size} graphs, lr {cfg.budget.lr} (warm-up + cosine), E loss weight 5.",
-            "Ratios: MMD² to the 20 test graphs divided by the train-vs-test MMD² (1.0 = as close as the training graphs); "
+            f"T = {cfg.num_steps}, GraphTransformer(hidden {cfg.hidden}, edge {cfg.edge_hidden}, depth {cfg.depth}, "
+            "cycle features), "
+            f"{cfg.budget.steps} AdamW steps of {cfg.budget.batch_size} graphs, lr {cfg.budget.lr} (warm-up + "
+            "cosine), E loss weight 5.",
+            "Ratios: MMD² to the 20 test graphs divided by the train-vs-test MMD² (1.0 = as close as the training "
+            "graphs); "
             "20 samples per seed, all T steps. Community-small has no validity rule, so V.U.N. = unique and novel.",
             "NLL: the full bound (all T terms) on the test graphs, per node and edge variable (bits).",
         ],
@@ -251,10 +286,14 @@ def run(settings: Settings) -> Report:
             for r in speed
         ],
         [
-            "Same network, medians over interleaved rounds; 'bare (again)' is a second copy of the baseline (the A/A noise floor).",
-            "diffkit's training step is DiffusionModule's (without Lightning's loop and logging): batch checks, the timestep and noise "
-            "draws (X, and E's upper triangle mirrored) and the masked loss; the bare step reuses one precomputed x_t and takes masked "
-            "cross-entropies. Sampling: an iteration of diffkit.sample's loop (network, then the ProductProcess step) vs the network alone.",
+            "Same network, medians over interleaved rounds; 'bare (again)' is a second copy of the baseline (the A/A "
+            "noise floor).",
+            "diffkit's training step is DiffusionModule's (without Lightning's loop and logging): batch checks, the "
+            "timestep and noise "
+            "draws (X, and E's upper triangle mirrored) and the masked loss; the bare step reuses one precomputed "
+            "x_t and takes masked "
+            "cross-entropies. Sampling: an iteration of diffkit.sample's loop (network, then the ProductProcess "
+            "step) vs the network alone.",
         ],
     )
     fig, axes = new_figure()
@@ -275,12 +314,16 @@ def run(settings: Settings) -> Report:
     findings = []
     if set(TRANSITIONS) <= set(by):
         m, u = by["marginal"], by["uniform"]
-        findings.append(f"community-small, {cfg.budget.steps} steps: mean MMD ratio marginal {m['ratio_mean_mean']:.2f} vs uniform {u['ratio_mean_mean']:.2f}; "
-                        f"NLL bound {m['nll_bits_mean']:.3f} vs {u['nll_bits_mean']:.3f} bits per variable.")  # fmt: skip
+        findings.append(
+            f"community-small, {cfg.budget.steps} steps: mean MMD ratio marginal "
+            f"{m['ratio_mean_mean']:.2f} vs uniform {u['ratio_mean_mean']:.2f}; "
+            f"NLL bound {m['nll_bits_mean']:.3f} vs {u['nll_bits_mean']:.3f} bits per variable."
+        )
     for r in speed:
         if r["candidate"] == "diffkit":
             findings.append(
-                f"{r['kind']} step, n = {r['nodes']} (batch {r['batch']}): diffkit / bare = {r['ratio']:.3f} ({r['ci_low']:.3f}-{r['ci_high']:.3f})."
+                f"{r['kind']} step, n = {r['nodes']} (batch {r['batch']}): diffkit / bare = {r['ratio']:.3f} "
+                f"({r['ci_low']:.3f}-{r['ci_high']:.3f})."
             )
     return Report(
         tables=[t1, t2],

@@ -108,8 +108,17 @@ def gaussian_rows(cfg: Config, seed: int) -> tuple[list[dict], Tensor, dict[floa
         xs = diffkit.sample(process, net, (n, 2), "v", cond=cond, guidance_scale=w, generator=gen)
         per_w[w] = xs
         offset, spread = _mode_offset_and_spread(xs, centers[cond], cond)
-        rows.append({"kind": "gaussian", "w": w, "seed": seed, "accuracy": float((_nearest_mode(xs) == cond).float().mean()),
-                     "diversity": spread, "offset": offset, "train_seconds": result.seconds})  # fmt: skip
+        rows.append(
+            {
+                "kind": "gaussian",
+                "w": w,
+                "seed": seed,
+                "accuracy": float((_nearest_mode(xs) == cond).float().mean()),
+                "diversity": spread,
+                "offset": offset,
+                "train_seconds": result.seconds,
+            }
+        )
     uncond = diffkit.sample(process, net, (n, 2), "v", generator=generator(seed, STREAM_SAMPLE))
     return rows, uncond, per_w
 
@@ -158,8 +167,16 @@ def token_rows(cfg: Config, seed: int) -> tuple[list[dict], float]:
         )
         ll = chain_log_likelihoods(chains, xs)
         gap = (-ll[torch.arange(n), cond] - entropy[cond]).mean() / cfg.seq_len / LOG2
-        rows.append({"kind": "categorical", "w": w, "seed": seed, "accuracy": float((ll.argmax(1) == cond).float().mean()),
-                     "diversity": float(gap), "train_seconds": result.seconds})  # fmt: skip
+        rows.append(
+            {
+                "kind": "categorical",
+                "w": w,
+                "seed": seed,
+                "accuracy": float((ll.argmax(1) == cond).float().mean()),
+                "diversity": float(gap),
+                "train_seconds": result.seconds,
+            }
+        )
     return rows, ceiling
 
 
@@ -208,8 +225,16 @@ def run(settings: Settings) -> Report:
     table_rows = []
     for w in SCALES:
         g, c = by[("gaussian", w)], by[("categorical", w)]
-        table_rows.append([f"{w:g}", fmt(g["accuracy_mean"], g["accuracy_std"], 4), fmt(g["offset_mean"], g["offset_std"]), fmt(g["diversity_mean"], g["diversity_std"]),
-                           fmt(c["accuracy_mean"], c["accuracy_std"], 4), fmt(c["diversity_mean"], c["diversity_std"])])  # fmt: skip
+        table_rows.append(
+            [
+                f"{w:g}",
+                fmt(g["accuracy_mean"], g["accuracy_std"], 4),
+                fmt(g["offset_mean"], g["offset_std"]),
+                fmt(g["diversity_mean"], g["diversity_std"]),
+                fmt(c["accuracy_mean"], c["accuracy_std"], 4),
+                fmt(c["diversity_mean"], c["diversity_std"]),
+            ]
+        )
     cover = torch.stack(coverage)
     modes = int((cover.min(0).values > 0.05).sum())
     table = Table(
@@ -224,24 +249,34 @@ def run(settings: Settings) -> Report:
         ],
         table_rows,
         notes=[
-            f"Unconditional samples (cond=None) per mode: min {float(cover.min()):.3f}, max {float(cover.max()):.3f} (1/8 = 0.125); "
-            f"{modes} of 8 modes hold > 5% in every seed; {sum(in_mode) / len(in_mode):.3f} of them lie within 3 mode stds of a center "
+            f"Unconditional samples (cond=None) per mode: min {float(cover.min()):.3f}, max {float(cover.max()):.3f} "
+            "(1/8 = 0.125); "
+            f"{modes} of 8 modes hold > 5% in every seed; {sum(in_mode) / len(in_mode):.3f} of them lie within 3 "
+            "mode stds of a center "
             "(exact samples: 0.989).",
-            "Gaussian offset: RMS over modes of |mean of the samples - requested center|; spread: RMS of their std around that mean; "
+            "Gaussian offset: RMS over modes of |mean of the samples - requested center|; spread: RMS of their std "
+            "around that mean; "
             "both in units of one mode's std.",
-            f"Categorical ceiling: the exact likelihood classifier labels real sequences with accuracy {sum(ceilings) / len(ceilings):.4f}.",
-            f"Gaussian: MLPDenoiser(num_classes=8), v, T = {cfg.gauss_steps}, {cfg.gauss_train.steps} steps of {cfg.gauss_train.batch_size}; "
-            f"{cfg.gauss_samples} samples per w, all T reverse steps. Categorical: TokenTransformer(d_model={cfg.d_model}, depth={cfg.depth}, "
-            f"num_classes={NUM_CHAINS}), absorbing, x0, T = {cfg.token_steps}, {cfg.token_train.steps} steps of {cfg.token_train.batch_size}; "
-            f"{cfg.token_samples} samples per w. cond_drop_prob = {cfg.cond_drop_prob}; mean ± std over {settings.seeds} seed(s).",
+            "Categorical ceiling: the exact likelihood classifier labels real sequences with accuracy "
+            f"{sum(ceilings) / len(ceilings):.4f}.",
+            f"Gaussian: MLPDenoiser(num_classes=8), v, T = {cfg.gauss_steps}, {cfg.gauss_train.steps} steps of "
+            f"{cfg.gauss_train.batch_size}; "
+            f"{cfg.gauss_samples} samples per w, all T reverse steps. Categorical: "
+            f"TokenTransformer(d_model={cfg.d_model}, depth={cfg.depth}, "
+            f"num_classes={NUM_CHAINS}), absorbing, x0, T = {cfg.token_steps}, {cfg.token_train.steps} steps of "
+            f"{cfg.token_train.batch_size}; "
+            f"{cfg.token_samples} samples per w. cond_drop_prob = {cfg.cond_drop_prob}; mean ± std over "
+            f"{settings.seeds} seed(s).",
         ],
     )
     g0, g2 = by[("gaussian", 0.0)], by[("gaussian", 2.0)]
     findings = [
         f"Eight Gaussians mode accuracy {g0['accuracy_mean']:.4f} at w = 0 and {g2['accuracy_mean']:.4f} at w = 2; "
-        f"unconditional samples cover {modes} of 8 modes, {sum(in_mode) / len(in_mode):.3f} of them within 3 mode stds of a center.",
+        f"unconditional samples cover {modes} of 8 modes, {sum(in_mode) / len(in_mode):.3f} of them within 3 mode "
+        "stds of a center.",
         f"Markov chains: chain accuracy {by[('categorical', 0.0)]['accuracy_mean']:.4f} at w = 0 -> "
         f"{by[('categorical', 4.0)]['accuracy_mean']:.4f} at w = 4 (real data: {sum(ceilings) / len(ceilings):.4f}).",
     ]
-    return Report([table], [(plot, "Guided eight-Gaussians samples (color: requested mode), the null model, and accuracy vs w")], findings,
+    return Report([table], [(plot, "Guided eight-Gaussians samples (color: requested mode), the null model, and "
+        "accuracy vs w")], findings,
                   {"scales": list(SCALES), **asdict(cfg)})  # fmt: skip

@@ -113,8 +113,10 @@ def mixture_nll(quick: bool, seed: int = 0) -> Table:
         ["reverse variance", "training loss", "NLL bound", "gap to entropy", "train s"],
         rows,
         notes=[
-            f"true entropy {entropy:.3f} nats/dim; T = {T}, {steps} steps of batch 256, v target, MLPDenoiser(2, T) default width; "
-            f"bound on {n} held-out points; posterior and forward share one network (the variance does not enter the simple loss)"
+            f"true entropy {entropy:.3f} nats/dim; T = {T}, {steps} steps of batch 256, v target, MLPDenoiser(2, T) "
+            "default width; "
+            f"bound on {n} held-out points; posterior and forward share one network (the variance does not enter the "
+            "simple loss)"
         ],
     )
 
@@ -161,13 +163,15 @@ def run(settings: Settings) -> Report:
         cells = [sampler]
         for c in sorted({r["calls"] for r in rows if r["calls"]}):
             cells.append(
-                f"{mean(sampler, c, 'ratio'):.3f} (P {mean(sampler, c, 'precision'):.2f} / R {mean(sampler, c, 'recall'):.2f})"
+                f"{mean(sampler, c, 'ratio'):.3f} (P {mean(sampler, c, 'precision'):.2f} / R "
+                f"{mean(sampler, c, 'recall'):.2f})"
             )
         table_rows.append(cells)
     table_rows.append(
         [
             "data (floor)",
-            f"{mean('data (floor)', 0, 'ratio'):.3f} (P {mean('data (floor)', 0, 'precision'):.2f} / R {mean('data (floor)', 0, 'recall'):.2f})",
+            f"{mean('data (floor)', 0, 'ratio'):.3f} (P {mean('data (floor)', 0, 'precision'):.2f} / R "
+            f"{mean('data (floor)', 0, 'recall'):.2f})",
         ]
     )
     walls = ", ".join(f"{w:.0f} s (load {ld})" for w, ld in fits)
@@ -177,7 +181,8 @@ def run(settings: Settings) -> Report:
         table_rows,
         notes=[
             f"shipped config {CONFIG.name}, {settings.seeds} seed(s), {n} samples; fit wall time {walls}",
-            "distance ratio = mean distance of samples to the generating spiral / that of real data (1 = as sharp as the data)",
+            "distance ratio = mean distance of samples to the generating spiral / that of real data (1 = as sharp as "
+            "the data)",
         ],
     )
     findings = []
@@ -185,7 +190,8 @@ def run(settings: Settings) -> Report:
         calls = T if calls is None else calls
         value = mean(sampler, calls, "ratio")
         findings.append(
-            f"{sampler} {calls} calls: distance ratio {value:.3f} (target <= {target}: {'met' if value <= target else 'missed'})"
+            f"{sampler} {calls} calls: distance ratio {value:.3f} (target <= {target}: "
+            f"{'met' if value <= target else 'missed'})"
         )
     fig, axes = new_figure(ncols=len(pictures), width=3.2, height=3.2)
     for ax, (title, x) in zip(axes.flat, sorted(pictures.items(), key=lambda kv: kv[0] != "data"), strict=True):

@@ -500,7 +500,8 @@ def run(settings: Settings) -> Report:
     memory = _memory_rows(cfg)
     for t in targets:
         print(
-            f"  target {t['model']} {t['kind']} {t['size']} {t['noise']}: ratio {t['ratio']:.3f} [{t['ci_low']:.3f}, {t['ci_high']:.3f}] "
+            f"  target {t['model']} {t['kind']} {t['size']} {t['noise']}: ratio {t['ratio']:.3f} [{t['ci_low']:.3f}, "
+            f"{t['ci_high']:.3f}] "
             f"(A/A {t['aa_ratio']:.3f}), target {t['target']}: {'met' if t['met'] else 'MISSED'}",
             flush=True,
         )
@@ -590,7 +591,8 @@ def _report(settings: Settings, cfg: Config, rows, targets, parts, memory, profi
         tables.append(_profile_table(profiles))
     plots = [_plot_ratios(settings, targets), _plot_memory(settings, memory)]
     findings = [
-        f"{_case(t)}: {t['ratio']:.3f}x [{t['ci_low']:.3f}, {t['ci_high']:.3f}] vs target {t['target']}: {'met' if t['met'] else 'MISSED'}"
+        f"{_case(t)}: {t['ratio']:.3f}x [{t['ci_low']:.3f}, {t['ci_high']:.3f}] vs target {t['target']}: "
+        f"{'met' if t['met'] else 'MISSED'}"
         for t in targets
     ]
     findings += [
@@ -624,15 +626,22 @@ def _targets_table(targets: list[dict], cfg: Config) -> Table:
         for t in targets
     ]
     notes = [
-        "diffkit training step: DiffusionModule's training step without Lightning's loop and logging (batch checks, the re-seeded "
-        "generator, sample_timesteps, q_sample, denoiser, loss, the non-finite-loss check) + backward + AdamW step; bare: "
-        "the denoiser's forward + MSE (MLP) or cross-entropy (tokens) to a precomputed target on identical precomputed inputs + backward + AdamW step.",
-        "diffkit sampling step: one iteration of diffkit.sample's loop (the denoiser and the process's step, ancestral); bare: the "
-        "denoiser's forward alone; both under no_grad. The public, checked calls are the 'process API' / 'process.step' rows below.",
-        "Medians over interleaved rounds (rotated order, warm-up, gc off) with a 95% paired-bootstrap interval; A/A is a second copy "
+        "diffkit training step: DiffusionModule's training step without Lightning's loop and logging (batch checks, "
+        "the re-seeded "
+        "generator, sample_timesteps, q_sample, denoiser, loss, the non-finite-loss check) + backward + AdamW step; "
+        "bare: "
+        "the denoiser's forward + MSE (MLP) or cross-entropy (tokens) to a precomputed target on identical "
+        "precomputed inputs + backward + AdamW step.",
+        "diffkit sampling step: one iteration of diffkit.sample's loop (the denoiser and the process's step, "
+        "ancestral); bare: the "
+        "denoiser's forward alone; both under no_grad. The public, checked calls are the 'process API' / "
+        "'process.step' rows below.",
+        "Medians over interleaved rounds (rotated order, warm-up, gc off) with a 95% paired-bootstrap interval; A/A "
+        "is a second copy "
         "of the bare step timed in the same rounds, the noise floor of the machine. 'Within noise of 1.0' allows "
         f"max({NOISE_TOLERANCE:.0%}, |A/A - 1|, half the interval) above 1.",
-        f"One torch thread (the runner's --threads), T = {cfg.num_steps}; transformer: batch {cfg.cat_batch}, L = {cfg.seq_len}, "
+        f"One torch thread (the runner's --threads), T = {cfg.num_steps}; transformer: batch {cfg.cat_batch}, L = "
+        f"{cfg.seq_len}, "
         f"d_model {cfg.d_model}, depth {cfg.depth}.",
     ]
     return Table(
@@ -656,11 +665,16 @@ def _diffusers_table(comparison: list[dict], diffusers_found: bool) -> Table:
     ]
     if diffusers_found:
         notes = [
-            "Ratios to the same bare step (the MLP's forward for sampling; forward + MSE + backward + AdamW for training), timed in the "
-            "same interleaved rounds. Sampling: DDPMScheduler.step (fixed_small variance = diffkit's posterior variance) and "
-            "DDIMScheduler.step (eta = 0) with squaredcos_cap_v2 = diffkit's cosine schedule, T steps, on the same jump as "
-            "diffkit's step (diffusers' timestep k is diffkit's t = k + 1); training: t, noise, DDPMScheduler.add_noise, MSE to "
-            f"the noise. Issue reference: the diffusers ratios measured by the issue author at batch {DIFFUSERS_REFERENCE_BATCH}."
+            "Ratios to the same bare step (the MLP's forward for sampling; forward + MSE + backward + AdamW for "
+            "training), timed in the "
+            "same interleaved rounds. Sampling: DDPMScheduler.step (fixed_small variance = diffkit's posterior "
+            "variance) and "
+            "DDIMScheduler.step (eta = 0) with squaredcos_cap_v2 = diffkit's cosine schedule, T steps, on the same "
+            "jump as "
+            "diffkit's step (diffusers' timestep k is diffkit's t = k + 1); training: t, noise, "
+            "DDPMScheduler.add_noise, MSE to "
+            "the noise. Issue reference: the diffusers ratios measured by the issue author at batch "
+            f"{DIFFUSERS_REFERENCE_BATCH}."
         ]
     else:
         notes = [
@@ -687,17 +701,20 @@ def _candidates_table(rows: list[dict], diffusers_found: bool) -> Table:
         for r in rows
     ]
     notes = [
-        "diffkit DDIM: the sampling loop's iteration with eta = 0. diffkit process API / process.step: the same step written "
+        "diffkit DDIM: the sampling loop's iteration with eta = 0. diffkit process API / process.step: the same step "
+        "written "
         "with the public, argument-checking calls (t validated, x0 checked for NaN / range at every call)."
     ]
     if diffusers_found:
         notes.append(
-            "diffusers rows: DDPMScheduler.step / DDIMScheduler.step (squaredcos_cap_v2, epsilon) driving the same MLP; "
+            "diffusers rows: DDPMScheduler.step / DDIMScheduler.step (squaredcos_cap_v2, epsilon) driving the same "
+            "MLP; "
             "training: DDPMScheduler.add_noise + MSE."
         )
     else:
         notes.append(
-            "diffusers is not importable here, so its DDPMScheduler / DDIMScheduler rows are skipped (optional 'bench' extra)."
+            "diffusers is not importable here, so its DDPMScheduler / DDIMScheduler rows are skipped (optional "
+            "'bench' extra)."
         )
     return Table(
         "Speed: every candidate against the bare step",
@@ -710,9 +727,12 @@ def _candidates_table(rows: list[dict], diffusers_found: bool) -> Table:
 def _parts_table(parts: list[dict]) -> Table:
     body = [[p["case"], p["component"].replace("  ", "↳ "), f"{p['median_us']:.1f}"] for p in parts]
     notes = [
-        "Each diffkit piece timed on its own (median µs per call, all pieces of a case interleaved in the same rounds) on the same "
-        "tensors as the steps above; ↳ rows are parts of the row above them. The two loss rows time a loss's forward and "
-        "backward on a leaf tensor standing in for the network output, so their difference is what process.loss adds to a step."
+        "Each diffkit piece timed on its own (median µs per call, all pieces of a case interleaved in the same "
+        "rounds) on the same "
+        "tensors as the steps above; ↳ rows are parts of the row above them. The two loss rows time a loss's forward "
+        "and "
+        "backward on a leaf tensor standing in for the network output, so their difference is what process.loss adds "
+        "to a step."
     ]
     return Table(
         "Speed: where diffkit's time goes (component medians)", ["case", "component", "median (µs)"], body, notes
@@ -734,8 +754,10 @@ def _memory_table(memory: list[dict]) -> Table:
         for m in memory
     ]
     notes = [
-        "Peak CPU allocation above the inputs while the call runs (torch.profiler memory events), float32. Bytes per B·L·K element "
-        "not growing with K means the posterior and the step grow as B·L·K (plus O(B·L) per-element scalars); the last column is what a single float32 B·L·K·K tensor would need."
+        "Peak CPU allocation above the inputs while the call runs (torch.profiler memory events), float32. Bytes per "
+        "B·L·K element "
+        "not growing with K means the posterior and the step grow as B·L·K (plus O(B·L) per-element scalars); the "
+        "last column is what a single float32 B·L·K·K tensor would need."
     ]
     headers = [
         "noise",
@@ -763,7 +785,8 @@ def _profile_table(profiles: list[dict]) -> Table:
         for p in profiles
     ]
     notes = [
-        "cProfile of the diffkit step for every missed target (diffkit's own functions, by own time; cProfile inflates Python-heavy "
+        "cProfile of the diffkit step for every missed target (diffkit's own functions, by own time; cProfile "
+        "inflates Python-heavy "
         "code, so use the shares to rank, the component table for absolute costs). Full pstats in profile_<case>.txt."
     ]
     return Table(
@@ -816,5 +839,6 @@ def _plot_memory(settings: Settings, memory: list[dict]) -> tuple[str, str]:
     save_figure(fig, settings.out / "bench_speed_memory.png")
     return (
         "bench_speed_memory.png",
-        "Peak allocation of one categorical sampling step (no network) against K: parallel to B·L·K, far below B·L·K·K.",
+        "Peak allocation of one categorical sampling step (no network) against K: parallel to B·L·K, far below "
+        "B·L·K·K.",
     )
