@@ -29,13 +29,26 @@ DEFAULT_OUT = Path("runs/benchmarks")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description="Run diffkit's benchmark suites.")
-    parser.add_argument("suite", choices=[*SUITES, "all", "docs"], help="which suite to run ('all' runs every suite in turn; 'docs' runs none and rebuilds the docs page)")
+    parser.add_argument(
+        "suite",
+        choices=[*SUITES, "all", "docs"],
+        help="which suite to run ('all' runs every suite in turn; 'docs' runs none and rebuilds the docs page)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test that finishes in seconds")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 3, or 1 with --quick)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1, stable timings on a shared machine)")
-    parser.add_argument("--write-docs", action="store_true", help="rebuild docs/benchmarks.md from every suite under --out")
-    parser.add_argument("--docs-dir", type=Path, default=Path(__file__).resolve().parents[1] / "docs", help="where --write-docs writes (default: the repository's docs/)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default: 1, stable timings on a shared machine)"
+    )
+    parser.add_argument(
+        "--write-docs", action="store_true", help="rebuild docs/benchmarks.md from every suite under --out"
+    )
+    parser.add_argument(
+        "--docs-dir",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "docs",
+        help="where --write-docs writes (default: the repository's docs/)",
+    )
     return parser
 
 

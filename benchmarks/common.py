@@ -112,8 +112,12 @@ def code_version() -> str:
 
     root = Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "diffkit"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "diffkit"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return commit + (" + local changes in diffkit/" if dirty else "")
@@ -166,7 +170,7 @@ def aggregate(rows: Iterable[dict[str, Any]], keys: Sequence[str], metrics: Sequ
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
     out = []
     for key, members in groups.items():
-        agg = dict(zip(keys, key))
+        agg = dict(zip(keys, key, strict=True))
         agg["seeds"] = len(members)
         for metric in metrics:
             agg[f"{metric}_mean"], agg[f"{metric}_std"] = mean_std([float(m[metric]) for m in members])

@@ -25,7 +25,19 @@ from dataclasses import asdict, dataclass
 import torch
 
 import diffkit
-from benchmarks.common import LOG2, Report, Settings, Table, aggregate, fmt, generator, new_figure, save_figure, seeded_init, write_csv
+from benchmarks.common import (
+    LOG2,
+    Report,
+    Settings,
+    Table,
+    aggregate,
+    fmt,
+    generator,
+    new_figure,
+    save_figure,
+    seeded_init,
+    write_csv,
+)
 from benchmarks.training import STREAM_INIT, STREAM_NLL, STREAM_SAMPLE, Budget, train
 from diffkit import CategoricalProcess
 from diffkit.data import MarkovTokensDataModule
@@ -58,11 +70,35 @@ class Config:
         return (*[f"absorbing T={T}" for T in self.discrete_T], *CONTINUOUS_ROWS)
 
 
-QUICK = Config(num_classes=4, seq_len=6, d_model=16, depth=1, heads=2, train=Budget(steps=20, batch_size=32, lr=1e-3),
-               num_train=500, num_eval=64, num_nll=32, num_points=8, steps=(4, 16), discrete_T=(10, 20))
+QUICK = Config(
+    num_classes=4,
+    seq_len=6,
+    d_model=16,
+    depth=1,
+    heads=2,
+    train=Budget(steps=20, batch_size=32, lr=1e-3),
+    num_train=500,
+    num_eval=64,
+    num_nll=32,
+    num_points=8,
+    steps=(4, 16),
+    discrete_T=(10, 20),
+)
 # The shipped configs' model and budget (examples/configs/markov_masked.yaml): 1500 AdamW steps of 128 sequences.
-FULL = Config(num_classes=8, seq_len=32, d_model=64, depth=2, heads=4, train=Budget(steps=1500, batch_size=128, lr=1e-3),
-              num_train=10000, num_eval=300, num_nll=300, num_points=128, steps=STEPS, discrete_T=(100, 1000))
+FULL = Config(
+    num_classes=8,
+    seq_len=32,
+    d_model=64,
+    depth=2,
+    heads=4,
+    train=Budget(steps=1500, batch_size=128, lr=1e-3),
+    num_train=10000,
+    num_eval=300,
+    num_nll=300,
+    num_points=128,
+    steps=STEPS,
+    discrete_T=(100, 1000),
+)
 
 
 def _model(row: str, cfg: Config, seed: int) -> tuple[diffkit.ForwardProcess, TokenTransformer, str, float]:
@@ -72,9 +108,19 @@ def _model(row: str, cfg: Config, seed: int) -> tuple[diffkit.ForwardProcess, To
     with seeded_init(seed, STREAM_INIT):
         if row.startswith("absorbing"):
             T = int(row.split("=")[1])
-            return CategoricalProcess(K, T, "absorbing", "cosine"), TokenTransformer(K + 1, K, num_steps=T, **body), "hybrid", 0.01
+            return (
+                CategoricalProcess(K, T, "absorbing", "cosine"),
+                TokenTransformer(K + 1, K, num_steps=T, **body),
+                "hybrid",
+                0.01,
+            )
         if row.startswith("masked"):
-            return MaskedProcess(K, "loglinear"), TokenTransformer(K + 1, K, num_steps=None, time_conditioning=False, **body), "kl", 0.0
+            return (
+                MaskedProcess(K, "loglinear"),
+                TokenTransformer(K + 1, K, num_steps=None, time_conditioning=False, **body),
+                "kl",
+                0.0,
+            )
         return UniformProcess(K, "loglinear"), TokenTransformer(K, K, num_steps=None, **body), "kl", 0.0
 
 
@@ -99,8 +145,15 @@ def _run_one(row: str, dm, seed: int, cfg: Config, entropy_bits: float) -> list[
     start = time.perf_counter()
     nll = _nll_bits(process, net, dm.split("test")[: cfg.num_nll], cfg, seed)
     nll_seconds = time.perf_counter() - start
-    base = dict(row=row, seed=seed, train_seconds=result.seconds, nll_seconds=nll_seconds, nll_bits_per_token=nll,
-                entropy_bits_per_token=entropy_bits, nll_gap_bits=nll - entropy_bits)
+    base = dict(
+        row=row,
+        seed=seed,
+        train_seconds=result.seconds,
+        nll_seconds=nll_seconds,
+        nll_bits_per_token=nll,
+        entropy_bits_per_token=entropy_bits,
+        nll_gap_bits=nll - entropy_bits,
+    )
     reference = dm.split("val")[: cfg.num_eval]
     rows = []
     for steps in cfg.steps:
@@ -108,16 +161,33 @@ def _run_one(row: str, dm, seed: int, cfg: Config, entropy_bits: float) -> list[
             continue
         stats = SamplingStats()
         start = time.perf_counter()
-        x = diffkit.sample(process, net, (cfg.num_eval, cfg.seq_len), "x0", num_steps=steps, generator=generator(seed, STREAM_SAMPLE), stats=stats)
-        rows.append({**base, "sample_steps": steps, "bigram_tv": _bigram_tv(x, reference, process.num_states),
-                     "evaluations_per_sample": stats.evaluations_per_sample, "network_calls": stats.network_calls,
-                     "sample_seconds": time.perf_counter() - start})
+        x = diffkit.sample(
+            process,
+            net,
+            (cfg.num_eval, cfg.seq_len),
+            "x0",
+            num_steps=steps,
+            generator=generator(seed, STREAM_SAMPLE),
+            stats=stats,
+        )
+        rows.append(
+            {
+                **base,
+                "sample_steps": steps,
+                "bigram_tv": _bigram_tv(x, reference, process.num_states),
+                "evaluations_per_sample": stats.evaluations_per_sample,
+                "network_calls": stats.network_calls,
+                "sample_seconds": time.perf_counter() - start,
+            }
+        )
     return rows
 
 
 def run(settings: Settings) -> Report:
     cfg = QUICK if settings.quick else FULL
-    dm = MarkovTokensDataModule(cfg.num_classes, cfg.seq_len, num_train=cfg.num_train, num_val=max(cfg.num_eval, cfg.num_nll), seed=0)
+    dm = MarkovTokensDataModule(
+        cfg.num_classes, cfg.seq_len, num_train=cfg.num_train, num_val=max(cfg.num_eval, cfg.num_nll), seed=0
+    )
     dm.setup()
     entropy_bits = dm.true_entropy_nats_per_token() / LOG2
     rows, floors = [], []
@@ -127,7 +197,11 @@ def run(settings: Settings) -> Report:
         for row in cfg.rows:
             rows += _run_one(row, dm, seed, cfg, entropy_bits)
             write_csv(settings.out / "results_raw.csv", rows)  # so far: a long run can be read while it goes
-            print(f"  ctime: {row} seed {seed}: {rows[-1]['train_seconds']:.1f}s training, gap {rows[-1]['nll_gap_bits']:.4f} bits", flush=True)
+            print(
+                f"  ctime: {row} seed {seed}: {rows[-1]['train_seconds']:.1f}s training, gap "
+                f"{rows[-1]['nll_gap_bits']:.4f} bits",
+                flush=True,
+            )
     return _report(settings, cfg, rows, floors)
 
 
@@ -135,8 +209,16 @@ def run(settings: Settings) -> Report:
 def _report(settings: Settings, cfg: Config, rows: list[dict], floors: list[dict]) -> Report:
     write_csv(settings.out / "results_raw.csv", rows)
     write_csv(settings.out / "floors_raw.csv", floors)
-    metrics = ["bigram_tv", "evaluations_per_sample", "nll_bits_per_token", "entropy_bits_per_token", "nll_gap_bits", "train_seconds",
-               "nll_seconds", "sample_seconds"]
+    metrics = [
+        "bigram_tv",
+        "evaluations_per_sample",
+        "nll_bits_per_token",
+        "entropy_bits_per_token",
+        "nll_gap_bits",
+        "train_seconds",
+        "nll_seconds",
+        "sample_seconds",
+    ]
     agg = aggregate(rows, ["row", "sample_steps"], metrics)
     floor = aggregate([dict(f, kind="floor") for f in floors], ["kind"], ["bigram_tv"])[0]
     write_csv(settings.out / "results.csv", agg + [dict(floor, row="floor (data vs data)")])
@@ -145,30 +227,59 @@ def _report(settings: Settings, cfg: Config, rows: list[dict], floors: list[dict
     masked = first["masked (continuous)"]
     findings = [
         f"Exact entropy {masked['entropy_bits_per_token_mean']:.4f} bits/token. NLL-bound gap: continuous masked "
-        f"{masked['nll_gap_bits_mean']:.4f}, best discrete ({best_discrete['row']}) {best_discrete['nll_gap_bits_mean']:.4f} bits/token.",
-        "Bigram TV floor " + f"{floor['bigram_tv_mean']:.4f}; masked (caching sampler) at "
-        + ", ".join(f"{r['sample_steps']} steps {r['bigram_tv_mean']:.4f} ({r['evaluations_per_sample_mean']:.1f} evaluations/sample)"
-                    for r in agg if r["row"] == "masked (continuous)") + ".",
+        f"{masked['nll_gap_bits_mean']:.4f}, best discrete ({best_discrete['row']}) "
+        f"{best_discrete['nll_gap_bits_mean']:.4f} bits/token.",
+        "Bigram TV floor "
+        + f"{floor['bigram_tv_mean']:.4f}; masked (caching sampler) at "
+        + ", ".join(
+            f"{r['sample_steps']} steps {r['bigram_tv_mean']:.4f} ({r['evaluations_per_sample_mean']:.1f} "
+            "evaluations/sample)"
+            for r in agg
+            if r["row"] == "masked (continuous)"
+        )
+        + ".",
     ]
     tables = [_nll_table(first, cfg), _sample_table(agg, floor, cfg)]
-    config = {"denoiser": f"TokenTransformer(d_model={cfg.d_model}, depth={cfg.depth}, heads={cfg.heads})",
-              "chain": "MarkovTokensDataModule(seed=0, concentration=0.5)", **asdict(cfg)}
+    config = {
+        "denoiser": f"TokenTransformer(d_model={cfg.d_model}, depth={cfg.depth}, heads={cfg.heads})",
+        "chain": "MarkovTokensDataModule(seed=0, concentration=0.5)",
+        **asdict(cfg),
+    }
     return Report(tables, [_plot(settings, cfg, agg, floor)], findings, config)
 
 
 def _nll_table(first: dict, cfg: Config) -> Table:
-    rows = [[name, fmt(r["nll_bits_per_token_mean"], r["nll_bits_per_token_std"], 4), fmt(r["entropy_bits_per_token_mean"], None, 4),
-             fmt(r["nll_gap_bits_mean"], r["nll_gap_bits_std"], 4), fmt(r["train_seconds_mean"], r["train_seconds_std"], 1),
-             fmt(r["nll_seconds_mean"], None, 1)] for name, r in first.items()]
+    rows = [
+        [
+            name,
+            fmt(r["nll_bits_per_token_mean"], r["nll_bits_per_token_std"], 4),
+            fmt(r["entropy_bits_per_token_mean"], None, 4),
+            fmt(r["nll_gap_bits_mean"], r["nll_gap_bits_std"], 4),
+            fmt(r["train_seconds_mean"], r["train_seconds_std"], 1),
+            fmt(r["nll_seconds_mean"], None, 1),
+        ]
+        for name, r in first.items()
+    ]
     notes = [
-        f"NLL bound on {cfg.num_nll} held-out sequences of L = {cfg.seq_len} tokens (K = {cfg.num_classes}), bits per token: "
-        f"discrete rows sum all T terms (T denoiser calls); continuous rows integrate the continuous ELBO with the stratified "
+        f"NLL bound on {cfg.num_nll} held-out sequences of L = {cfg.seq_len} tokens (K = {cfg.num_classes}), bits "
+        "per token: "
+        "discrete rows sum all T terms (T denoiser calls); continuous rows integrate the continuous ELBO with the "
+        "stratified "
         f"estimate at N = {cfg.num_points} times (N calls; docs/theory.md, 'Continuous time').",
-        f"Equal budgets: {cfg.train.steps} AdamW steps of {cfg.train.batch_size} sequences, lr {cfg.train.lr} with 5% warm-up and "
-        "cosine decay, the same TokenTransformer body. Losses: discrete rows the shipped hybrid (cross-entropy + 0.01 x the "
+        f"Equal budgets: {cfg.train.steps} AdamW steps of {cfg.train.batch_size} sequences, lr {cfg.train.lr} with "
+        "5% warm-up and "
+        "cosine decay, the same TokenTransformer body. Losses: discrete rows the shipped hybrid (cross-entropy + "
+        "0.01 x the "
         "T-scaled ELBO terms), continuous rows the continuous ELBO ('kl') with stratified t.",
     ]
-    headers = ["process", "NLL bound (bits/token)", "exact H / L (bits/token)", "gap (bits/token)", "train wall (s)", "bound wall (s)"]
+    headers = [
+        "process",
+        "NLL bound (bits/token)",
+        "exact H / L (bits/token)",
+        "gap (bits/token)",
+        "train wall (s)",
+        "bound wall (s)",
+    ]
     return Table("Continuous time: NLL bound vs exact entropy at equal budgets", headers, rows, notes)
 
 
@@ -179,23 +290,40 @@ def _sample_table(agg: list[dict], floor: dict, cfg: Config) -> Table:
         cells = {r["sample_steps"]: cell(r) for r in agg if r["row"] == name}
         rows.append([name, *[cells.get(s, "— (steps > T)") for s in cfg.steps]])
     notes = [
-        f"Each cell: bigram TV of {cfg.num_eval} samples against {cfg.num_eval} held-out sequences (over all states, so a mask "
-        "left in a sample counts as an error), and in parentheses the network evaluations per sample (SamplingStats). The "
-        "masked row samples with the caching sampler (a sequence is re-evaluated only when one of its tokens changed), so its "
-        f"evaluations per sample stay below L + 1 = {cfg.seq_len + 1} however many steps; every other row costs one evaluation per step.",
+        f"Each cell: bigram TV of {cfg.num_eval} samples against {cfg.num_eval} held-out sequences (over all states, "
+        "so a mask "
+        "left in a sample counts as an error), and in parentheses the network evaluations per sample "
+        "(SamplingStats). The "
+        "masked row samples with the caching sampler (a sequence is re-evaluated only when one of its tokens "
+        "changed), so its "
+        f"evaluations per sample stay below L + 1 = {cfg.seq_len + 1} however many steps; every other row costs one "
+        "evaluation per step.",
     ]
-    return Table("Continuous time: sample quality (bigram TV) and network evaluations per sample", ["process", *[f"{s} steps" for s in cfg.steps]], rows, notes)
+    return Table(
+        "Continuous time: sample quality (bigram TV) and network evaluations per sample",
+        ["process", *[f"{s} steps" for s in cfg.steps]],
+        rows,
+        notes,
+    )
 
 
 def _plot(settings: Settings, cfg: Config, agg: list[dict], floor: dict) -> tuple[str, str]:
     fig, axes = new_figure(ncols=2, width=4.2, height=3.3)
-    for name, color in zip(cfg.rows, ("C0", "C1", "C2", "C3")):
-        pts = sorted((r["sample_steps"], r["bigram_tv_mean"], r["evaluations_per_sample_mean"]) for r in agg if r["row"] == name)
+    for i, name in enumerate(cfg.rows):
+        color = f"C{i}"  # matplotlib's cycle, one color per row
+        pts = sorted(
+            (r["sample_steps"], r["bigram_tv_mean"], r["evaluations_per_sample_mean"]) for r in agg if r["row"] == name
+        )
         axes[0, 0].plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=color, ms=4, label=name)
         axes[0, 1].plot([p[0] for p in pts], [p[2] for p in pts], "-o", color=color, ms=4, label=name)
     axes[0, 0].axhline(floor["bigram_tv_mean"], color="k", lw=0.8, ls=":", label="floor")
     axes[0, 0].set(xscale="log", yscale="log", xlabel="sampling steps", ylabel="bigram TV", title="sample quality")
-    axes[0, 1].set(xscale="log", yscale="log", xlabel="sampling steps", ylabel="network evaluations / sample", title="cost")
+    axes[0, 1].set(
+        xscale="log", yscale="log", xlabel="sampling steps", ylabel="network evaluations / sample", title="cost"
+    )
     axes[0, 0].legend(fontsize=6)
     save_figure(fig, settings.out / "bench_ctime_steps.png")
-    return "bench_ctime_steps.png", "Bigram TV (left, dotted: floor) and network evaluations per sample (right) against sampling steps."
+    return (
+        "bench_ctime_steps.png",
+        "Bigram TV (left, dotted: floor) and network evaluations per sample (right) against sampling steps.",
+    )

@@ -27,7 +27,9 @@ from diffkit.processes import MaskedProcess, UniformProcess
 def main(kind: str, loss: str) -> str:
     torch.set_num_threads(1)
     cfg = ctime.FULL
-    dm = MarkovTokensDataModule(cfg.num_classes, cfg.seq_len, num_train=cfg.num_train, num_val=max(cfg.num_eval, cfg.num_nll), seed=0)
+    dm = MarkovTokensDataModule(
+        cfg.num_classes, cfg.seq_len, num_train=cfg.num_train, num_val=max(cfg.num_eval, cfg.num_nll), seed=0
+    )
     dm.setup()
     entropy = dm.true_entropy_nats_per_token() / LOG2
     K, body = cfg.num_classes, dict(seq_len=cfg.seq_len, d_model=cfg.d_model, depth=cfg.depth, heads=cfg.heads)
@@ -40,9 +42,14 @@ def main(kind: str, loss: str) -> str:
     result = train(proc, net, dm.split("train"), "x0", cfg.train, 0, loss=loss, hybrid_weight=0.01)
     nll = ctime._nll_bits(proc, net, dm.split("test")[: cfg.num_nll], cfg, 0)
     ref = dm.split("val")[: cfg.num_eval]
-    lines = [f"{kind} continuous, loss={loss}: train {result.seconds:.0f} s, bound {nll:.4f} bits/token, gap {nll - entropy:.4f}"]
+    lines = [
+        f"{kind} continuous, loss={loss}: train {result.seconds:.0f} s, bound {nll:.4f} bits/token, gap "
+        f"{nll - entropy:.4f}"
+    ]
     for steps in (32, 128):
-        x = diffkit.sample(proc, net, (cfg.num_eval, cfg.seq_len), "x0", num_steps=steps, generator=generator(0, STREAM_SAMPLE))
+        x = diffkit.sample(
+            proc, net, (cfg.num_eval, cfg.seq_len), "x0", num_steps=steps, generator=generator(0, STREAM_SAMPLE)
+        )
         lines.append(f"  {steps} steps: bigram TV {ctime._bigram_tv(x, ref, proc.num_states):.4f}")
     lines.append(f"  wall {time.perf_counter() - start:.0f} s")
     return "\n".join(lines)

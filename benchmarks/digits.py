@@ -56,14 +56,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
         levels = DigitsFormat(pixel_kind=kind).decode(samples)
         steps = ns.num_steps or model.process.num_steps
         label = f"{steps} steps" + ("" if eta is None else f", DDIM eta {eta:g}")
-        draw_digit_grid(levels, img / f"digits_{kind}{'' if eta is None else '_ddim'}.png", f"{kind} pixels: step {step}, {label}")
+        draw_digit_grid(
+            levels, img / f"digits_{kind}{'' if eta is None else '_ddim'}.png", f"{kind} pixels: step {step}, {label}"
+        )
         scores = digit_quality(clf, levels, train)
-        rows.append({"set": f"{kind} ({label})", **scores._asdict(), "fd_ratio": scores.frechet_distance / floor.frechet_distance, "sample_s": seconds, "step": step})
+        rows.append(
+            {
+                "set": f"{kind} ({label})",
+                **scores._asdict(),
+                "fd_ratio": scores.frechet_distance / floor.frechet_distance,
+                "sample_s": seconds,
+                "step": step,
+            }
+        )
     print("| set | training steps | FD | FD / floor | predictive entropy | class entropy | coverage | sampling s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['set']} | {r['step']} | {r['frechet_distance']:.2f} | {r['fd_ratio']:.2f} | {r['predictive_entropy']:.3f} | "
+            f"| {r['set']} | {r['step']} | {r['frechet_distance']:.2f} | {r['fd_ratio']:.2f} | "
+            f"{r['predictive_entropy']:.3f} | "
             f"{r['class_entropy']:.3f} | {r['coverage']} | {r['sample_s']:.0f} |"
         )
     return rows

@@ -51,7 +51,15 @@ class Config:
 
 
 QUICK = Config(4, 3, 0.1, (1, 2, 5, 10, 20, 50, 100), 100, (1, 2, 5, 10, 20, 50, 100), control_max_T=10)
-FULL = Config(4, 3, 0.1, (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), 1000, (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), control_max_T=100)
+FULL = Config(
+    4,
+    3,
+    0.1,
+    (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+    1000,
+    (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+    control_max_T=100,
+)
 
 
 def enumerate_sequences(num_states: int, length: int) -> Tensor:
@@ -90,7 +98,9 @@ def reverse_matrix(process: CategoricalProcess, x0_probs: Tensor, xt_seqs: Tenso
     return R
 
 
-def exact_reverse_matrix(process: CategoricalProcess, q0: Tensor, x0_seqs: Tensor, xt_seqs: Tensor, t: int, s: int) -> Tensor:
+def exact_reverse_matrix(
+    process: CategoricalProcess, q0: Tensor, x0_seqs: Tensor, xt_seqs: Tensor, t: int, s: int
+) -> Tensor:
     """The control: the exact joint kernel q(x_s | x_t) = sum_x0 q(x0 | x_t) prod_i q(x_s,i | x_t,i, x0_i): (Z, Z).
 
     Same oracle and the same process.posterior, but the mixture over x0 is taken over whole
@@ -101,7 +111,9 @@ def exact_reverse_matrix(process: CategoricalProcess, q0: Tensor, x0_seqs: Tenso
     marg = process.marginal(onehot, t)  # (N, L, S)
     post = q0[:, None] * _sequence_likelihood(marg, xt_seqs)  # (N, Z)
     post = post / post.sum(0, keepdim=True).clamp_min(1e-300)
-    per_token = process.posterior(xt_seqs.repeat(N, 1), onehot.repeat_interleave(Z, 0), t, s).reshape(N, Z, L, -1)  # (N, Z, L, S)
+    per_token = process.posterior(xt_seqs.repeat(N, 1), onehot.repeat_interleave(Z, 0), t, s).reshape(
+        N, Z, L, -1
+    )  # (N, Z, L, S)
     R = torch.ones(N, Z, Z, dtype=torch.float64)
     for i in range(L):
         R = R * per_token[:, :, i, :][:, :, xt_seqs[:, i]]  # (N, Z, Z)
@@ -116,7 +128,9 @@ def _sequence_likelihood(marg: Tensor, xt_seqs: Tensor) -> Tensor:
     return lik
 
 
-def run_chain(process: CategoricalProcess, q0: Tensor, x0_seqs: Tensor, timesteps: list[int], factorized: bool = True) -> Tensor:
+def run_chain(
+    process: CategoricalProcess, q0: Tensor, x0_seqs: Tensor, timesteps: list[int], factorized: bool = True
+) -> Tensor:
     """Propagate the prior's joint through the derived reverse chain; returns p(x0) over the K^L sequences.
 
     ``factorized=False`` uses the exact joint kernel instead (the control).
@@ -125,7 +139,7 @@ def run_chain(process: CategoricalProcess, q0: Tensor, x0_seqs: Tensor, timestep
     xt_seqs = enumerate_sequences(process.num_states, L)  # (Z, L)
     prior = process.prior_probs.to(torch.float64)  # (S,)
     p = prior[xt_seqs].prod(-1)  # (Z,): independent prior per token
-    for t, s in zip(timesteps[:-1], timesteps[1:]):
+    for t, s in zip(timesteps[:-1], timesteps[1:], strict=True):
         if factorized:
             R = reverse_matrix(process, oracle_x0_probs(process, q0, x0_seqs, xt_seqs, t), xt_seqs, t, s)
         else:
@@ -141,7 +155,11 @@ def distances(p: Tensor, q0: Tensor, x0_seqs: Tensor, num_classes: int) -> dict[
     joint = 0.5 * float((p - q0).abs().sum()) + 0.5 * abs(leftover)
     p_marg = token_marginals(p / p.sum(), x0_seqs, num_classes)
     q_marg = token_marginals(q0, x0_seqs, num_classes)
-    return {"joint_tv": joint, "marginal_tv": float(0.5 * (p_marg - q_marg).abs().sum(-1).max()), "leftover_mass": leftover}
+    return {
+        "joint_tv": joint,
+        "marginal_tv": float(0.5 * (p_marg - q_marg).abs().sum(-1).max()),
+        "leftover_mass": leftover,
+    }
 
 
 def _entropy_bits(p: Tensor) -> float:
@@ -167,7 +185,14 @@ def run(settings: Settings) -> Report:
             for T in cfg.num_steps_list:
                 process = CategoricalProcess(cfg.num_classes, T, transition=noise, schedule="cosine")
                 p = run_chain(process, q0, x0_seqs, sampling_timesteps(T))
-                row = {"study": "all steps", "noise": noise, "T": T, "sample_steps": T, "seed": seed, **distances(p, q0, x0_seqs, cfg.num_classes)}
+                row = {
+                    "study": "all steps",
+                    "noise": noise,
+                    "T": T,
+                    "sample_steps": T,
+                    "seed": seed,
+                    **distances(p, q0, x0_seqs, cfg.num_classes),
+                }
                 if T <= cfg.control_max_T:
                     exact = run_chain(process, q0, x0_seqs, sampling_timesteps(T), factorized=False)
                     row["control_joint_tv"] = distances(exact, q0, x0_seqs, cfg.num_classes)["joint_tv"]
@@ -175,7 +200,16 @@ def run(settings: Settings) -> Report:
             process = CategoricalProcess(cfg.num_classes, cfg.stride_T, transition=noise, schedule="cosine")
             for steps in cfg.stride_steps:
                 p = run_chain(process, q0, x0_seqs, sampling_timesteps(cfg.stride_T, steps))
-                rows.append({"study": "strided", "noise": noise, "T": cfg.stride_T, "sample_steps": steps, "seed": seed, **distances(p, q0, x0_seqs, cfg.num_classes)})
+                rows.append(
+                    {
+                        "study": "strided",
+                        "noise": noise,
+                        "T": cfg.stride_T,
+                        "sample_steps": steps,
+                        "seed": seed,
+                        **distances(p, q0, x0_seqs, cfg.num_classes),
+                    }
+                )
     return _report(settings, cfg, rows, joints)
 
 
@@ -184,7 +218,9 @@ def _report(settings: Settings, cfg: Config, rows: list[dict], joints: list[dict
     write_csv(settings.out / "results_raw.csv", rows)
     write_csv(settings.out / "joints_raw.csv", joints)
     rows = [{"control_joint_tv": float("nan"), **r} for r in rows]
-    agg = aggregate(rows, ["study", "noise", "T", "sample_steps"], ["joint_tv", "marginal_tv", "leftover_mass", "control_joint_tv"])
+    agg = aggregate(
+        rows, ["study", "noise", "T", "sample_steps"], ["joint_tv", "marginal_tv", "leftover_mass", "control_joint_tv"]
+    )
     ref = aggregate([dict(j, kind="q0") for j in joints], ["kind"], ["total_correlation_bits", "tv_to_independent"])[0]
     write_csv(settings.out / "results.csv", agg)
     tables = [_table(agg, ref, cfg, study) for study in ("all steps", "strided")]
@@ -193,10 +229,16 @@ def _report(settings: Settings, cfg: Config, rows: list[dict], joints: list[dict
     for noise in NOISES:
         sel = [r for r in agg if r["study"] == "all steps" and r["noise"] == noise]
         first, last = sel[0], sel[-1]
-        findings.append(f"{noise}: joint TV {first['joint_tv_mean']:.4f} at T = {first['T']} -> {last['joint_tv_mean']:.2e} at T = {last['T']}; "
-                        f"largest per-token marginal TV over all T {max(r['marginal_tv_mean'] for r in sel):.2e}.")
-    findings.append(f"Data: total correlation {ref['total_correlation_bits_mean']:.3f} ± {ref['total_correlation_bits_std']:.3f} bits; "
-                    f"TV(q0, product of its marginals) {ref['tv_to_independent_mean']:.3f} ± {ref['tv_to_independent_std']:.3f}.")
+        findings.append(
+            f"{noise}: joint TV {first['joint_tv_mean']:.4f} at T = {first['T']} -> {last['joint_tv_mean']:.2e} at T "
+            f"= {last['T']}; "
+            f"largest per-token marginal TV over all T {max(r['marginal_tv_mean'] for r in sel):.2e}."
+        )
+    findings.append(
+        f"Data: total correlation {ref['total_correlation_bits_mean']:.3f} ± {ref['total_correlation_bits_std']:.3f} "
+        "bits; "
+        f"TV(q0, product of its marginals) {ref['tv_to_independent_mean']:.3f} ± {ref['tv_to_independent_std']:.3f}."
+    )
     return Report(tables, plots, findings, asdict(cfg))
 
 
@@ -211,49 +253,92 @@ def _table(agg: list[dict], ref: dict, cfg: Config, study: str) -> Table:
     rows = []
     for noise in NOISES:
         by_steps = {r["sample_steps"]: r for r in agg if r["study"] == study and r["noise"] == noise}
-        for metric, label in (("joint_tv", "joint TV"), ("marginal_tv", "max per-token marginal TV"), ("control_joint_tv", "control: joint TV, exact joint kernel")):
+        for metric, label in (
+            ("joint_tv", "joint TV"),
+            ("marginal_tv", "max per-token marginal TV"),
+            ("control_joint_tv", "control: joint TV, exact joint kernel"),
+        ):
             if metric != "control_joint_tv" or study == "all steps":
-                rows.append([noise, label, *[_sci(by_steps[v][f"{metric}_mean"], by_steps[v][f"{metric}_std"]) for v in values]])
+                rows.append(
+                    [noise, label, *[_sci(by_steps[v][f"{metric}_mean"], by_steps[v][f"{metric}_std"]) for v in values]]
+                )
     if study == "all steps":
         title, header = "Factorization: exact reverse chain, all T steps", [f"T = {v}" for v in values]
     else:
-        title, header = f"Factorization: strided sampling at T = {cfg.stride_T}", [f"{v} step{'s' * (v > 1)}" for v in values]
+        title, header = (
+            f"Factorization: strided sampling at T = {cfg.stride_T}",
+            [f"{v} step{'s' * (v > 1)}" for v in values],
+        )
     notes = [
-        f"L = {cfg.seq_len} tokens, K = {cfg.num_classes}; q0 ~ Dirichlet({cfg.concentration}) over the {cfg.num_classes ** cfg.seq_len} sequences, "
-        f"a new q0 per seed: total correlation {fmt(ref['total_correlation_bits_mean'], ref['total_correlation_bits_std'])} bits, "
-        f"TV(q0, product of its marginals) = {fmt(ref['tv_to_independent_mean'], ref['tv_to_independent_std'])} (what one factorized jump from pure noise gives).",
-        "Oracle x0-denoiser (exact q(x0_i | x_t) by enumeration) and the exact joint propagation of the product-of-per-token "
-        "reverse kernels (process.posterior): no training and no sampling noise; the only error is the factorization of each jump.",
+        f"L = {cfg.seq_len} tokens, K = {cfg.num_classes}; q0 ~ Dirichlet({cfg.concentration}) over the "
+        f"{cfg.num_classes**cfg.seq_len} sequences, "
+        "a new q0 per seed: total correlation "
+        f"{fmt(ref['total_correlation_bits_mean'], ref['total_correlation_bits_std'])} bits, "
+        f"TV(q0, product of its marginals) = {fmt(ref['tv_to_independent_mean'], ref['tv_to_independent_std'])} "
+        "(what one factorized jump from pure noise gives).",
+        "Oracle x0-denoiser (exact q(x0_i | x_t) by enumeration) and the exact joint propagation of the "
+        "product-of-per-token "
+        "reverse kernels (process.posterior): no training and no sampling noise; the only error is the factorization "
+        "of each jump.",
     ]
     if study == "all steps":
         notes += [
-            f"Control (T <= {cfg.control_max_T}): the same oracle and process.posterior, but the mixture over x0 taken over whole "
-            "sequences (the exact joint kernel q(x_s | x_t)); it returns q0 up to the prior mismatch q(x_T) != p(x_T), so the "
+            f"Control (T <= {cfg.control_max_T}): the same oracle and process.posterior, but the mixture over x0 "
+            "taken over whole "
+            "sequences (the exact joint kernel q(x_s | x_t)); it returns q0 up to the prior mismatch q(x_T) != "
+            "p(x_T), so the "
             "machinery is exact and the factorized rows' error is the factorization alone.",
-            "Marginal TV: exact (prior mismatch only) for one jump from x_T; with several jumps the joint error of earlier jumps "
-            "feeds into later per-token kernels, so marginals drift too, always far less than the joint, and shrink with the step size.",
+            "Marginal TV: exact (prior mismatch only) for one jump from x_T; with several jumps the joint error of "
+            "earlier jumps "
+            "feeds into later per-token kernels, so marginals drift too, always far less than the joint, and shrink "
+            "with the step size.",
         ]
     else:
-        notes.append(f"k strided jumps at T = {cfg.stride_T} give the all-steps numbers of T = k to the digits shown: the cosine "
-                     "schedule is a function of t / T, so the jumps meet (almost) the same alpha_bar values.")
+        notes.append(
+            f"k strided jumps at T = {cfg.stride_T} give the all-steps numbers of T = k to the digits shown: the "
+            "cosine "
+            "schedule is a function of t / T, so the jumps meet (almost) the same alpha_bar values."
+        )
     return Table(title, ["noise", "metric", *header], rows, notes)
 
 
 def _plot(settings: Settings, agg: list[dict], ref: dict, cfg: Config) -> tuple[str, str]:
     fig, axes = new_figure(ncols=2, width=4.4, height=3.5)
-    for ax, study, xlabel in ((axes[0, 0], "all steps", "T (all steps)"), (axes[0, 1], "strided", f"sampling steps at T = {cfg.stride_T}")):
-        for noise, color in zip(NOISES, ("C0", "C1")):
-            sel = sorted((r for r in agg if r["study"] == study and r["noise"] == noise), key=lambda r: r["sample_steps"])
+    for ax, study, xlabel in (
+        (axes[0, 0], "all steps", "T (all steps)"),
+        (axes[0, 1], "strided", f"sampling steps at T = {cfg.stride_T}"),
+    ):
+        for noise, color in zip(NOISES, ("C0", "C1"), strict=True):
+            sel = sorted(
+                (r for r in agg if r["study"] == study and r["noise"] == noise), key=lambda r: r["sample_steps"]
+            )
             xs = [r["sample_steps"] for r in sel]
             ax.plot(xs, [r["joint_tv_mean"] for r in sel], "-o", color=color, ms=3, label=f"{noise}: joint TV")
-            ax.plot(xs, [max(r["marginal_tv_mean"], 1e-17) for r in sel], "--s", color=color, ms=3, label=f"{noise}: max marginal TV")
-            control = [(r["sample_steps"], r["control_joint_tv_mean"]) for r in sel if r["control_joint_tv_mean"] == r["control_joint_tv_mean"]]
+            ax.plot(
+                xs,
+                [max(r["marginal_tv_mean"], 1e-17) for r in sel],
+                "--s",
+                color=color,
+                ms=3,
+                label=f"{noise}: max marginal TV",
+            )
+            control = [
+                (r["sample_steps"], r["control_joint_tv_mean"])
+                for r in sel
+                if r["control_joint_tv_mean"] == r["control_joint_tv_mean"]
+            ]
             if control:
-                ax.plot(*zip(*control), "x:", color=color, ms=4, label=f"{noise}: control, exact joint kernel")
+                ax.plot(
+                    *zip(*control, strict=True), "x:", color=color, ms=4, label=f"{noise}: control, exact joint kernel"
+                )
         ax.axhline(ref["tv_to_independent_mean"], color="k", lw=0.8, ls=":", label="TV(q0, product of marginals)")
         xs = sorted({r["sample_steps"] for r in agg if r["study"] == study and r["sample_steps"] >= 10})
         ax.plot(xs, [0.5 / x for x in xs], color="0.5", lw=0.8, label="0.5 / steps")
         ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="total variation", title=study)
     axes[0, 0].legend(fontsize=6)
     save_figure(fig, settings.out / "bench_factorization.png")
-    return "bench_factorization.png", "Exact factorized reverse chain with an oracle x0-denoiser: joint TV to the data falls with the step size; per-token marginals stay near exact (log-log, mean over seeds)."
+    return (
+        "bench_factorization.png",
+        "Exact factorized reverse chain with an oracle x0-denoiser: joint TV to the data falls with the step size; "
+        "per-token marginals stay near exact (log-log, mean over seeds).",
+    )

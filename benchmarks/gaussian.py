@@ -24,9 +24,29 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from benchmarks.common import LOG2, Report, Settings, Table, aggregate, fmt, generator, new_figure, save_figure, seeded_init, write_csv
+from benchmarks.common import (
+    LOG2,
+    Report,
+    Settings,
+    Table,
+    aggregate,
+    fmt,
+    generator,
+    new_figure,
+    save_figure,
+    seeded_init,
+    write_csv,
+)
 from benchmarks.references import entropy_nats_per_dim
-from benchmarks.training import STREAM_INIT, STREAM_METRIC, Budget, draw_samples, nll_terms_bits, train, zero_output_loss
+from benchmarks.training import (
+    STREAM_INIT,
+    STREAM_METRIC,
+    Budget,
+    draw_samples,
+    nll_terms_bits,
+    train,
+    zero_output_loss,
+)
 from diffkit import GaussianProcess
 from diffkit.data import GaussianMixtureDataModule, Toy2DDataModule
 from diffkit.metrics.functional import mmd_rbf, sliced_wasserstein
@@ -49,8 +69,22 @@ class Config:
     entropy_samples: int
 
 
-QUICK = Config(num_steps=40, train=Budget(steps=20, batch_size=64, lr=2e-3), num_train=1000, num_eval=64, num_nll=32, entropy_samples=2000)
-FULL = Config(num_steps=200, train=Budget(steps=1200, batch_size=256, lr=2e-3), num_train=20000, num_eval=600, num_nll=600, entropy_samples=100_000)
+QUICK = Config(
+    num_steps=40,
+    train=Budget(steps=20, batch_size=64, lr=2e-3),
+    num_train=1000,
+    num_eval=64,
+    num_nll=32,
+    entropy_samples=2000,
+)
+FULL = Config(
+    num_steps=200,
+    train=Budget(steps=1200, batch_size=256, lr=2e-3),
+    num_train=20000,
+    num_eval=600,
+    num_nll=600,
+    entropy_samples=100_000,
+)
 
 
 def _datamodule(name: str, cfg: Config):
@@ -70,7 +104,7 @@ def _sample_steps(T: int) -> list[int]:
 def _bands(T: int) -> list[tuple[int, int]]:
     """Ranges of t (inclusive) over which the NLL bound's terms are summed: 1, 2-5, 6-20, 21-T/2, T/2+1-T."""
     edges = sorted({e for e in (1, 2, 6, 21, T // 2 + 1) if e <= T} | {T + 1})
-    return [(a, b - 1) for a, b in zip(edges, edges[1:])]
+    return [(a, b - 1) for a, b in zip(edges, edges[1:], strict=False)]
 
 
 def _band_key(band: tuple[int, int]) -> str:
@@ -100,8 +134,11 @@ METRICS = {
 
 def _distances(x, y, seed: int) -> dict[str, float]:
     gen = generator(seed, STREAM_METRIC)
-    return {"mmd": float(mmd_rbf(x, y)), "mmd_fine": float(mmd_rbf(x, y, bandwidth=FINE_BANDWIDTH)),
-            "swd": float(sliced_wasserstein(x, y, generator=gen))}
+    return {
+        "mmd": float(mmd_rbf(x, y)),
+        "mmd_fine": float(mmd_rbf(x, y, bandwidth=FINE_BANDWIDTH)),
+        "swd": float(sliced_wasserstein(x, y, generator=gen)),
+    }
 
 
 def _run_one(name: str, dm, param: str, seed: int, cfg: Config, entropy_bits: float, samples_out: dict) -> list[dict]:
@@ -114,10 +151,19 @@ def _run_one(name: str, dm, param: str, seed: int, cfg: Config, entropy_bits: fl
     held_out = dm.split("test")[: cfg.num_nll]
     nll, per_t = nll_terms_bits(process, net, held_out, param, seed)
     trivial = zero_output_loss(process, dm.split("train"), (2,), param, seed)
-    base = dict(dataset=name, parametrization=param, seed=seed, train_seconds=result.seconds, final_loss=result.final_loss, zero_output_loss=trivial,
-                nll_bits_per_dim=nll, entropy_bits_per_dim=entropy_bits, nll_gap_bits=nll - entropy_bits,
-                **{_band_key(b): float(per_t[b[0] - 1 : b[1]].sum()) for b in _bands(T)},
-                x0_rms_error_t1=_x0_error_at_1(process, net, held_out, param, seed))
+    base = dict(
+        dataset=name,
+        parametrization=param,
+        seed=seed,
+        train_seconds=result.seconds,
+        final_loss=result.final_loss,
+        zero_output_loss=trivial,
+        nll_bits_per_dim=nll,
+        entropy_bits_per_dim=entropy_bits,
+        nll_gap_bits=nll - entropy_bits,
+        **{_band_key(b): float(per_t[b[0] - 1 : b[1]].sum()) for b in _bands(T)},
+        x0_rms_error_t1=_x0_error_at_1(process, net, held_out, param, seed),
+    )
     reference = dm.split("val")[: cfg.num_eval]
     rows = []
     for sampler, eta in SAMPLERS.items():
@@ -155,15 +201,34 @@ def run(settings: Settings) -> Report:
 def _report(settings: Settings, cfg: Config, rows: list[dict], floors: list[dict], samples: dict, refs: dict) -> Report:
     write_csv(settings.out / "results_raw.csv", rows)
     write_csv(settings.out / "floors_raw.csv", floors)
-    metrics = [*METRICS, "nll_bits_per_dim", "entropy_bits_per_dim", "nll_gap_bits", "train_seconds", "final_loss", "zero_output_loss",
-               *map(_band_key, _bands(cfg.num_steps)), "x0_rms_error_t1"]
+    metrics = [
+        *METRICS,
+        "nll_bits_per_dim",
+        "entropy_bits_per_dim",
+        "nll_gap_bits",
+        "train_seconds",
+        "final_loss",
+        "zero_output_loss",
+        *map(_band_key, _bands(cfg.num_steps)),
+        "x0_rms_error_t1",
+    ]
     agg = aggregate(rows, ["dataset", "parametrization", "sampler", "sample_steps"], metrics)
     floor_agg = {r["dataset"]: r for r in aggregate(floors, ["dataset"], list(METRICS))}
-    write_csv(settings.out / "results.csv", agg + [dict(r, parametrization="floor (data vs data)") for r in floor_agg.values()])
+    write_csv(
+        settings.out / "results.csv",
+        agg + [dict(r, parametrization="floor (data vs data)") for r in floor_agg.values()],
+    )
     plots = [_plot_samples(settings, samples, refs), _plot_strides(settings, cfg, agg, floor_agg)]
-    tables = [_nll_table(agg, cfg), _nll_terms_table(agg, cfg)] + [_sample_table(agg, floor_agg, cfg, metric) for metric in METRICS]
+    tables = [_nll_table(agg, cfg), _nll_terms_table(agg, cfg)] + [
+        _sample_table(agg, floor_agg, cfg, metric) for metric in METRICS
+    ]
     findings = _findings(agg, floor_agg, cfg)
-    config = {"T": cfg.num_steps, "schedule": "cosine", "denoiser": "MLPDenoiser(dim=2, num_steps=T): 3 x 256, SiLU", **asdict(cfg)}
+    config = {
+        "T": cfg.num_steps,
+        "schedule": "cosine",
+        "denoiser": "MLPDenoiser(dim=2, num_steps=T): 3 x 256, SiLU",
+        **asdict(cfg),
+    }
     return Report(tables, plots, findings, config)
 
 
@@ -174,23 +239,47 @@ def _pick(agg: list[dict], **match) -> list[dict]:
 def _nll_table(agg: list[dict], cfg: Config) -> Table:
     rows = []
     for r in _pick(agg, sampler="ancestral", sample_steps=cfg.num_steps):
-        rows.append([r["dataset"], r["parametrization"], fmt(r["nll_bits_per_dim_mean"], r["nll_bits_per_dim_std"]),
-                     fmt(r["entropy_bits_per_dim_mean"]), fmt(r["nll_gap_bits_mean"], r["nll_gap_bits_std"]),
-                     fmt(r["train_seconds_mean"], r["train_seconds_std"], 1), fmt(r["final_loss_mean"], r["final_loss_std"], 4),
-                     fmt(r["zero_output_loss_mean"], None, 4)])
+        rows.append(
+            [
+                r["dataset"],
+                r["parametrization"],
+                fmt(r["nll_bits_per_dim_mean"], r["nll_bits_per_dim_std"]),
+                fmt(r["entropy_bits_per_dim_mean"]),
+                fmt(r["nll_gap_bits_mean"], r["nll_gap_bits_std"]),
+                fmt(r["train_seconds_mean"], r["train_seconds_std"], 1),
+                fmt(r["final_loss_mean"], r["final_loss_std"], 4),
+                fmt(r["zero_output_loss_mean"], None, 4),
+            ]
+        )
     notes = [
-        f"NLL bound: diffkit.nll_bound with all T = {cfg.num_steps} terms on {cfg.num_nll} held-out points, in bits per dimension. "
-        "It is an upper bound on the model's NLL; with the Gaussian decoder it bounds a density, so it compares with the "
+        f"NLL bound: diffkit.nll_bound with all T = {cfg.num_steps} terms on {cfg.num_nll} held-out points, in bits "
+        "per dimension. "
+        "It is an upper bound on the model's NLL; with the Gaussian decoder it bounds a density, so it compares with "
+        "the "
         "differential entropy H (bits/dim, can be negative), and the gap = bound - H >= 0 up to Monte Carlo error.",
-        "H: mixture and eight Gaussians by Monte Carlo with the exact mixture density; swiss roll by Monte Carlo with its "
+        "H: mixture and eight Gaussians by Monte Carlo with the exact mixture density; swiss roll by Monte Carlo "
+        "with its "
         "density integrated over the curve (benchmarks/references.py).",
-        "Training: same MLPDenoiser, same data, same batches-per-step and AdamW schedule for every row; wall time of the loop only. "
-        "Final loss is each parametrization's own simple loss (eps / x0 / v / posterior-mean MSE), so it is not comparable across rows; "
-        "'output 0' is the same loss for a network that always outputs 0. For standardized data the linear part of E[v | x_t] "
-        "is 0 (it is exactly 0 for unit-variance Gaussian data), so a v loss near its output-0 value means the network learned "
+        "Training: same MLPDenoiser, same data, same batches-per-step and AdamW schedule for every row; wall time of "
+        "the loop only. "
+        "Final loss is each parametrization's own simple loss (eps / x0 / v / posterior-mean MSE), so it is not "
+        "comparable across rows; "
+        "'output 0' is the same loss for a network that always outputs 0. For standardized data the linear part of "
+        "E[v | x_t] "
+        "is 0 (it is exactly 0 for unit-variance Gaussian data), so a v loss near its output-0 value means the "
+        "network learned "
         "little of the non-Gaussian remainder.",
     ]
-    headers = ["data", "parametrization", "NLL bound (bits/dim)", "true H (bits/dim)", "gap (bits/dim)", "train wall (s)", "final loss", "output 0"]
+    headers = [
+        "data",
+        "parametrization",
+        "NLL bound (bits/dim)",
+        "true H (bits/dim)",
+        "gap (bits/dim)",
+        "train wall (s)",
+        "final loss",
+        "output 0",
+    ]
     return Table("Gaussian: NLL bound vs true entropy, and training time", headers, rows, notes)
 
 
@@ -199,20 +288,36 @@ def _nll_terms_table(agg: list[dict], cfg: Config) -> Table:
     noise_t1 = float((1 - GaussianProcess(T, schedule="cosine").alpha_bar[1]).sqrt())
     rows = []
     for r in _pick(agg, sampler="ancestral", sample_steps=T):
-        rows.append([r["dataset"], r["parametrization"], fmt(r["nll_bits_per_dim_mean"], r["nll_bits_per_dim_std"]),
-                     *[fmt(r[f"{_band_key(b)}_mean"], r[f"{_band_key(b)}_std"]) for b in bands],
-                     fmt(r["x0_rms_error_t1_mean"], r["x0_rms_error_t1_std"], 4)])
+        rows.append(
+            [
+                r["dataset"],
+                r["parametrization"],
+                fmt(r["nll_bits_per_dim_mean"], r["nll_bits_per_dim_std"]),
+                *[fmt(r[f"{_band_key(b)}_mean"], r[f"{_band_key(b)}_std"]) for b in bands],
+                fmt(r["x0_rms_error_t1_mean"], r["x0_rms_error_t1_std"], 4),
+            ]
+        )
     notes = [
-        "The NLL bound of the table above split by the time t of its denoiser call (diffkit.nll_bound(..., per_step=True)): "
-        "bits/dim summed over each range of t; t = 1 is the decoder term L_0, and the prior term L_T (about 0 here) is left out.",
-        f"rms x0 error at t = 1: the root-mean-square of x0_hat - x0 for x_1 ~ q(x_1 | x0) on the same held-out points; the noise "
+        "The NLL bound of the table above split by the time t of its denoiser call (diffkit.nll_bound(..., "
+        "per_step=True)): "
+        "bits/dim summed over each range of t; t = 1 is the decoder term L_0, and the prior term L_T (about 0 here) "
+        "is left out.",
+        "rms x0 error at t = 1: the root-mean-square of x0_hat - x0 for x_1 ~ q(x_1 | x0) on the same held-out "
+        "points; the noise "
         f"in x_1 is sqrt(1 - alpha_bar_1) = {noise_t1:.4f} per coordinate. previous-step has no x0 estimate (n/a).",
         "Why x0 can pay at small t: with the posterior variance, L_{t-1} = (SNR(t - 1) - SNR(t)) / 2 * |x0_hat - x0|^2 "
         "(Kingma et al. 2021), and the SNR drop is largest at small t. eps and v read x0_hat off x_t "
-        "(x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_bar_t)), so their x0 error shrinks with the noise; a "
+        "(x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_bar_t)), so their x0 error shrinks with the "
+        "noise; a "
         "network that outputs x0 itself has to reproduce x0 to that precision through its own layers.",
     ]
-    headers = ["data", "parametrization", "NLL bound (bits/dim)", *[f"t = {a}" if a == b else f"t = {a}-{b}" for a, b in bands], "rms x0 error at t = 1"]
+    headers = [
+        "data",
+        "parametrization",
+        "NLL bound (bits/dim)",
+        *[f"t = {a}" if a == b else f"t = {a}-{b}" for a, b in bands],
+        "rms x0 error at t = 1",
+    ]
     return Table("Gaussian: where the NLL bound is spent (bits/dim by t)", headers, rows, notes)
 
 
@@ -224,22 +329,35 @@ def _sample_table(agg: list[dict], floor_agg: dict, cfg: Config, metric: str) ->
         rows.append([name, "floor: data vs data", "", *[fmt(f[f"{metric}_mean"], f[f"{metric}_std"], 4)] * len(steps)])
         for param in PARAMETRIZATIONS:
             for sampler in SAMPLERS:
-                cells = {r["sample_steps"]: fmt(r[f"{metric}_mean"], r[f"{metric}_std"], 4) for r in _pick(agg, dataset=name, parametrization=param, sampler=sampler)}
+                cells = {
+                    r["sample_steps"]: fmt(r[f"{metric}_mean"], r[f"{metric}_std"], 4)
+                    for r in _pick(agg, dataset=name, parametrization=param, sampler=sampler)
+                }
                 if not cells:
                     continue
                 rows.append([name, param, sampler, *[cells.get(s, "— (see note)") for s in steps]])
     label = METRICS[metric]
     notes = [
-        f"{cfg.num_eval} samples against {cfg.num_eval} held-out points; the floor is the same distance between {cfg.num_eval} fresh "
-        "true points and the held-out points. Values at the floor mean the samples are indistinguishable at this sample size.",
+        f"{cfg.num_eval} samples against {cfg.num_eval} held-out points; the floor is the same distance between "
+        f"{cfg.num_eval} fresh "
+        "true points and the held-out points. Values at the floor mean the samples are indistinguishable at this "
+        "sample size.",
         "ddim is DDIM with eta = 0 (deterministic); ancestral uses the posterior variance.",
-        "The median-heuristic bandwidth (about 1.5 on these standardized sets) mostly compares the first two moments, so a "
-        f"unit-variance Gaussian blob scores near its floor; the fixed bandwidth {FINE_BANDWIDTH} and the sliced Wasserstein "
+        "The median-heuristic bandwidth (about 1.5 on these standardized sets) mostly compares the first two "
+        "moments, so a "
+        f"unit-variance Gaussian blob scores near its floor; the fixed bandwidth {FINE_BANDWIDTH} and the sliced "
+        "Wasserstein "
         "distance resolve the clusters and the spiral.",
-        "previous-step predicts p(x_{t-1} | x_t) only (no x0 estimate): it cannot jump t -> s < t - 1 and has no DDIM step, "
+        "previous-step predicts p(x_{t-1} | x_t) only (no x0 estimate): it cannot jump t -> s < t - 1 and has no "
+        "DDIM step, "
         "so it appears with all T steps, ancestral, only.",
     ]
-    headers = ["data", "parametrization", "sampler", *[f"{s} step{'s' * (s > 1)}" + (" (T)" if s == cfg.num_steps else f" (T/{cfg.num_steps // s})") for s in steps]]
+    headers = [
+        "data",
+        "parametrization",
+        "sampler",
+        *[f"{s} step{'s' * (s > 1)}" + (" (T)" if s == cfg.num_steps else f" (T/{cfg.num_steps // s})") for s in steps],
+    ]
     return Table(f"Gaussian: sample quality, {label}", headers, rows, notes)
 
 
@@ -248,16 +366,29 @@ def _findings(agg: list[dict], floor_agg: dict, cfg: Config) -> list[str]:
     for name in DATASETS:
         full = _pick(agg, dataset=name, sampler="ancestral", sample_steps=T)
         best = min(full, key=lambda r: r["nll_gap_bits_mean"])
-        lines.append(f"{name}: smallest NLL gap {best['nll_gap_bits_mean']:.3f} bits/dim ({best['parametrization']}); "
-                     f"fine-scale MMD² at T steps (ancestral) " + ", ".join(f"{r['parametrization']} {r['mmd_fine_mean']:.4f}" for r in full)
-                     + f" vs floor {floor_agg[name]['mmd_fine_mean']:.4f}.")
+        lines.append(
+            f"{name}: smallest NLL gap {best['nll_gap_bits_mean']:.3f} bits/dim ({best['parametrization']}); "
+            f"fine-scale MMD² at T steps (ancestral) "
+            + ", ".join(f"{r['parametrization']} {r['mmd_fine_mean']:.4f}" for r in full)
+            + f" vs floor {floor_agg[name]['mmd_fine_mean']:.4f}."
+        )
     small = [b for b in _bands(T) if b[1] <= 5]  # t = 1 and t = 2-5
     for name in DATASETS:
         rows = {r["parametrization"]: r for r in _pick(agg, dataset=name, sampler="ancestral", sample_steps=T)}
         share = {p: sum(r[f"{_band_key(b)}_mean"] for b in small) for p, r in rows.items()}
-        lines.append(f"{name}: terms at t <= 5 " + ", ".join(f"{p} {v:.2f}" for p, v in share.items()) + " bits/dim of bounds "
-                     + ", ".join(f"{p} {r['nll_bits_per_dim_mean']:.2f}" for p, r in rows.items()) + "; rms x0 error at t = 1 "
-                     + ", ".join(f"{p} {r['x0_rms_error_t1_mean']:.4f}" for p, r in rows.items() if not math.isnan(r["x0_rms_error_t1_mean"])) + ".")
+        lines.append(
+            f"{name}: terms at t <= 5 "
+            + ", ".join(f"{p} {v:.2f}" for p, v in share.items())
+            + " bits/dim of bounds "
+            + ", ".join(f"{p} {r['nll_bits_per_dim_mean']:.2f}" for p, r in rows.items())
+            + "; rms x0 error at t = 1 "
+            + ", ".join(
+                f"{p} {r['x0_rms_error_t1_mean']:.4f}"
+                for p, r in rows.items()
+                if not math.isnan(r["x0_rms_error_t1_mean"])
+            )
+            + "."
+        )
     return lines
 
 
@@ -276,15 +407,20 @@ def _plot_samples(settings: Settings, samples: dict, refs: dict) -> tuple[str, s
 
 def _plot_strides(settings: Settings, cfg: Config, agg: list[dict], floor_agg: dict) -> tuple[str, str]:
     fig, axes = new_figure(ncols=len(DATASETS), width=4.0, height=3.3)
-    for ax, name in zip(axes[0], DATASETS):
-        for color, param in zip(("C0", "C1", "C2", "C3"), PARAMETRIZATIONS):
+    for ax, name in zip(axes[0], DATASETS, strict=True):
+        for color, param in zip(("C0", "C1", "C2", "C3"), PARAMETRIZATIONS, strict=True):
             for sampler, style in (("ancestral", "-o"), ("ddim", "--s")):
-                pts = sorted((r["sample_steps"], r["swd_mean"]) for r in _pick(agg, dataset=name, parametrization=param, sampler=sampler))
+                pts = sorted(
+                    (r["sample_steps"], r["swd_mean"])
+                    for r in _pick(agg, dataset=name, parametrization=param, sampler=sampler)
+                )
                 if pts:
-                    ax.plot(*zip(*pts), style, color=color, ms=3, label=f"{param} {sampler}")
+                    ax.plot(*zip(*pts, strict=True), style, color=color, ms=3, label=f"{param} {sampler}")
         ax.axhline(floor_agg[name]["swd_mean"], color="k", lw=0.8, ls=":", label="floor (data vs data)")
         ax.set(xscale="log", yscale="log", xlabel="sampling steps", ylabel="sliced Wasserstein-2", title=name)
     axes[0, -1].legend(fontsize=6)
     save_figure(fig, settings.out / "bench_gaussian_strides.png")
-    return "bench_gaussian_strides.png", (f"Sliced Wasserstein-2 of samples against the number of sampling steps (T = {cfg.num_steps}; mean over seeds; "
-                                          "solid: ancestral, dashed: DDIM eta = 0); dotted: data-vs-data floor.")
+    return "bench_gaussian_strides.png", (
+        f"Sliced Wasserstein-2 of samples against the number of sampling steps (T = {cfg.num_steps}; mean over seeds; "
+        "solid: ancestral, dashed: DDIM eta = 0); dotted: data-vs-data floor."
+    )

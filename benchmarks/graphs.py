@@ -26,18 +26,29 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import Report, Settings, Table, aggregate, fmt, generator, new_figure, save_figure, seeded_init, write_csv
-from benchmarks.timing import interleaved, ratio
+from benchmarks.common import (
+    Report,
+    Settings,
+    Table,
+    aggregate,
+    fmt,
+    generator,
+    new_figure,
+    save_figure,
+    seeded_init,
+    write_csv,
+)
 from benchmarks.speed import _module_train_fn, _train_fn
+from benchmarks.timing import interleaved, ratio
 from benchmarks.training import STREAM_INIT, STREAM_NLL, STREAM_SAMPLE, Budget
 from benchmarks.training import train as train_model
 from diffkit import CategoricalProcess, ProductProcess
+from diffkit._checks import trusted_values
 from diffkit.data import GraphDataModule
 from diffkit.graphs import sample_node_masks, to_networkx
 from diffkit.likelihood import nll_bound
 from diffkit.metrics.graphs import GraphMetrics
 from diffkit.models import GraphTransformer
-from diffkit._checks import trusted_values
 from diffkit.sampling import denoise_step, sample
 
 
@@ -60,7 +71,9 @@ TRANSITIONS = ("marginal", "uniform")
 
 def _process(T: int, edge_transition: str) -> ProductProcess:
     return ProductProcess(
-        {"X": CategoricalProcess(1, T), "E": CategoricalProcess(2, T, edge_transition)}, weights={"E": 5.0}, symmetric=["E"]
+        {"X": CategoricalProcess(1, T), "E": CategoricalProcess(2, T, edge_transition)},
+        weights={"E": 5.0},
+        symmetric=["E"],
     )
 
 
@@ -95,10 +108,33 @@ def transition_rows(cfg: Config, seeds: int) -> list[dict]:
             metric = GraphMetrics.from_datamodule(dm, "test")
             metric.update(to_networkx(graphs))
             values = {k: float(v) for k, v in metric.compute().items()}
-            rows.append({"transition": transition, "seed": seed, "steps": cfg.budget.steps, "train_seconds": seconds, "final_loss": final_loss,
-                         "nll_bits": float(bound.bits_per_element.mean()),
-                         **{k.replace("/", "_"): values[k] for k in ("ratio/degree", "ratio/clustering", "ratio/orbit", "ratio/spectre", "ratio/mean", "unique", "novel", "vun")}})  # fmt: skip
-            print(f"  graphs: {transition} seed {seed}: ratio/mean {values['ratio/mean']:.2f}, {seconds:.0f} s", flush=True)
+            rows.append(
+                {
+                    "transition": transition,
+                    "seed": seed,
+                    "steps": cfg.budget.steps,
+                    "train_seconds": seconds,
+                    "final_loss": final_loss,
+                    "nll_bits": float(bound.bits_per_element.mean()),
+                    **{
+                        k.replace("/", "_"): values[k]
+                        for k in (
+                            "ratio/degree",
+                            "ratio/clustering",
+                            "ratio/orbit",
+                            "ratio/spectre",
+                            "ratio/mean",
+                            "unique",
+                            "novel",
+                            "vun",
+                        )
+                    },
+                }
+            )
+            print(
+                f"  graphs: {transition} seed {seed}: ratio/mean {values['ratio/mean']:.2f}, {seconds:.0f} s",
+                flush=True,
+            )
     return rows
 
 
@@ -150,14 +186,38 @@ def speed_rows(cfg: Config) -> list[dict]:
             times = interleaved(cases[kind], cfg.speed_rounds, cfg.warmup)
             for name in ("diffkit", "bare (again)"):
                 r = ratio(times[name], times["bare"])
-                rows.append({"nodes": n, "batch": batch, "kind": kind, "candidate": name, "rounds": cfg.speed_rounds,
-                             "candidate_ms": 1e3 * r.median_a, "bare_ms": 1e3 * r.median_b, "ratio": r.value, "ci_low": r.low, "ci_high": r.high})  # fmt: skip
+                rows.append(
+                    {
+                        "nodes": n,
+                        "batch": batch,
+                        "kind": kind,
+                        "candidate": name,
+                        "rounds": cfg.speed_rounds,
+                        "candidate_ms": 1e3 * r.median_a,
+                        "bare_ms": 1e3 * r.median_b,
+                        "ratio": r.value,
+                        "ci_low": r.low,
+                        "ci_high": r.high,
+                    }
+                )
         print(f"  graphs: step cost n = {n} done", flush=True)
     return rows
 
 
 # ------------------------------------------------------------------ report
-METRICS = ["ratio_degree", "ratio_clustering", "ratio_orbit", "ratio_spectre", "ratio_mean", "unique", "novel", "vun", "nll_bits", "final_loss", "train_seconds"]
+METRICS = [
+    "ratio_degree",
+    "ratio_clustering",
+    "ratio_orbit",
+    "ratio_spectre",
+    "ratio_mean",
+    "unique",
+    "novel",
+    "vun",
+    "nll_bits",
+    "final_loss",
+    "train_seconds",
+]
 
 
 def run(settings: Settings) -> Report:
@@ -174,27 +234,77 @@ def run(settings: Settings) -> Report:
 
     t1 = Table(
         "Graphs: marginal vs uniform edge transition on community-small (x0, equal budgets)",
-        ["edge transition", "degree ratio", "clustering ratio", "orbit ratio", "spectre ratio", "mean ratio", "unique", "novel", "NLL (bits/var)", "final loss", "train (s)"],
-        [[r["transition"], *(cell(r, k, 2) for k in METRICS[:5]), *(cell(r, k, 2) for k in ("unique", "novel")), cell(r, "nll_bits"), cell(r, "final_loss"), cell(r, "train_seconds", 1)] for r in table],
-        [f"T = {cfg.num_steps}, GraphTransformer(hidden {cfg.hidden}, edge {cfg.edge_hidden}, depth {cfg.depth}, cycle features), "
-         f"{cfg.budget.steps} AdamW steps of {cfg.budget.batch_size} graphs, lr {cfg.budget.lr} (warm-up + cosine), E loss weight 5.",
-         "Ratios: MMD² to the 20 test graphs divided by the train-vs-test MMD² (1.0 = as close as the training graphs); "
-         "20 samples per seed, all T steps. Community-small has no validity rule, so V.U.N. = unique and novel.",
-         "NLL: the full bound (all T terms) on the test graphs, per node and edge variable (bits)."],
+        [
+            "edge transition",
+            "degree ratio",
+            "clustering ratio",
+            "orbit ratio",
+            "spectre ratio",
+            "mean ratio",
+            "unique",
+            "novel",
+            "NLL (bits/var)",
+            "final loss",
+            "train (s)",
+        ],
+        [
+            [
+                r["transition"],
+                *(cell(r, k, 2) for k in METRICS[:5]),
+                *(cell(r, k, 2) for k in ("unique", "novel")),
+                cell(r, "nll_bits"),
+                cell(r, "final_loss"),
+                cell(r, "train_seconds", 1),
+            ]
+            for r in table
+        ],
+        [
+            f"T = {cfg.num_steps}, GraphTransformer(hidden {cfg.hidden}, edge {cfg.edge_hidden}, depth {cfg.depth}, "
+            "cycle features), "
+            f"{cfg.budget.steps} AdamW steps of {cfg.budget.batch_size} graphs, lr {cfg.budget.lr} (warm-up + "
+            "cosine), E loss weight 5.",
+            "Ratios: MMD² to the 20 test graphs divided by the train-vs-test MMD² (1.0 = as close as the training "
+            "graphs); "
+            "20 samples per seed, all T steps. Community-small has no validity rule, so V.U.N. = unique and novel.",
+            "NLL: the full bound (all T terms) on the test graphs, per node and edge variable (bits).",
+        ],
     )
     t2 = Table(
         "Graphs: training and sampling step, diffkit vs the bare GraphTransformer",
         ["nodes", "batch", "step", "candidate", "candidate (ms)", "bare (ms)", "ratio", "95% CI"],
-        [[r["nodes"], r["batch"], r["kind"], r["candidate"], f"{r['candidate_ms']:.2f}", f"{r['bare_ms']:.2f}", f"{r['ratio']:.3f}", f"{r['ci_low']:.3f}-{r['ci_high']:.3f}"] for r in speed],
-        ["Same network, medians over interleaved rounds; 'bare (again)' is a second copy of the baseline (the A/A noise floor).",
-         "diffkit's training step is DiffusionModule's (without Lightning's loop and logging): batch checks, the timestep and noise "
-         "draws (X, and E's upper triangle mirrored) and the masked loss; the bare step reuses one precomputed x_t and takes masked "
-         "cross-entropies. Sampling: an iteration of diffkit.sample's loop (network, then the ProductProcess step) vs the network alone."],
+        [
+            [
+                r["nodes"],
+                r["batch"],
+                r["kind"],
+                r["candidate"],
+                f"{r['candidate_ms']:.2f}",
+                f"{r['bare_ms']:.2f}",
+                f"{r['ratio']:.3f}",
+                f"{r['ci_low']:.3f}-{r['ci_high']:.3f}",
+            ]
+            for r in speed
+        ],
+        [
+            "Same network, medians over interleaved rounds; 'bare (again)' is a second copy of the baseline (the A/A "
+            "noise floor).",
+            "diffkit's training step is DiffusionModule's (without Lightning's loop and logging): batch checks, the "
+            "timestep and noise "
+            "draws (X, and E's upper triangle mirrored) and the masked loss; the bare step reuses one precomputed "
+            "x_t and takes masked "
+            "cross-entropies. Sampling: an iteration of diffkit.sample's loop (network, then the ProductProcess "
+            "step) vs the network alone.",
+        ],
     )
     fig, axes = new_figure()
     ax = axes[0, 0]
     names = [r["transition"] for r in table]
-    ax.bar(names, [r["ratio_mean_mean"] for r in table], yerr=[r["ratio_mean_std"] for r in table], color=["#1f77b4", "#ff7f0e"][: len(names)])
+    ax.bar(
+        names,
+        [r["ratio_mean_mean"] for r in table],
+        yerr=[r["ratio_mean_std"] for r in table],
+        color=["#1f77b4", "#ff7f0e"][: len(names)],
+    )
     ax.axhline(1.0, color="k", lw=0.8, ls="--", label="train vs test")
     ax.set_ylabel("mean MMD ratio (lower is better)")
     ax.set_title("community-small, equal budgets")
@@ -204,14 +314,29 @@ def run(settings: Settings) -> Report:
     findings = []
     if set(TRANSITIONS) <= set(by):
         m, u = by["marginal"], by["uniform"]
-        findings.append(f"community-small, {cfg.budget.steps} steps: mean MMD ratio marginal {m['ratio_mean_mean']:.2f} vs uniform {u['ratio_mean_mean']:.2f}; "
-                        f"NLL bound {m['nll_bits_mean']:.3f} vs {u['nll_bits_mean']:.3f} bits per variable.")  # fmt: skip
+        findings.append(
+            f"community-small, {cfg.budget.steps} steps: mean MMD ratio marginal "
+            f"{m['ratio_mean_mean']:.2f} vs uniform {u['ratio_mean_mean']:.2f}; "
+            f"NLL bound {m['nll_bits_mean']:.3f} vs {u['nll_bits_mean']:.3f} bits per variable."
+        )
     for r in speed:
         if r["candidate"] == "diffkit":
-            findings.append(f"{r['kind']} step, n = {r['nodes']} (batch {r['batch']}): diffkit / bare = {r['ratio']:.3f} ({r['ci_low']:.3f}-{r['ci_high']:.3f}).")
+            findings.append(
+                f"{r['kind']} step, n = {r['nodes']} (batch {r['batch']}): diffkit / bare = {r['ratio']:.3f} "
+                f"({r['ci_low']:.3f}-{r['ci_high']:.3f})."
+            )
     return Report(
         tables=[t1, t2],
-        plots=[("bench_graphs_transitions.png", "Mean MMD ratio to the test set (1.0 = train vs test) of the two edge transitions at equal budgets")],
+        plots=[
+            (
+                "bench_graphs_transitions.png",
+                "Mean MMD ratio to the test set (1.0 = train vs test) of the two edge transitions at equal budgets",
+            )
+        ],
         findings=findings,
-        config={**{k: v for k, v in asdict(cfg).items() if k != "budget"}, "train": asdict(cfg.budget), "dataset": "community_small"},
+        config={
+            **{k: v for k, v in asdict(cfg).items() if k != "budget"},
+            "train": asdict(cfg.budget),
+            "dataset": "community_small",
+        },
     )

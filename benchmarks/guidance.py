@@ -27,7 +27,19 @@ import torch
 from torch import Tensor
 
 import diffkit
-from benchmarks.common import LOG2, Report, Settings, Table, aggregate, fmt, generator, new_figure, save_figure, seeded_init, write_csv
+from benchmarks.common import (
+    LOG2,
+    Report,
+    Settings,
+    Table,
+    aggregate,
+    fmt,
+    generator,
+    new_figure,
+    save_figure,
+    seeded_init,
+    write_csv,
+)
 from benchmarks.training import STREAM_INIT, STREAM_SAMPLE, Budget, train
 from diffkit.data.labeled import eight_gaussians_centers, eight_gaussians_labeled
 from diffkit.data.tokens import MarkovChain
@@ -96,8 +108,17 @@ def gaussian_rows(cfg: Config, seed: int) -> tuple[list[dict], Tensor, dict[floa
         xs = diffkit.sample(process, net, (n, 2), "v", cond=cond, guidance_scale=w, generator=gen)
         per_w[w] = xs
         offset, spread = _mode_offset_and_spread(xs, centers[cond], cond)
-        rows.append({"kind": "gaussian", "w": w, "seed": seed, "accuracy": float((_nearest_mode(xs) == cond).float().mean()),
-                     "diversity": spread, "offset": offset, "train_seconds": result.seconds})  # fmt: skip
+        rows.append(
+            {
+                "kind": "gaussian",
+                "w": w,
+                "seed": seed,
+                "accuracy": float((_nearest_mode(xs) == cond).float().mean()),
+                "diversity": spread,
+                "offset": offset,
+                "train_seconds": result.seconds,
+            }
+        )
     uncond = diffkit.sample(process, net, (n, 2), "v", generator=generator(seed, STREAM_SAMPLE))
     return rows, uncond, per_w
 
@@ -125,25 +146,44 @@ def token_rows(cfg: Config, seed: int) -> tuple[list[dict], float]:
     ceiling = float((chain_log_likelihoods(chains, data).argmax(1) == labels).float().mean())
     process = diffkit.CategoricalProcess(cfg.num_classes, cfg.token_steps, "absorbing")
     with seeded_init(seed, STREAM_INIT):
-        net = TokenTransformer(process.num_states, cfg.num_classes, cfg.seq_len, cfg.token_steps, d_model=cfg.d_model, depth=cfg.depth, heads=4, num_classes=NUM_CHAINS)
+        net = TokenTransformer(
+            process.num_states,
+            cfg.num_classes,
+            cfg.seq_len,
+            cfg.token_steps,
+            d_model=cfg.d_model,
+            depth=cfg.depth,
+            heads=4,
+            num_classes=NUM_CHAINS,
+        )
     result = train(process, net, data, "x0", cfg.token_train, seed, cond=labels, cond_drop_prob=cfg.cond_drop_prob)
     n = cfg.token_samples
     cond = torch.arange(n) % NUM_CHAINS
     entropy = torch.tensor([c.sequence_entropy(cfg.seq_len) for c in chains])  # nats per sequence
     rows = []
     for w in SCALES:
-        xs = diffkit.sample(process, net, (n, cfg.seq_len), "x0", cond=cond, guidance_scale=w, generator=generator(seed, STREAM_SAMPLE))
+        xs = diffkit.sample(
+            process, net, (n, cfg.seq_len), "x0", cond=cond, guidance_scale=w, generator=generator(seed, STREAM_SAMPLE)
+        )
         ll = chain_log_likelihoods(chains, xs)
         gap = (-ll[torch.arange(n), cond] - entropy[cond]).mean() / cfg.seq_len / LOG2
-        rows.append({"kind": "categorical", "w": w, "seed": seed, "accuracy": float((ll.argmax(1) == cond).float().mean()),
-                     "diversity": float(gap), "train_seconds": result.seconds})  # fmt: skip
+        rows.append(
+            {
+                "kind": "categorical",
+                "w": w,
+                "seed": seed,
+                "accuracy": float((ll.argmax(1) == cond).float().mean()),
+                "diversity": float(gap),
+                "train_seconds": result.seconds,
+            }
+        )
     return rows, ceiling
 
 
 def _plot(settings: Settings, per_w: dict[float, Tensor], uncond: Tensor, agg: list[dict]) -> str:
     name = "bench_guidance.png"
     fig, axes = new_figure(ncols=len(SCALES) + 2, width=2.6, height=2.8)
-    for ax, w in zip(axes[0], SCALES):
+    for ax, w in zip(axes[0], SCALES, strict=False):
         xs = per_w[w]
         cond = torch.arange(xs.shape[0]) % 8
         ax.scatter(xs[:, 0], xs[:, 1], c=cond, cmap="tab10", s=1, vmin=0, vmax=9)
@@ -185,33 +225,58 @@ def run(settings: Settings) -> Report:
     table_rows = []
     for w in SCALES:
         g, c = by[("gaussian", w)], by[("categorical", w)]
-        table_rows.append([f"{w:g}", fmt(g["accuracy_mean"], g["accuracy_std"], 4), fmt(g["offset_mean"], g["offset_std"]), fmt(g["diversity_mean"], g["diversity_std"]),
-                           fmt(c["accuracy_mean"], c["accuracy_std"], 4), fmt(c["diversity_mean"], c["diversity_std"])])  # fmt: skip
+        table_rows.append(
+            [
+                f"{w:g}",
+                fmt(g["accuracy_mean"], g["accuracy_std"], 4),
+                fmt(g["offset_mean"], g["offset_std"]),
+                fmt(g["diversity_mean"], g["diversity_std"]),
+                fmt(c["accuracy_mean"], c["accuracy_std"], 4),
+                fmt(c["diversity_mean"], c["diversity_std"]),
+            ]
+        )
     cover = torch.stack(coverage)
     modes = int((cover.min(0).values > 0.05).sum())
     table = Table(
         "Guidance sweep: conditional accuracy vs diversity / fidelity",
-        ["w", "Gaussian mode accuracy", "Gaussian offset (0 = true)", "Gaussian spread (1 = true)", "categorical chain accuracy", "categorical NLL gap (bits/token)"],
+        [
+            "w",
+            "Gaussian mode accuracy",
+            "Gaussian offset (0 = true)",
+            "Gaussian spread (1 = true)",
+            "categorical chain accuracy",
+            "categorical NLL gap (bits/token)",
+        ],
         table_rows,
         notes=[
-            f"Unconditional samples (cond=None) per mode: min {float(cover.min()):.3f}, max {float(cover.max()):.3f} (1/8 = 0.125); "
-            f"{modes} of 8 modes hold > 5% in every seed; {sum(in_mode) / len(in_mode):.3f} of them lie within 3 mode stds of a center "
+            f"Unconditional samples (cond=None) per mode: min {float(cover.min()):.3f}, max {float(cover.max()):.3f} "
+            "(1/8 = 0.125); "
+            f"{modes} of 8 modes hold > 5% in every seed; {sum(in_mode) / len(in_mode):.3f} of them lie within 3 "
+            "mode stds of a center "
             "(exact samples: 0.989).",
-            "Gaussian offset: RMS over modes of |mean of the samples - requested center|; spread: RMS of their std around that mean; "
+            "Gaussian offset: RMS over modes of |mean of the samples - requested center|; spread: RMS of their std "
+            "around that mean; "
             "both in units of one mode's std.",
-            f"Categorical ceiling: the exact likelihood classifier labels real sequences with accuracy {sum(ceilings) / len(ceilings):.4f}.",
-            f"Gaussian: MLPDenoiser(num_classes=8), v, T = {cfg.gauss_steps}, {cfg.gauss_train.steps} steps of {cfg.gauss_train.batch_size}; "
-            f"{cfg.gauss_samples} samples per w, all T reverse steps. Categorical: TokenTransformer(d_model={cfg.d_model}, depth={cfg.depth}, "
-            f"num_classes={NUM_CHAINS}), absorbing, x0, T = {cfg.token_steps}, {cfg.token_train.steps} steps of {cfg.token_train.batch_size}; "
-            f"{cfg.token_samples} samples per w. cond_drop_prob = {cfg.cond_drop_prob}; mean ± std over {settings.seeds} seed(s).",
+            "Categorical ceiling: the exact likelihood classifier labels real sequences with accuracy "
+            f"{sum(ceilings) / len(ceilings):.4f}.",
+            f"Gaussian: MLPDenoiser(num_classes=8), v, T = {cfg.gauss_steps}, {cfg.gauss_train.steps} steps of "
+            f"{cfg.gauss_train.batch_size}; "
+            f"{cfg.gauss_samples} samples per w, all T reverse steps. Categorical: "
+            f"TokenTransformer(d_model={cfg.d_model}, depth={cfg.depth}, "
+            f"num_classes={NUM_CHAINS}), absorbing, x0, T = {cfg.token_steps}, {cfg.token_train.steps} steps of "
+            f"{cfg.token_train.batch_size}; "
+            f"{cfg.token_samples} samples per w. cond_drop_prob = {cfg.cond_drop_prob}; mean ± std over "
+            f"{settings.seeds} seed(s).",
         ],
     )
     g0, g2 = by[("gaussian", 0.0)], by[("gaussian", 2.0)]
     findings = [
         f"Eight Gaussians mode accuracy {g0['accuracy_mean']:.4f} at w = 0 and {g2['accuracy_mean']:.4f} at w = 2; "
-        f"unconditional samples cover {modes} of 8 modes, {sum(in_mode) / len(in_mode):.3f} of them within 3 mode stds of a center.",
+        f"unconditional samples cover {modes} of 8 modes, {sum(in_mode) / len(in_mode):.3f} of them within 3 mode "
+        "stds of a center.",
         f"Markov chains: chain accuracy {by[('categorical', 0.0)]['accuracy_mean']:.4f} at w = 0 -> "
         f"{by[('categorical', 4.0)]['accuracy_mean']:.4f} at w = 4 (real data: {sum(ceilings) / len(ceilings):.4f}).",
     ]
-    return Report([table], [(plot, "Guided eight-Gaussians samples (color: requested mode), the null model, and accuracy vs w")], findings,
+    return Report([table], [(plot, "Guided eight-Gaussians samples (color: requested mode), the null model, and "
+        "accuracy vs w")], findings,
                   {"scales": list(SCALES), **asdict(cfg)})  # fmt: skip

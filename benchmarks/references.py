@@ -21,8 +21,7 @@ import torch
 from scipy import integrate
 from torch import Tensor
 
-from diffkit.data import GaussianMixture
-from diffkit.data import toy2d
+from diffkit.data import GaussianMixture, toy2d
 
 __all__ = ["entropy_nats_per_dim", "eight_gaussians_mixture", "swiss_roll_entropy"]
 
@@ -45,8 +44,8 @@ def _swiss_roll_stds() -> tuple[float, float]:
 
     stds = []
     for trig in (math.cos, math.sin):
-        mean = expect(lambda u: u * trig(u))
-        second = expect(lambda u: (u * trig(u)) ** 2)
+        mean = expect(lambda u, trig=trig: u * trig(u))
+        second = expect(lambda u, trig=trig: (u * trig(u)) ** 2)
         stds.append(math.sqrt(second - mean**2 + toy2d.SWISS_ROLL_NOISE**2))
     return stds[0], stds[1]
 

@@ -40,8 +40,14 @@ def _fit(out: Path, quick: bool) -> tuple[Path, float, str]:
     cfg.write_text(CONFIG.read_text().replace("runs/swiss_roll", str(out / "run")))
     args = ["fit", "--config", str(cfg), "--trainer.enable_progress_bar=false"]
     if quick:
-        args += ["--trainer.max_steps=20", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
-                 "--model.num_eval_samples=0", "--data.init_args.num_train=2048", "--data.init_args.num_val=64"]
+        args += [
+            "--trainer.max_steps=20",
+            "--trainer.limit_val_batches=0",
+            "--trainer.num_sanity_val_steps=0",
+            "--model.num_eval_samples=0",
+            "--data.init_args.num_train=2048",
+            "--data.init_args.num_val=64",
+        ]
     start = time.perf_counter()
     main(args)
     wall = time.perf_counter() - start
@@ -104,9 +110,14 @@ def mixture_nll(quick: bool, seed: int = 0) -> Table:
             rows.append([ev, kind, f"{nats:.3f}", f"{nats - entropy:+.3f}", f"{seconds:.0f}"])
     return Table(
         "Gaussian mixture: NLL bound (nats/dim) vs true entropy, by reverse variance",
-        ["reverse variance", "training loss", "NLL bound", "gap to entropy", "train s"], rows,
-        notes=[f"true entropy {entropy:.3f} nats/dim; T = {T}, {steps} steps of batch 256, v target, MLPDenoiser(2, T) default width; "
-               f"bound on {n} held-out points; posterior and forward share one network (the variance does not enter the simple loss)"],
+        ["reverse variance", "training loss", "NLL bound", "gap to entropy", "train s"],
+        rows,
+        notes=[
+            f"true entropy {entropy:.3f} nats/dim; T = {T}, {steps} steps of batch 256, v target, MLPDenoiser(2, T) "
+            "default width; "
+            f"bound on {n} held-out points; posterior and forward share one network (the variance does not enter the "
+            "simple loss)"
+        ],
     )
 
 
@@ -146,28 +157,44 @@ def run(settings: Settings) -> Report:
         return sum(vals) / len(vals)
 
     T = max(r["calls"] for r in rows)
-    headers = ["sampler", *[f"{c} calls" for c in sorted({r['calls'] for r in rows if r['calls']})]]
+    headers = ["sampler", *[f"{c} calls" for c in sorted({r["calls"] for r in rows if r["calls"]})]]
     table_rows = []
     for sampler in SAMPLERS:
         cells = [sampler]
         for c in sorted({r["calls"] for r in rows if r["calls"]}):
-            cells.append(f"{mean(sampler, c, 'ratio'):.3f} (P {mean(sampler, c, 'precision'):.2f} / R {mean(sampler, c, 'recall'):.2f})")
+            cells.append(
+                f"{mean(sampler, c, 'ratio'):.3f} (P {mean(sampler, c, 'precision'):.2f} / R "
+                f"{mean(sampler, c, 'recall'):.2f})"
+            )
         table_rows.append(cells)
-    table_rows.append(["data (floor)", f"{mean('data (floor)', 0, 'ratio'):.3f} (P {mean('data (floor)', 0, 'precision'):.2f} / R {mean('data (floor)', 0, 'recall'):.2f})"])
+    table_rows.append(
+        [
+            "data (floor)",
+            f"{mean('data (floor)', 0, 'ratio'):.3f} (P {mean('data (floor)', 0, 'precision'):.2f} / R "
+            f"{mean('data (floor)', 0, 'recall'):.2f})",
+        ]
+    )
     walls = ", ".join(f"{w:.0f} s (load {ld})" for w, ld in fits)
     table = Table(
         "Swiss roll quickstart: distance ratio to the spiral (k-NN precision / recall) vs network calls",
-        headers, table_rows,
-        notes=[f"shipped config {CONFIG.name}, {settings.seeds} seed(s), {n} samples; fit wall time {walls}",
-               "distance ratio = mean distance of samples to the generating spiral / that of real data (1 = as sharp as the data)"],
+        headers,
+        table_rows,
+        notes=[
+            f"shipped config {CONFIG.name}, {settings.seeds} seed(s), {n} samples; fit wall time {walls}",
+            "distance ratio = mean distance of samples to the generating spiral / that of real data (1 = as sharp as "
+            "the data)",
+        ],
     )
     findings = []
     for (sampler, calls), target in TARGETS.items():
         calls = T if calls is None else calls
         value = mean(sampler, calls, "ratio")
-        findings.append(f"{sampler} {calls} calls: distance ratio {value:.3f} (target <= {target}: {'met' if value <= target else 'missed'})")
+        findings.append(
+            f"{sampler} {calls} calls: distance ratio {value:.3f} (target <= {target}: "
+            f"{'met' if value <= target else 'missed'})"
+        )
     fig, axes = new_figure(ncols=len(pictures), width=3.2, height=3.2)
-    for ax, (title, x) in zip(axes.flat, sorted(pictures.items(), key=lambda kv: kv[0] != "data")):
+    for ax, (title, x) in zip(axes.flat, sorted(pictures.items(), key=lambda kv: kv[0] != "data"), strict=True):
         ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5)
         ax.set_title(title, fontsize=8)
         ax.set_aspect("equal")

@@ -55,9 +55,12 @@ def _timed_fit(config: str, steps: int, threads: int) -> float:
         try:
             cli = _cli_class()(
                 args=[
-                    "--config", str(ROOT / config),
-                    f"--trainer.max_steps={WARMUP + steps}", "--trainer.limit_val_batches=0",
-                    "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+                    "--config",
+                    str(ROOT / config),
+                    f"--trainer.max_steps={WARMUP + steps}",
+                    "--trainer.limit_val_batches=0",
+                    "--trainer.logger=false",
+                    "--trainer.enable_progress_bar=false",
                     "--trainer.enable_model_summary=false",
                 ],
                 run=False,
@@ -88,8 +91,20 @@ def main() -> None:
             for label, threads in settings.items():
                 load = os.getloadavg()[0]
                 rate = _timed_fit(config, steps, threads)
-                rows.append({"round": r, "config": name, "threads": label, "num_threads": threads, "steps_per_s": rate, "load1": load})
-                print(f"round {r} {name:18s} threads={label:7s} ({threads}) {rate:8.2f} steps/s  load {load:.2f}", flush=True)
+                rows.append(
+                    {
+                        "round": r,
+                        "config": name,
+                        "threads": label,
+                        "num_threads": threads,
+                        "steps_per_s": rate,
+                        "load1": load,
+                    }
+                )
+                print(
+                    f"round {r} {name:18s} threads={label:7s} ({threads}) {rate:8.2f} steps/s  load {load:.2f}",
+                    flush=True,
+                )
     with open(args.out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -98,7 +113,10 @@ def main() -> None:
     print("| config | default | 1 thread | 2 threads | 1 / default |")
     print("|---|---|---|---|---|")
     for name in args.configs:
-        med = {lab: statistics.median(x["steps_per_s"] for x in rows if x["config"] == name and x["threads"] == lab) for lab in settings}
+        med = {
+            lab: statistics.median(x["steps_per_s"] for x in rows if x["config"] == name and x["threads"] == lab)
+            for lab in settings
+        }
         cells = [f"{med[lab]:.2f}" if lab in med else "-" for lab in ("default", "1", "2")]
         ratio = f"{med['1'] / med['default']:.1f}x" if {"1", "default"} <= set(med) else "-"
         print(f"| {name} | {' | '.join(cells)} | {ratio} |")

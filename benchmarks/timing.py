@@ -122,9 +122,15 @@ def profile_diffkit(fn: Callable[[], object], calls: int, top: int = 12) -> tupl
         path = filename.replace("\\", "/")
         if "/diffkit/" in path and "/diffkit/models/" not in path and "/benchmarks/" not in path:
             short = path.split("/diffkit/", 1)[1]
-            rows.append({"function": f"diffkit/{short}:{line}({name})", "calls_per_step": ncalls / calls,
-                         "own_ms_per_step": 1e3 * tottime / calls, "cum_ms_per_step": 1e3 * cumtime / calls,
-                         "cum_share_of_step": cumtime / total if total else float("nan")})
+            rows.append(
+                {
+                    "function": f"diffkit/{short}:{line}({name})",
+                    "calls_per_step": ncalls / calls,
+                    "own_ms_per_step": 1e3 * tottime / calls,
+                    "cum_ms_per_step": 1e3 * cumtime / calls,
+                    "cum_share_of_step": cumtime / total if total else float("nan"),
+                }
+            )
     rows.sort(key=lambda r: r["own_ms_per_step"], reverse=True)
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)

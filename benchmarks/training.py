@@ -62,8 +62,16 @@ def _batches(num: int, batch_size: int, gen: torch.Generator):
 
 
 def train(
-    process: diffkit.ForwardProcess, denoiser: nn.Module, data: Tensor | Mapping[str, Tensor], parametrization: str, budget: Budget, seed: int,
-    cond: Tensor | None = None, cond_drop_prob: float = 0.0, loss: str = "simple", hybrid_weight: float = 1e-3,
+    process: diffkit.ForwardProcess,
+    denoiser: nn.Module,
+    data: Tensor | Mapping[str, Tensor],
+    parametrization: str,
+    budget: Budget,
+    seed: int,
+    cond: Tensor | None = None,
+    cond_drop_prob: float = 0.0,
+    loss: str = "simple",
+    hybrid_weight: float = 1e-3,
 ) -> TrainResult:
     """Train ``denoiser`` in place on the rows of ``data`` (x0 examples: a (N, ...) Tensor, or a dict
     of (N, ...) Tensors such as dense graph batches) for ``budget.steps`` steps with ``process.loss``
@@ -101,18 +109,30 @@ def train(
     return TrainResult(seconds, float(tail.mean()))
 
 
-def draw_samples(process: diffkit.ForwardProcess, denoiser: nn.Module, shape: tuple[int, ...], parametrization: str, num_steps: int | None, eta: float | None, seed: int) -> Tensor:
+def draw_samples(
+    process: diffkit.ForwardProcess,
+    denoiser: nn.Module,
+    shape: tuple[int, ...],
+    parametrization: str,
+    num_steps: int | None,
+    eta: float | None,
+    seed: int,
+) -> Tensor:
     """``diffkit.sample`` with ``num_steps`` evenly strided steps (None: all T) and DDIM's eta."""
     gen = generator(seed, STREAM_SAMPLE)
     return diffkit.sample(process, denoiser, shape, parametrization, num_steps=num_steps, eta=eta, generator=gen)
 
 
-def nll_bits(process: diffkit.ForwardProcess, denoiser: nn.Module, x0: Tensor, parametrization: str, seed: int, chunk: int = 1000) -> float:
+def nll_bits(
+    process: diffkit.ForwardProcess, denoiser: nn.Module, x0: Tensor, parametrization: str, seed: int, chunk: int = 1000
+) -> float:
     """Mean ``diffkit.nll_bound`` over x0 in bits per element (dimension or token)."""
     return nll_terms_bits(process, denoiser, x0, parametrization, seed, chunk)[0]
 
 
-def nll_terms_bits(process: diffkit.ForwardProcess, denoiser: nn.Module, x0: Tensor, parametrization: str, seed: int, chunk: int = 1000) -> tuple[float, Tensor]:
+def nll_terms_bits(
+    process: diffkit.ForwardProcess, denoiser: nn.Module, x0: Tensor, parametrization: str, seed: int, chunk: int = 1000
+) -> tuple[float, Tensor]:
     """:func:`nll_bits` and where it is spent: (bound, (T,) float64 mean term of the denoiser call at
     each t = 1..T), both in bits per element; the terms sum to the bound without its prior term."""
     gen = generator(seed, STREAM_NLL)
@@ -126,7 +146,15 @@ def nll_terms_bits(process: diffkit.ForwardProcess, denoiser: nn.Module, x0: Ten
 
 
 @torch.no_grad()
-def zero_output_loss(process: diffkit.ForwardProcess, data: Tensor, output_shape: tuple[int, ...], parametrization: str, seed: int, batches: int = 20, batch_size: int = 256) -> float:
+def zero_output_loss(
+    process: diffkit.ForwardProcess,
+    data: Tensor,
+    output_shape: tuple[int, ...],
+    parametrization: str,
+    seed: int,
+    batches: int = 20,
+    batch_size: int = 256,
+) -> float:
     """The simple loss of a network that always outputs 0 (a trivial baseline for ``final_loss``).
 
     Args:

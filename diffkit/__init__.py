@@ -19,7 +19,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type:
     # diffkit.DiffusionModule (docs/design.md's public name) without importing Lightning for `import diffkit`.
     if name == "DiffusionModule":
         from diffkit.module import DiffusionModule

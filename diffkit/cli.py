@@ -5,7 +5,8 @@
     diffkit fit --config examples/configs/swiss_roll.yaml --print_config
     diffkit sample --ckpt_path runs/swiss_roll/checkpoints/last.ckpt --num_samples 2000 --num_steps 100 --output out.pt
     diffkit sample --ckpt_path runs/eight_gaussians_cond/checkpoints/last.ckpt --cond 3 --guidance_scale 2.0
-    diffkit sample --ckpt_path runs/markov_infill/checkpoints/last.ckpt --known prefix.pt   (infilling, docs/conditioning.md)
+    # infilling (docs/conditioning.md):
+    diffkit sample --ckpt_path runs/markov_infill/checkpoints/last.ckpt --known prefix.pt
     diffkit sample --ckpt_path runs/swiss_roll/checkpoints/last.ckpt --sampler dpmpp_2m --num_steps 20 --output out.pt
     diffkit evaluate-graphs --ckpt_path runs/graphs_planar_cpu/checkpoints/last.ckpt   (diffkit.graph_eval)
     diffkit config [NAME]    list the shipped configs / print one; ``--config NAME`` takes a name too (diffkit.configs)
@@ -151,7 +152,9 @@ def _cli_class():
 
             super()._add_subcommands(parser, **kwargs)
             for name, (description, _) in COMMANDS.items():
-                parser._subcommands_action.add_subcommand(name, ArgumentParser(description=description), help=description)
+                parser._subcommands_action.add_subcommand(
+                    name, ArgumentParser(description=description), help=description
+                )
 
         def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
             super().__init__(
@@ -240,13 +243,32 @@ def sample_from_checkpoint(
     gen = torch.Generator(device).manual_seed(seed)
     infill = _load_known(known, num_samples) if known is not None else {}
     samples = model.sample(
-        num_samples, num_steps=num_steps, generator=gen, eta=eta, progress=progress, sampler=sampler,
-        cond=_load_cond(cond), guidance_scale=guidance_scale, resample_rounds=resample_rounds, **infill,
+        num_samples,
+        num_steps=num_steps,
+        generator=gen,
+        eta=eta,
+        progress=progress,
+        sampler=sampler,
+        cond=_load_cond(cond),
+        guidance_scale=guidance_scale,
+        resample_rounds=resample_rounds,
+        **infill,
     )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"samples": samples, "num_steps": num_steps, "eta": eta, "sampler": sampler, "seed": seed, "checkpoint": str(ckpt_path),
-                "cond": cond if not isinstance(cond, Path) else str(cond), "guidance_scale": guidance_scale}, output)  # fmt: skip
+    torch.save(
+        {
+            "samples": samples,
+            "num_steps": num_steps,
+            "eta": eta,
+            "sampler": sampler,
+            "seed": seed,
+            "checkpoint": str(ckpt_path),
+            "cond": cond if not isinstance(cond, Path) else str(cond),
+            "guidance_scale": guidance_scale,
+        },
+        output,
+    )
     print(f"saved {num_samples} samples to {output}")
     fmt = _checkpoint_sample_format(ckpt_path)
     if fmt is not None:  # a file data module stored how to decode: samples in the data's own format too
@@ -258,7 +280,13 @@ def sample_from_checkpoint(
         if fmt is not None and fmt.draws_samples:
             fmt.plot(samples, png, title=title)
         else:
-            plot_samples(samples, model.reference, png, title=title, image_shape=None if image_shape is None else tuple(image_shape))
+            plot_samples(
+                samples,
+                model.reference,
+                png,
+                title=title,
+                image_shape=None if image_shape is None else (image_shape[0], image_shape[1], image_shape[2]),
+            )
         print(f"saved picture to {png}")
     return samples
 
@@ -276,6 +304,8 @@ def _decoded_path(output: Path, suffix: str) -> Path:
     """``output`` with the data's suffix (``<stem>_decoded<suffix>`` if that is ``output`` itself)."""
     path = output.with_suffix(suffix)
     return output.with_name(f"{output.stem}_decoded{suffix}") if path == output else path
+
+
 def _load_cond(cond: int | str | Path | None) -> Any:
     """An int class id as is; a path: the Tensor ``torch.save``d there."""
     if cond is None or isinstance(cond, int):
@@ -305,7 +335,9 @@ def _load_known(path: str | Path, num_samples: int) -> dict[str, Any]:
     data = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(data, dict) or not {"known", "known_mask"} <= set(data):
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"known: expected a file holding a dict with keys 'known' and 'known_mask', found {found} in {path}")
+        raise ValueError(
+            f"known: expected a file holding a dict with keys 'known' and 'known_mask', found {found} in {path}"
+        )
 
     def repeat(x: Any) -> Any:
         if isinstance(x, dict):
@@ -321,29 +353,64 @@ def _sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_samples", type=int, default=1000)
     p.add_argument("--num_steps", type=int, default=None, help="reverse steps; fewer than T strides (default: all T)")
     p.add_argument("--eta", type=float, default=None, help="DDIM eta for Gaussian fields (default: ancestral)")
-    p.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim", "dpmpp_2m"],
-                   help="ancestral (any process), or a deterministic Gaussian solver: ddim (eta = 0), dpmpp_2m (DPM-Solver++(2M))")
+    p.add_argument(
+        "--sampler",
+        default="ancestral",
+        choices=["ancestral", "ddim", "dpmpp_2m"],
+        help="ancestral (any process), or a deterministic Gaussian solver: ddim (eta = 0), dpmpp_2m (DPM-Solver++(2M))",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="samples.pt")
     p.add_argument("--plot", default="", help="PNG path (default: OUTPUT with .png)")
     p.add_argument("--no_plot", action="store_true")
-    p.add_argument("--image_shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
-                   help="draw flat (N, C*H*W) samples as a grid of C x H x W images (4-D samples always are)")
+    p.add_argument(
+        "--image_shape",
+        type=int,
+        nargs=3,
+        default=None,
+        metavar=("C", "H", "W"),
+        help="draw flat (N, C*H*W) samples as a grid of C x H x W images (4-D samples always are)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--no_progress", action="store_true")
-    p.add_argument("--cond", default=None, help="class id for every sample, or a .pt file with a Tensor of class ids (B,) or features (B, C)")
-    p.add_argument("--guidance_scale", type=float, default=0.0, help="classifier-free guidance w >= 0 (default 0: the plain conditional model)")
-    p.add_argument("--known", default=None, help='infilling: a .pt file with {"known": x, "known_mask": m} (docs/conditioning.md)')
-    p.add_argument("--resample_rounds", type=int, default=1, help="RePaint passes per jump for re-noised fields (default 1: none)")
+    p.add_argument(
+        "--cond",
+        default=None,
+        help="class id for every sample, or a .pt file with a Tensor of class ids (B,) or features (B, C)",
+    )
+    p.add_argument(
+        "--guidance_scale",
+        type=float,
+        default=0.0,
+        help="classifier-free guidance w >= 0 (default 0: the plain conditional model)",
+    )
+    p.add_argument(
+        "--known", default=None, help='infilling: a .pt file with {"known": x, "known_mask": m} (docs/conditioning.md)'
+    )
+    p.add_argument(
+        "--resample_rounds", type=int, default=1, help="RePaint passes per jump for re-noised fields (default 1: none)"
+    )
     return p
 
 
 def _sample(argv: list[str]) -> None:
     ns = _sample_parser().parse_args(argv)
     sample_from_checkpoint(
-        ns.ckpt_path, ns.num_samples, ns.num_steps, ns.eta, ns.seed, ns.output,
-        None if ns.no_plot else ns.plot, ns.device, not ns.no_progress, image_shape=ns.image_shape,
-        cond=ns.cond, guidance_scale=ns.guidance_scale, known=ns.known, resample_rounds=ns.resample_rounds, sampler=ns.sampler,
+        ns.ckpt_path,
+        ns.num_samples,
+        ns.num_steps,
+        ns.eta,
+        ns.seed,
+        ns.output,
+        None if ns.no_plot else ns.plot,
+        ns.device,
+        not ns.no_progress,
+        image_shape=ns.image_shape,
+        cond=ns.cond,
+        guidance_scale=ns.guidance_scale,
+        known=ns.known,
+        resample_rounds=ns.resample_rounds,
+        sampler=ns.sampler,
     )
 
 
@@ -362,7 +429,10 @@ def _config(argv: list[str]) -> None:
 #: diffkit's own subcommands: name -> (one-line description, runner of the remaining arguments).
 COMMANDS: dict[str, tuple[str, Any]] = {
     "sample": ("Sample from a checkpoint written by `diffkit fit` and draw the samples beside the data.", _sample),
-    "evaluate-graphs": ("Graph runs: sample, score against the test split (MMD ratios, V.U.N.) and draw.", _evaluate_graphs),
+    "evaluate-graphs": (
+        "Graph runs: sample, score against the test split (MMD ratios, V.U.N.) and draw.",
+        _evaluate_graphs,
+    ),
     "config": ("List the shipped configs, or print one by name (`diffkit config swiss_roll > my.yaml`).", _config),
 }
 

@@ -36,7 +36,7 @@ class EMA(EMAWeightAveraging):
     def _sync_buffers(self, pl_module: LightningModule) -> None:
         if self._average_model is None:
             return
-        for average, current in zip(self._average_model.module.buffers(), pl_module.buffers()):
+        for average, current in zip(self._average_model.module.buffers(), pl_module.buffers(), strict=True):
             average.copy_(current)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

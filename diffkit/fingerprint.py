@@ -8,10 +8,9 @@ summarizes them so :class:`~diffkit.DiffusionModule` can refuse such a checkpoin
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
-
-import warnings
 
 import torch
 from torch import nn
@@ -43,7 +42,11 @@ def process_fingerprint(process: nn.Module) -> dict[str, dict[str, Any]]:
             finite = torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
             stats = [float((finite * torch.cos(torch.pi * k * pos)).sum()) for k in range(3)]
             stats.append(float(torch.isfinite(values).sum()))
-            out[f"{prefix}.{name}" if prefix else name] = {"shape": list(buf.shape), "dtype": str(buf.dtype), "stats": stats}
+            out[f"{prefix}.{name}" if prefix else name] = {
+                "shape": list(buf.shape),
+                "dtype": str(buf.dtype),
+                "stats": stats,
+            }
     return out
 
 
@@ -56,8 +59,13 @@ def fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any]
             diffs.append(f"{name}: {'only in this model' if a is None else 'only in the checkpoint'}")
         elif list(a["shape"]) != list(b["shape"]):
             diffs.append(f"{name}: shape {tuple(a['shape'])} in the checkpoint, {tuple(b['shape'])} in this model")
-        elif not all(abs(x - y) <= 1e-9 + 1e-8 * max(abs(x), abs(y)) for x, y in zip(a["stats"], b["stats"])):
-            diffs.append(f"{name}: same shape {tuple(a['shape'])}, different values (e.g. another schedule or other transition matrices)")
+        elif not all(
+            abs(x - y) <= 1e-9 + 1e-8 * max(abs(x), abs(y)) for x, y in zip(a["stats"], b["stats"], strict=True)
+        ):
+            diffs.append(
+                f"{name}: same shape {tuple(a['shape'])}, different values (e.g. another schedule or other "
+                "transition matrices)"
+            )
     return diffs
 
 
@@ -86,6 +94,7 @@ def check_same_process(info: Mapping[str, Any], process: nn.Module) -> None:
     diffs = fingerprint_differences(saved, process_fingerprint(process))
     if diffs:
         raise ValueError(
-            mismatch + "".join(f"  differs: process.{d}\n" for d in diffs)
+            mismatch
+            + "".join(f"  differs: process.{d}\n" for d in diffs)
             + "Build the model from the run's saved config.yaml (same schedule and transition), or start a new run"
         )

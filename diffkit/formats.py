@@ -24,7 +24,7 @@ import csv
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ class SampleFormat(abc.ABC):
 
     kind: ClassVar[str] = ""
     draws_samples: ClassVar[bool] = False
-    label_vocab: Optional[list] = None  # class label values, id i <-> label_vocab[i] (None: no labels)
+    label_vocab: list | None = None  # class label values, id i <-> label_vocab[i] (None: no labels)
 
     @property
     @abc.abstractmethod
@@ -139,7 +139,9 @@ def read_csv(path: str | Path) -> tuple[list[str], list[list[str]], list[int]]:
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) != len(header):
-                raise ValueError(f"path: {path} line {reader.line_num} has {len(row)} cells, the header has {len(header)}")
+                raise ValueError(
+                    f"path: {path} line {reader.line_num} has {len(row)} cells, the header has {len(header)}"
+                )
             rows.append([c.strip() for c in row])
             lines.append(reader.line_num)
     if not rows:
@@ -174,10 +176,10 @@ class ArrayFormat(SampleFormat):
 
     kind: ClassVar[str] = "array"
     file_suffix: str = ".npy"
-    mean: Optional[list] = None
-    std: Optional[list] = None
-    key: Optional[str] = None
-    columns: Optional[list] = None
+    mean: list | None = None
+    std: list | None = None
+    key: str | None = None
+    columns: list | None = None
 
     @property
     def suffix(self) -> str:
@@ -219,8 +221,8 @@ class TokenFormat(SampleFormat):
     """
 
     kind: ClassVar[str] = "tokens"
-    vocab: Optional[list] = None
-    tokenizer: Optional[str] = None
+    vocab: list | None = None
+    tokenizer: str | None = None
     pad_id: int = 0
     file_suffix: str = ".txt"
 

@@ -10,7 +10,8 @@ data's, recorded by the module), and writes into ``--out``:
   back as a list);
 - ``metrics.json``: :class:`diffkit.metrics.graphs.GraphMetrics` against the test split (MMD^2
   of degree / clustering / orbit / spectre, their ratios to the train-vs-test MMD^2, V.U.N. and
-  the valid fraction of the test graphs), the train-vs-test MMD^2 themselves, plus the dataset, the checkpoint's step, the seed and
+  the valid fraction of the test graphs), the train-vs-test MMD^2 themselves, plus the dataset, the
+  checkpoint's step, the seed and
   the wall times;
 - ``samples.png``: generated graphs drawn next to training graphs (spring layout).
 
@@ -188,7 +189,9 @@ def evaluate_graph_checkpoint(
     if "MoleculeDataModule" in checkpoint and dataset is None:  # molecules: judged by RDKit (diffkit.molecule_eval)
         from diffkit.molecule_eval import evaluate_molecule_checkpoint
 
-        return evaluate_molecule_checkpoint(ckpt_path, checkpoint, out, num_samples, num_steps, seed, device, batch_size, per_side, progress)
+        return evaluate_molecule_checkpoint(
+            ckpt_path, checkpoint, out, num_samples, num_steps, seed, device, batch_size, per_side, progress
+        )
     model = load_model(ckpt_path, device)
     if model.size_counts is None:
         raise ValueError("ckpt_path: the checkpoint has no recorded node counts; was it trained on graph data?")
@@ -234,7 +237,8 @@ def evaluate_graph_checkpoint(
     values = {k: float(v) for k, v in metric.compute().items()}
     # The ratios' denominators: MMD^2 between the train and test splits (the "fresh data" reference).
     values.update({f"train_vs_test/{k}": float(v) for k, v in metric.baseline()._asdict().items()})
-    # DeFoG-style ratios (denominators rounded to 4 decimals, zeros dropped; no wavelet term): diffkit.metrics.graph_ratios
+    # DeFoG-style ratios (denominators rounded to 4 decimals, zeros dropped; no wavelet term):
+    # diffkit.metrics.graph_ratios
     from diffkit.metrics.graph_ratios import rounded_ratios
 
     names = [k.split("/", 1)[1] for k in values if k.startswith("mmd/")]
@@ -260,8 +264,12 @@ def evaluate_graph_checkpoint(
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
     draw_graph_grid(
-        graphs, dm.train_graphs(), out / "samples.png", per_side=per_side,
-        title=f"{Path(name).name}: step {result['global_step']}, {steps} reverse steps, V.U.N. {100 * values['vun']:.0f}%",
+        graphs,
+        dm.train_graphs(),
+        out / "samples.png",
+        per_side=per_side,
+        title=f"{Path(name).name}: step {result['global_step']}, {steps} reverse steps, V.U.N. "
+        f"{100 * values['vun']:.0f}%",
     )
     return result
 
@@ -271,11 +279,14 @@ def _parser() -> Any:
 
     p = argparse.ArgumentParser(
         prog="diffkit evaluate-graphs",
-        description="Sample graphs from a checkpoint trained on a GraphDataModule or GraphFileDataModule and score them against the test split.",
+        description="Sample graphs from a checkpoint trained on a GraphDataModule or GraphFileDataModule and score "
+        "them against the test split.",
     )
     p.add_argument("--ckpt_path", "--ckpt", required=True, help="checkpoint written by `diffkit fit`")
     p.add_argument("--out", default=None, help="output folder (default: <run folder>/eval)")
-    p.add_argument("--num_samples", "--num-samples", type=int, default=None, help="graphs to generate (default: test split size)")
+    p.add_argument(
+        "--num_samples", "--num-samples", type=int, default=None, help="graphs to generate (default: test split size)"
+    )
     p.add_argument("--num_steps", type=int, default=None, help="reverse steps (default: all T)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset", default=None, help="override the dataset name read from the run")
@@ -283,7 +294,11 @@ def _parser() -> Any:
     p.add_argument("--device", default="cpu")
     p.add_argument("--per_side", type=int, default=16, help="graphs drawn per panel of samples.png")
     p.add_argument("--progress", action="store_true", help="progress bar over the reverse steps")
-    p.add_argument("--validity", default=None, help="import path of a graph -> bool rule, e.g. my_module.is_valid (overrides the dataset's)")
+    p.add_argument(
+        "--validity",
+        default=None,
+        help="import path of a graph -> bool rule, e.g. my_module.is_valid (overrides the dataset's)",
+    )
     return p
 
 
@@ -291,8 +306,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``diffkit evaluate-graphs ...`` (also ``python -m diffkit.graph_eval ...``): print and return the metrics."""
     ns = _parser().parse_args(None if argv is None else list(argv))
     result = evaluate_graph_checkpoint(
-        ns.ckpt_path, ns.out, ns.num_samples, ns.num_steps, ns.seed, ns.dataset, ns.cache_dir, ns.device,
-        per_side=ns.per_side, progress=ns.progress, validity=ns.validity,
+        ns.ckpt_path,
+        ns.out,
+        ns.num_samples,
+        ns.num_steps,
+        ns.seed,
+        ns.dataset,
+        ns.cache_dir,
+        ns.device,
+        per_side=ns.per_side,
+        progress=ns.progress,
+        validity=ns.validity,
     )
     width = max(len(k) for k in result)
     for key, value in result.items():

@@ -36,7 +36,9 @@ def node_count_nll(mask: Tensor, counts: Tensor) -> Tensor:
         raise ValueError(f"Expected `mask` of shape (B, N) and dtype bool, but got {tuple(mask.shape)} {mask.dtype}.")
     counts = torch.as_tensor(counts, dtype=torch.float64, device=mask.device)
     if counts.ndim != 1 or float(counts.sum()) <= 0 or bool((counts < 0).any()):
-        raise ValueError(f"Expected `counts` to be 1-D, non-negative, with a positive sum, but got shape {tuple(counts.shape)}.")
+        raise ValueError(
+            f"Expected `counts` to be 1-D, non-negative, with a positive sum, but got shape {tuple(counts.shape)}."
+        )
     probs = counts / counts.sum()
     sizes = mask.sum(1)  # (B,)
     padded = torch.cat([probs, probs.new_zeros(max(0, int(sizes.max()) + 1 - probs.numel()))])

@@ -96,7 +96,11 @@ def to_dense(
         for u, v, data in g.edges(data=True):
             if u == v:
                 raise ValueError(f"Expected graphs without self-loops, but `graphs[{b}]` has one at node {u!r}.")
-            kind = 1 if edge_attr is None else _attribute(data.get(edge_attr), f"edge attribute {edge_attr!r} of {(u, v)!r}", 1)
+            kind = (
+                1
+                if edge_attr is None
+                else _attribute(data.get(edge_attr), f"edge attribute {edge_attr!r} of {(u, v)!r}", 1)
+            )
             E[b, index[u], index[v]] = E[b, index[v], index[u]] = kind
     return {"X": X, "E": E, "mask": mask}
 
@@ -112,7 +116,9 @@ def _check_batch(batch: object) -> tuple[Tensor, Tensor, Tensor]:
         if not isinstance(t, Tensor):
             raise TypeError(f"Expected `batch[{name!r}]` to be a torch.Tensor, but got {type(t).__name__}.")
     if mask.dtype != torch.bool or mask.ndim != 2:
-        raise ValueError(f"Expected `batch['mask']` of shape (B, N) and dtype bool, but got {tuple(mask.shape)} {mask.dtype}.")
+        raise ValueError(
+            f"Expected `batch['mask']` of shape (B, N) and dtype bool, but got {tuple(mask.shape)} {mask.dtype}."
+        )
     size, n = mask.shape
     if tuple(X.shape) != (size, n) or tuple(E.shape) != (size, n, n):
         raise ValueError(
@@ -161,10 +167,12 @@ def to_networkx(
         sub = E[b][real][:, real]  # (n, n)
         rows, cols = ((sub != 0) & upper[: real.numel(), : real.numel()]).nonzero(as_tuple=True)
         if edge_attr is None:
-            g.add_edges_from(zip(rows.tolist(), cols.tolist()))
+            g.add_edges_from(zip(rows.tolist(), cols.tolist(), strict=True))
         else:
             kinds = sub[rows, cols].tolist()
-            g.add_edges_from((i, j, {edge_attr: k}) for i, j, k in zip(rows.tolist(), cols.tolist(), kinds))
+            g.add_edges_from(
+                (i, j, {edge_attr: k}) for i, j, k in zip(rows.tolist(), cols.tolist(), kinds, strict=True)
+            )
         graphs.append(g)
     return graphs
 
@@ -206,7 +214,9 @@ def sample_node_masks(dist: Tensor, num_samples: int, generator: torch.Generator
             or ``num_samples`` < 1.
     """
     if not isinstance(dist, Tensor) or not dist.is_floating_point():
-        raise TypeError(f"Expected `dist` to be a floating torch.Tensor, but got {getattr(dist, 'dtype', type(dist).__name__)}.")
+        raise TypeError(
+            f"Expected `dist` to be a floating torch.Tensor, but got {getattr(dist, 'dtype', type(dist).__name__)}."
+        )
     if dist.ndim != 1 or dist.numel() < 2:
         raise ValueError(f"Expected `dist` of shape (N_max + 1,) with N_max >= 1, but got shape {tuple(dist.shape)}.")
     if bool((dist < 0).any()) or float(dist.sum()) <= 0:
@@ -218,7 +228,9 @@ def sample_node_masks(dist: Tensor, num_samples: int, generator: torch.Generator
     return positions[None, :] < sizes[:, None]  # (B, N_max)
 
 
-def type_marginals(batch: Mapping[str, Tensor], num_node_types: int | None = None, num_edge_types: int | None = None) -> tuple[Tensor, Tensor]:
+def type_marginals(
+    batch: Mapping[str, Tensor], num_node_types: int | None = None, num_edge_types: int | None = None
+) -> tuple[Tensor, Tensor]:
     """Class frequencies of node types over real nodes and of edge types over real node pairs.
 
     A real pair is (i, j) with i < j and both nodes real, so "no edge" (type 0) is counted for
@@ -246,7 +258,9 @@ def type_marginals(batch: Mapping[str, Tensor], num_node_types: int | None = Non
     k_e = max(int(edge_types.max()) + 1, 2) if num_edge_types is None else num_edge_types
     for name, types, k in (("X", node_types, k_x), ("E", edge_types, k_e)):
         if int(types.min()) < 0 or int(types.max()) >= k:
-            raise ValueError(f"Expected `batch[{name!r}]` types in [0, {k}), but got [{int(types.min())}, {int(types.max())}].")
+            raise ValueError(
+                f"Expected `batch[{name!r}]` types in [0, {k}), but got [{int(types.min())}, {int(types.max())}]."
+            )
     node_freq = torch.bincount(node_types, minlength=k_x).double()
     edge_freq = torch.bincount(edge_types, minlength=k_e).double()
     return node_freq / node_freq.sum(), edge_freq / edge_freq.sum()

@@ -85,14 +85,21 @@ def combine_guided(param: Any, out_c: Any, out_null: Any, w: float) -> Any:
         ValueError: a parametrization whose ``guidance`` is not a :data:`GuidanceKind`.
     """
     if isinstance(param, Mapping):
-        return {name: combine_guided(param[name], out_c[name], out_null[name], w) if name in param else out_c[name] for name in out_c}
+        return {
+            name: combine_guided(param[name], out_c[name], out_null[name], w) if name in param else out_c[name]
+            for name in out_c
+        }
     kind = getattr(param, "guidance", "linear")
     if kind not in _COMBINE:
-        raise ValueError(f"{type(param).__name__}.guidance: unknown combination {kind!r}; expected one of {sorted(_COMBINE)}")
+        raise ValueError(
+            f"{type(param).__name__}.guidance: unknown combination {kind!r}; expected one of {sorted(_COMBINE)}"
+        )
     return _COMBINE[kind](out_c, out_null, w)
 
 
-def guided_output(denoiser: Callable, x_t: Any, t: Tensor, cond: Tensor | None, guidance_scale: float, param: Any) -> Any:
+def guided_output(
+    denoiser: Callable, x_t: Any, t: Tensor, cond: Tensor | None, guidance_scale: float, param: Any
+) -> Any:
     """The one call of the denoiser in :func:`diffkit.sample`'s loop.
 
     * ``cond`` None: ``denoiser(x_t, t)`` (an unconditional denoiser, or a conditional one's null model);
@@ -117,7 +124,9 @@ def cond_spec(denoiser: Any) -> ConditionSpec | None:
     return spec
 
 
-def check_cond(denoiser: Any, cond: Any, batch_size: int, device: torch.device | str | None = None, allow_null: bool = False) -> Tensor | None:
+def check_cond(
+    denoiser: Any, cond: Any, batch_size: int, device: torch.device | str | None = None, allow_null: bool = False
+) -> Tensor | None:
     """Check ``cond`` against the denoiser's :class:`ConditionSpec`; return it as a Tensor on ``device``.
 
     An int is broadcast to (B,) class ids. ``allow_null`` accepts the null markers a training batch
@@ -143,12 +152,18 @@ def check_cond(denoiser: Any, cond: Any, batch_size: int, device: torch.device |
     if spec.num_classes is not None:
         return _check_class_ids(cond, spec.num_classes, batch_size, allow_null)
     if not cond.is_floating_point():
-        raise TypeError(f"cond: expected float features (B, C) = ({batch_size}, {spec.cond_dim}) for cond_dim={spec.cond_dim}, got dtype {cond.dtype}")
+        raise TypeError(
+            f"cond: expected float features (B, C) = ({batch_size}, {spec.cond_dim}) for cond_dim={spec.cond_dim}, "
+            f"got dtype {cond.dtype}"
+        )
     if tuple(cond.shape) != (batch_size, spec.cond_dim):
         raise ValueError(f"cond: expected features of shape ({batch_size}, {spec.cond_dim}), got {tuple(cond.shape)}")
     finite = torch.isfinite(cond).all(-1) | (allow_null & torch.isnan(cond).all(-1))
     if not bool(finite.all()):
-        raise ValueError("cond: found NaN or inf features" + ("" if allow_null else " (a NaN row is the null condition of training batches only)"))
+        raise ValueError(
+            "cond: found NaN or inf features"
+            + ("" if allow_null else " (a NaN row is the null condition of training batches only)")
+        )
     return cond
 
 
@@ -176,7 +191,9 @@ def check_guidance_scale(guidance_scale: Any, cond: Any) -> float:
         raise TypeError(f"guidance_scale: expected a float >= 0, got {type(guidance_scale).__name__}")
     w = float(guidance_scale)
     if not math.isfinite(w) or w < 0:
-        raise ValueError(f"guidance_scale: expected a finite float >= 0 (0: the plain conditional model), got {guidance_scale}")
+        raise ValueError(
+            f"guidance_scale: expected a finite float >= 0 (0: the plain conditional model), got {guidance_scale}"
+        )
     if w > 0 and cond is None:
         raise ValueError(f"guidance_scale: {w} needs a cond to guide towards; pass cond= or guidance_scale=0")
     return w
@@ -200,7 +217,8 @@ def split_cond_batch(batch: Any) -> tuple[Any, Any]:
     if isinstance(batch, (list, tuple)):
         if len(batch) not in (1, 2):
             raise ValueError(
-                f"batch: expected a Tensor, a dict of Tensors, (x0,) or (x0, cond), got a {len(batch)}-element {type(batch).__name__}"
+                f"batch: expected a Tensor, a dict of Tensors, (x0,) or (x0, cond), got a {len(batch)}-element "
+                f"{type(batch).__name__}"
             )
         return batch[0], (batch[1] if len(batch) == 2 else None)
     if isinstance(batch, Mapping) and "cond" in batch:

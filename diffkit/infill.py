@@ -47,7 +47,9 @@ def _field_processes(process: ForwardProcess) -> dict[str | None, ForwardProcess
     return {None: process} if fields is None else dict(fields.items())
 
 
-def _check_field(proc: ForwardProcess, shape: tuple, known: Any, mask: Any, where: str, device: Any) -> tuple[Tensor, Tensor]:
+def _check_field(
+    proc: ForwardProcess, shape: tuple, known: Any, mask: Any, where: str, device: Any
+) -> tuple[Tensor, Tensor]:
     """One field's (values, mask) on ``device``; raises naming ``known{where}`` / ``known_mask{where}``."""
     for name, value in ((f"known{where}", known), (f"known_mask{where}", mask)):
         if not isinstance(value, Tensor):
@@ -107,7 +109,9 @@ def check_resample_rounds(resample_rounds: Any) -> int:
     return resample_rounds
 
 
-def impose_known(process: ForwardProcess, x_s: Any, known: Known, s: int, generator: torch.Generator | None = None) -> Any:
+def impose_known(
+    process: ForwardProcess, x_s: Any, known: Known, s: int, generator: torch.Generator | None = None
+) -> Any:
     """x_s with its known elements replaced: by their values (``exact_infill`` fields, and every field
     at s = 0), else by a draw of q(x_s | x0_known) (RePaint)."""
     procs = _field_processes(process)
@@ -140,7 +144,9 @@ def renoise(process: ForwardProcess, x_s: Any, t: int, s: int, generator: torch.
     procs = _field_processes(process)
     if None in procs:
         batch = x_s.shape[0]
-        return process.reverse_sample(process.transition(x_s, t, s), torch.full((batch,), t, dtype=torch.long, device=x_s.device), generator)
+        return process.reverse_sample(
+            process.transition(x_s, t, s), torch.full((batch,), t, dtype=torch.long, device=x_s.device), generator
+        )
     mask = _mask_entry(process, x_s)
     out = dict(x_s)
     for f, proc in procs.items():

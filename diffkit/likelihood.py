@@ -92,7 +92,10 @@ def nll_bound(
 
         return continuous_nll_bound(process, denoiser, x0, parametrization, generator, per_step, num_points)
     if num_points is not None:
-        raise ValueError(f"num_points: only for continuous-time processes; {type(process).__name__} sums all T = {process.num_steps} terms")
+        raise ValueError(
+            f"num_points: only for continuous-time processes; {type(process).__name__} sums all T = "
+            f"{process.num_steps} terms"
+        )
     process.validate_x0(x0)
     param = process.get_parametrization(parametrization)
     prior = process.prior_term(x0)

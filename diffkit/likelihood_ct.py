@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from diffkit.likelihood import NLLBound
-from diffkit.parametrizations import Parametrization
+from diffkit.parametrizations import ParametrizationLike
 from diffkit.processes.base import ForwardProcess
 
 __all__ = ["continuous_nll_bound", "DEFAULT_NUM_POINTS"]
@@ -38,7 +38,7 @@ def continuous_nll_bound(
     process: ForwardProcess,
     denoiser: Callable[[Any, Tensor], Any],
     x0: Tensor,
-    parametrization: str | Parametrization = "x0",
+    parametrization: ParametrizationLike = "x0",
     generator: torch.Generator | None = None,
     per_step: bool = False,
     num_points: int | None = None,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Mapping
-from typing import Any, Optional, Union
+from collections.abc import Mapping, MutableMapping
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -23,19 +23,21 @@ from torchmetrics import MetricCollection
 from diffkit._checks import trusted_values
 from diffkit.ema import EMA
 from diffkit.fingerprint import check_same_process, process_fingerprint
+from diffkit.guidance import check_cond, drop_cond, split_cond_batch
 from diffkit.likelihood import nll_bound
 from diffkit.marginals import fill_marginals
 from diffkit.parametrizations import Parametrization
 from diffkit.processes.base import ForwardProcess, LossKind
 from diffkit.processes.product import ProductProcess
 from diffkit.random_streams import TRAIN_STREAM, VAL_STREAM, mix_seed, resolve_seed, seeded
-from diffkit.sampling import check_can_stride, sample as run_sampler
-from diffkit.guidance import check_cond, drop_cond, split_cond_batch
 from diffkit.resample import LossSecondMomentResampler
+from diffkit.sampling import check_can_stride
+from diffkit.sampling import sample as run_sampler
+from diffkit.solvers import SamplerName
 
 __all__ = ["DiffusionModule"]
 
-ParametrizationArg = Union[str, Parametrization, dict[str, Union[str, Parametrization]]]
+ParametrizationArg = str | Parametrization | dict[str, str | Parametrization]
 
 
 def _batch_size(x: Any) -> int:
@@ -125,13 +127,13 @@ class DiffusionModule(pl.LightningModule):
         loss: LossKind = "simple",
         hybrid_weight: float = 1e-3,
         optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
-        ema_decay: Optional[float] = None,
-        sample_steps: Optional[int] = None,
-        sample_eta: Optional[float] = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        ema_decay: float | None = None,
+        sample_steps: int | None = None,
+        sample_eta: float | None = None,
         num_eval_samples: int = 1000,
         validate_inputs: bool = True,
-        noise_seed: Optional[int] = None,
+        noise_seed: int | None = None,
         cond_drop_prob: float = 0.0,
         importance_sampling: bool = False,
     ) -> None:
@@ -139,7 +141,9 @@ class DiffusionModule(pl.LightningModule):
         if not isinstance(process, ForwardProcess):
             raise TypeError(f"process: expected a ForwardProcess, got {type(process).__name__}")
         if not callable(denoiser):
-            raise TypeError(f"denoiser: expected an nn.Module called as denoiser(x_t, t), got {type(denoiser).__name__}")
+            raise TypeError(
+                f"denoiser: expected an nn.Module called as denoiser(x_t, t), got {type(denoiser).__name__}"
+            )
         denoiser_steps = getattr(denoiser, "num_steps", None)
         if isinstance(denoiser_steps, int) and denoiser_steps != process.num_steps:
             raise ValueError(
@@ -152,9 +156,15 @@ class DiffusionModule(pl.LightningModule):
             raise ValueError(f"ema_decay: expected a value in (0, 1) or None, got {ema_decay}")
         if num_eval_samples < 0:
             raise ValueError(f"num_eval_samples: expected >= 0, got {num_eval_samples}")
-        if noise_seed is not None and (isinstance(noise_seed, bool) or not isinstance(noise_seed, int) or noise_seed < 0):
+        if noise_seed is not None and (
+            isinstance(noise_seed, bool) or not isinstance(noise_seed, int) or noise_seed < 0
+        ):
             raise ValueError(f"noise_seed: expected a non-negative int or None, got {noise_seed!r}")
-        if isinstance(cond_drop_prob, bool) or not isinstance(cond_drop_prob, (int, float)) or not 0 <= cond_drop_prob < 1:
+        if (
+            isinstance(cond_drop_prob, bool)
+            or not isinstance(cond_drop_prob, (int, float))
+            or not 0 <= cond_drop_prob < 1
+        ):
             raise ValueError(f"cond_drop_prob: expected a probability in [0, 1), got {cond_drop_prob!r}")
         with warnings.catch_warnings():
             # Under LightningCLI the saved hyperparameters are the parsed config (class_path /
@@ -186,7 +196,9 @@ class DiffusionModule(pl.LightningModule):
         self.noise_seed = noise_seed
         self.cond_drop_prob = float(cond_drop_prob)
         if importance_sampling and loss == "simple":
-            raise ValueError("importance_sampling: reweights the ELBO terms of loss='kl' or 'hybrid'; got loss='simple'")
+            raise ValueError(
+                "importance_sampling: reweights the ELBO terms of loss='kl' or 'hybrid'; got loss='simple'"
+            )
         self.resampler = LossSecondMomentResampler(process.num_steps) if importance_sampling else None
         self._rng_seed: int | None = None  # resolved when fit starts, or restored from a checkpoint
         self._train_steps = 0  # the training stream's position: training steps drawn so far
@@ -228,7 +240,9 @@ class DiffusionModule(pl.LightningModule):
                 return all(isinstance(k, str) and plain(x) for k, x in v.items())
             return False
 
-        for store in (self._hparams, self._hparams_initial):
+        # Lightning sets _hparams_initial in save_hyperparameters without declaring its type.
+        initial = cast(MutableMapping[str, Any], self._hparams_initial)
+        for store in (self._hparams, initial):
             for key in [k for k, v in store.items() if not plain(v)]:
                 del store[key]
 
@@ -270,7 +284,11 @@ class DiffusionModule(pl.LightningModule):
             mask = x0[mask_key]
             sizes = mask.sum(1)
             if self.size_counts is None or self.size_counts.device != sizes.device:
-                base = self.size_counts.to(sizes.device) if self.size_counts is not None else torch.zeros(mask.shape[1] + 1, dtype=torch.long, device=sizes.device)
+                base = (
+                    self.size_counts.to(sizes.device)
+                    if self.size_counts is not None
+                    else torch.zeros(mask.shape[1] + 1, dtype=torch.long, device=sizes.device)
+                )
                 self.size_counts = base
             self.size_counts = self.size_counts.index_add(0, sizes, torch.ones_like(sizes))
 
@@ -280,11 +298,15 @@ class DiffusionModule(pl.LightningModule):
             return
         if isinstance(self.process, ProductProcess):
             if not isinstance(output, Mapping):
-                raise TypeError(f"denoiser output: a ProductProcess needs a dict of fields {list(self.process.fields)}, got {type(output).__name__}")
-            for f, proc in self.process.fields.items():
+                raise TypeError(
+                    f"denoiser output: a ProductProcess needs a dict of fields {list(self.process.fields)}, got "
+                    f"{type(output).__name__}"
+                )
+            params = cast(dict[str, Parametrization], self.param)  # a ProductProcess resolves one per field
+            for f, proc in self.process.field_processes().items():
                 if f not in output:
                     raise ValueError(f"denoiser output: missing field {f!r}; expected {list(self.process.fields)}")
-                self.param[f].check_output(proc, output[f], x_t[f])
+                params[f].check_output(proc, output[f], x_t[f])
         else:
             self.param.check_output(self.process, output, x_t)
         self._output_checked = True
@@ -314,7 +336,9 @@ class DiffusionModule(pl.LightningModule):
             return self._train_gen if self._train_gen is not None else self._next_train_generator()
         return self._val_gen if self._val_gen is not None else self._seeded("_val_gen", VAL_STREAM)
 
-    def _forward_loss(self, x0: Any, generator: torch.Generator | None = None, cond: Tensor | None = None) -> tuple[Tensor, Tensor, Any, Any]:
+    def _forward_loss(
+        self, x0: Any, generator: torch.Generator | None = None, cond: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Any, Any]:
         """Draw t and x_t, call the denoiser; returns (per-example loss (B,), t, output, x_t).
 
         Calls the process's public hooks ``sample_timesteps``, ``q_sample`` and ``loss``; t and the
@@ -477,7 +501,8 @@ class DiffusionModule(pl.LightningModule):
     def _num_classes(self) -> int | dict[str, int] | None:
         """K of a categorical process, or field -> K of a ProductProcess's categorical fields."""
         if isinstance(self.process, ProductProcess):
-            return {k: p.num_classes for k, p in self.process.fields.items() if hasattr(p, "num_classes")}
+            fields = self.process.field_processes().items()
+            return {k: n for k, p in fields if isinstance(n := getattr(p, "num_classes", None), int)}
         return getattr(self.process, "num_classes", None)
 
     def _log_metric(self, name: str, metric: Any, suffix: str) -> None:
@@ -487,7 +512,11 @@ class DiffusionModule(pl.LightningModule):
         value = metric.compute()
         entries = value.items() if isinstance(value, Mapping) else [("", value)]
         for key, v in entries:
-            self.log(f"{name}/{key}{suffix}" if key else f"{name}{suffix}", torch.as_tensor(v, dtype=torch.float32), sync_dist=True)
+            self.log(
+                f"{name}/{key}{suffix}" if key else f"{name}{suffix}",
+                torch.as_tensor(v, dtype=torch.float32),
+                sync_dist=True,
+            )
         metric.reset()
 
     def configure_optimizers(self) -> Any:
@@ -551,7 +580,7 @@ class DiffusionModule(pl.LightningModule):
         known: Any = None,
         known_mask: Any = None,
         resample_rounds: int = 1,
-        sampler: str = "ancestral",
+        sampler: SamplerName = "ancestral",
     ) -> Any:
         """Draw samples with the derived reverse chain (strided when num_steps < T).
 
@@ -584,9 +613,21 @@ class DiffusionModule(pl.LightningModule):
         self.denoiser.eval()
         try:
             return run_sampler(
-                self.process, self.denoiser, shape, self.param,
-                num_steps=num_steps, generator=generator, eta=eta, mask=mask, device=self.device, progress=progress,
-                cond=cond, guidance_scale=guidance_scale, known=known, known_mask=known_mask, resample_rounds=resample_rounds,
+                self.process,
+                self.denoiser,
+                shape,
+                self.param,
+                num_steps=num_steps,
+                generator=generator,
+                eta=eta,
+                mask=mask,
+                device=self.device,
+                progress=progress,
+                cond=cond,
+                guidance_scale=guidance_scale,
+                known=known,
+                known_mask=known_mask,
+                resample_rounds=resample_rounds,
                 sampler=sampler,
             )
         finally:
@@ -602,11 +643,17 @@ class DiffusionModule(pl.LightningModule):
 
     def _sample_shape(self, num_samples: int, shape_like: Any) -> Any:
         if shape_like is not None:
-            per = {k: tuple(v.shape[1:]) for k, v in shape_like.items()} if isinstance(shape_like, Mapping) else tuple(shape_like.shape[1:])
+            per = (
+                {k: tuple(v.shape[1:]) for k, v in shape_like.items()}
+                if isinstance(shape_like, Mapping)
+                else tuple(shape_like.shape[1:])
+            )
         elif self.data_shape is not None:
             per = self.data_shape
         else:
-            raise ValueError("sample: the data shape is unknown; train first, load a checkpoint, or pass shape_like=example_batch")
+            raise ValueError(
+                "sample: the data shape is unknown; train first, load a checkpoint, or pass shape_like=example_batch"
+            )
         if isinstance(per, Mapping):
             mask_key = getattr(self.process, "mask_key", None)
             return {k: (num_samples, *v) for k, v in per.items() if k != mask_key}

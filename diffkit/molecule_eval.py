@@ -135,7 +135,9 @@ def evaluate_molecule_checkpoint(
     done = 0
     while done < num_samples:
         n = min(batch_size, num_samples - done)
-        samples = {k: v.cpu() for k, v in model.sample(n, num_steps=num_steps, generator=gen, progress=progress).items()}
+        samples = {
+            k: v.cpu() for k, v in model.sample(n, num_steps=num_steps, generator=gen, progress=progress).items()
+        }
         parts.append(samples)
         done += n
     sample_s = time.perf_counter() - start
@@ -165,5 +167,7 @@ def evaluate_molecule_checkpoint(
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
     draw_molecule_grid(mols, out / "samples.png", max_mols=per_side)
-    draw_molecule_grid(dense_to_mols(dm.split("train"), dm.atom_vocabulary)[:per_side], out / "train.png", max_mols=per_side)
+    draw_molecule_grid(
+        dense_to_mols(dm.split("train"), dm.atom_vocabulary)[:per_side], out / "train.png", max_mols=per_side
+    )
     return result

@@ -79,13 +79,17 @@ def _rdkit() -> Any:
     try:
         from rdkit import Chem, RDLogger
     except ImportError as err:  # pragma: no cover - exercised only without RDKit
-        raise ImportError("diffkit.molecules needs RDKit: pip install 'diffkit[molecules]' (or pip install rdkit)") from err
+        raise ImportError(
+            "diffkit.molecules needs RDKit: pip install 'diffkit[molecules]' (or pip install rdkit)"
+        ) from err
     RDLogger.DisableLog("rdApp.*")  # parse errors are reported through SkipReport instead
     return Chem
 
 
 def parse_atom_type(name: str) -> tuple[str, int]:
-    """An atom type name -> (element symbol, formal charge): "C" -> ("C", 0), "N+" -> ("N", 1), "O-" -> ("O", -1), "Fe+2" -> ("Fe", 2).
+    """An atom type name -> (element symbol, formal charge).
+
+    "C" -> ("C", 0), "N+" -> ("N", 1), "O-" -> ("O", -1), "Fe+2" -> ("Fe", 2).
 
     Raises:
         ValueError: if ``name`` is not an element symbol optionally followed by + / - and a count.
@@ -211,13 +215,17 @@ def mol_to_graph(mol: Any, vocab: AtomVocabulary) -> tuple[list[int], list[tuple
         k = vocab.index(atom.GetSymbol(), atom.GetFormalCharge())
         if k is None:
             name = _atom_name(atom.GetSymbol(), atom.GetFormalCharge())
-            raise _BadMolecule("atom_type", f"atom {atom.GetIdx()} is {name!r}, not in the vocabulary {list(vocab.names)}")
+            raise _BadMolecule(
+                "atom_type", f"atom {atom.GetIdx()} is {name!r}, not in the vocabulary {list(vocab.names)}"
+            )
         atoms.append(k)
     bonds = []
     for bond in mol.GetBonds():
         order = {Chem.BondType.SINGLE: 1, Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3}.get(bond.GetBondType())
         if order is None:
-            raise _BadMolecule("unparsable", f"bond {bond.GetIdx()} has type {bond.GetBondType()}, not single / double / triple")
+            raise _BadMolecule(
+                "unparsable", f"bond {bond.GetIdx()} has type {bond.GetBondType()}, not single / double / triple"
+            )
         bonds.append((bond.GetBeginAtomIdx(), bond.GetEndAtomIdx(), order))
     return atoms, bonds
 
@@ -274,7 +282,10 @@ def encode_smiles(
     if reports:
         warnings.warn("encode_smiles: " + " | ".join(str(r) for r in reports), stacklevel=2)
     if not graphs:
-        raise ValueError(f"Expected at least one usable SMILES, but all {sum(counts.values())} were bad: " + " | ".join(map(str, reports)))
+        raise ValueError(
+            f"Expected at least one usable SMILES, but all {sum(counts.values())} were bad: "
+            + " | ".join(map(str, reports))
+        )
     return EncodedMolecules(_pad(graphs, max_nodes), kept, reports)
 
 
@@ -363,7 +374,9 @@ def moses_file(split: MosesSplit) -> Path:
         raise ImportError("MOSES data needs the molsets wheel: pip install --no-deps molsets==0.3.1")
     path = Path(next(iter(spec.submodule_search_locations))) / "dataset" / "data" / f"{split}.csv.gz"
     if not path.is_file():
-        raise ImportError(f"The installed molsets has no {path}; install molsets==0.3.1 (pip install --no-deps molsets==0.3.1).")
+        raise ImportError(
+            f"The installed molsets has no {path}; install molsets==0.3.1 (pip install --no-deps molsets==0.3.1)."
+        )
     return path
 
 
@@ -384,7 +397,9 @@ def load_moses(
         on_error: see :func:`encode_smiles`.
     """
     path = moses_file(split)
-    encoded, _ = read_smiles_file(path, AtomVocabulary(MOSES_ATOMS) if vocab is None else vocab, max_nodes, limit, on_error)
+    encoded, _ = read_smiles_file(
+        path, AtomVocabulary(MOSES_ATOMS) if vocab is None else vocab, max_nodes, limit, on_error
+    )
     return encoded
 
 
@@ -406,7 +421,9 @@ def dense_to_mols(batch: dict[str, Tensor], vocab: AtomVocabulary) -> list[Any]:
     X, E, mask = batch["X"].cpu(), batch["E"].cpu(), batch["mask"].cpu()
     for name, t, k in (("X", X[mask], len(vocab)), ("E", E, len(BOND_TYPES))):
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= k):
-            raise ValueError(f"Expected `batch[{name!r}]` classes in [0, {k}), but got [{int(t.min())}, {int(t.max())}].")
+            raise ValueError(
+                f"Expected `batch[{name!r}]` classes in [0, {k}), but got [{int(t.min())}, {int(t.max())}]."
+            )
     kinds = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
     mols = []
     for b in range(X.shape[0]):

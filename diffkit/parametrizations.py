@@ -21,6 +21,7 @@ lists the names it accepts in its ``parametrizations`` dict.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
@@ -30,7 +31,14 @@ from diffkit._checks import all_finite, check_values
 if TYPE_CHECKING:
     from diffkit.processes.base import ForwardProcess
 
-__all__ = ["Parametrization", "X0BasedParametrization", "PreviousStepParametrization", "resolve_parametrization", "CAPABILITY_METHODS", "withdraw_capabilities"]
+__all__ = [
+    "Parametrization",
+    "X0BasedParametrization",
+    "PreviousStepParametrization",
+    "resolve_parametrization",
+    "CAPABILITY_METHODS",
+    "withdraw_capabilities",
+]
 
 #: capability attribute -> the methods whose behaviour it declares:
 #: ``x0_is_softmax``: ``x0_from_output`` is softmax(output) over the data classes (padded with zeros
@@ -69,20 +77,27 @@ class Parametrization(abc.ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         withdraw_capabilities(cls, CAPABILITY_METHODS)
+
     #: How classifier-free guidance combines a conditional and a null output of this kind
     #: (``diffkit.guidance``): "linear" in the output's own space, or "log_probs" for logits.
     guidance: ClassVar[str] = "linear"
 
     @abc.abstractmethod
-    def reverse(self, process: ForwardProcess, output: Tensor, x_t: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> Any:
+    def reverse(
+        self, process: ForwardProcess, output: Tensor, x_t: Tensor, t: Tensor, s: Tensor, eta: float | None = None
+    ) -> Any:
         """The parameters of p(x_s | x_t) in the process's distribution family."""
 
     @abc.abstractmethod
-    def simple_loss(self, process: ForwardProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
+    def simple_loss(
+        self, process: ForwardProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None
+    ) -> Tensor:
         """Per-element training loss (same shape as the process's elements, no reduction)."""
 
     @abc.abstractmethod
-    def oracle_output(self, process: ForwardProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
+    def oracle_output(
+        self, process: ForwardProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None
+    ) -> Tensor:
         """The output of a network that knows x0 (and the noise): the loss's minimiser for a point mass."""
 
     @abc.abstractmethod
@@ -108,6 +123,11 @@ class Parametrization(abc.ABC):
         if check_values() and not all_finite(output):
             raise ValueError("denoiser output: found NaN or inf values")
 
+    def x0_coefficients(self, alpha_bar_t: float) -> tuple[float, float]:
+        """(a_out, a_x) with x0_hat = a_out output + a_x x_t at alpha_bar_t: the hook that
+        ``x0_is_linear`` vouches for (see :data:`CAPABILITY_METHODS`); others have no linear estimate."""
+        raise NotImplementedError(f"{type(self).__name__} has no linear x0 estimate (x0_is_linear is False)")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -121,7 +141,9 @@ class X0BasedParametrization(Parametrization):
     def x0_from_output(self, process: ForwardProcess, output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """The clean-sample estimate (Gaussian: values; categorical: probabilities (..., K))."""
 
-    def reverse(self, process: ForwardProcess, output: Tensor, x_t: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> Any:
+    def reverse(
+        self, process: ForwardProcess, output: Tensor, x_t: Tensor, t: Tensor, s: Tensor, eta: float | None = None
+    ) -> Any:
         x0_hat = self.x0_from_output(process, output, x_t, t)
         return process.reverse_from_x0(x_t, x0_hat, t, s, eta=eta)
 
@@ -153,7 +175,12 @@ class PreviousStepParametrization(Parametrization):
             )
 
 
-def resolve_parametrization(process: ForwardProcess, parametrization: str | Parametrization) -> Parametrization:
+#: What ``get_parametrization`` takes: a name or an object; a ProductProcess also takes a dict
+#: field -> name / object (any other process rejects a dict with a TypeError).
+ParametrizationLike = str | Parametrization | Mapping[str, str | Parametrization]
+
+
+def resolve_parametrization(process: ForwardProcess, parametrization: ParametrizationLike) -> Parametrization:
     """Turn a name into the process's parametrization object, or check a given object.
 
     Raises:

@@ -182,8 +182,14 @@ def _is_image(x: Tensor) -> bool:
 def _as_images(samples: object, reference: object, image_shape: tuple[int, int, int]) -> tuple[Tensor, Tensor | None]:
     """Flat (N, C * H * W) samples (and reference) as (N, C, H, W)."""
     shape = tuple(image_shape)
-    if len(shape) != 3 or shape[0] not in (1, 3) or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
-        raise ValueError(f"Expected `image_shape` to be (C, H, W) with C 1 or 3 and H, W >= 1, but got {image_shape!r}.")
+    if (
+        len(shape) != 3
+        or shape[0] not in (1, 3)
+        or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape)
+    ):
+        raise ValueError(
+            f"Expected `image_shape` to be (C, H, W) with C 1 or 3 and H, W >= 1, but got {image_shape!r}."
+        )
     out = []
     for name, x in (("samples", samples), ("reference", reference)):
         if x is None:
@@ -191,7 +197,10 @@ def _as_images(samples: object, reference: object, image_shape: tuple[int, int, 
             continue
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2 or x[0].numel() != math.prod(shape):
             found = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"Expected `{name}` of {math.prod(shape)} float values per example for `image_shape` {shape}, but got {found}.")
+            raise ValueError(
+                f"Expected `{name}` of {math.prod(shape)} float values per example for `image_shape` {shape}, but "
+                f"got {found}."
+            )
         out.append(x.reshape(len(x), *shape))
     return out[0], out[1]
 
@@ -201,7 +210,10 @@ def _image_panels(sets: list[tuple[str, Tensor]]) -> tuple[list[Panel], list[str
     values = images[0][1]
     finite = values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    panels = [functools.partial(_grid_panel, images=x[:MAX_IMAGES], label=_label(label, x), limits=(low, high)) for label, x in images]
+    panels = [
+        functools.partial(_grid_panel, images=x[:MAX_IMAGES], label=_label(label, x), limits=(low, high))
+        for label, x in images
+    ]
     count = len(images[-1][1])
     return panels, ([f"first {MAX_IMAGES} of {count} images"] if count > MAX_IMAGES else [])
 
@@ -254,7 +266,7 @@ def _point_panels(sets: list[tuple[str, Tensor]], max_points: int) -> tuple[list
     arrays = [(label, x.double().numpy()) for label, x in sets]
     dim = arrays[0][1].shape[1]
     if dim == 1:
-        return [functools.partial(_histogram_panel, sets=[(l, x[:, 0]) for l, x in arrays], title="")], []
+        return [functools.partial(_histogram_panel, sets=[(label, x[:, 0]) for label, x in arrays], title="")], []
     arrays = [(label, x[:, :2]) for label, x in arrays]  # (N, 2)
     finite = np.concatenate([x[np.isfinite(x).all(axis=1)] for _, x in arrays])  # (M, 2)
     limits = [_limits(finite[:, i]) for i in range(2)]
@@ -281,7 +293,7 @@ def _histogram_panel(ax: Axes, sets: list[tuple[str, np.ndarray]], title: str) -
     finite = [v[np.isfinite(v)] for _, v in sets]
     values = np.concatenate(finite)
     bins = np.histogram_bin_edges(values, bins=NUM_BINS) if values.size else NUM_BINS
-    for (label, v), kept in zip(sets, finite):
+    for (label, v), kept in zip(sets, finite, strict=True):
         if kept.size:
             style = dict(histtype="stepfilled", alpha=ALPHA, color=COLORS[label], label=_label(label, v))
             ax.hist(kept, bins=bins, density=True, **style)
@@ -319,13 +331,13 @@ def _token_panels(sets: list[tuple[str, Tensor]], num_classes: int | None) -> tu
     if k <= MAX_BARS and sets[0][1].shape[1] >= 2:
         bigrams = [(label, bigram_histogram(x, k).numpy()) for label, x in sets]  # (K, K) each
         vmax = max(float(f.max()) for _, f in bigrams)
-        panels += [functools.partial(_heatmap_panel, freqs=f, label=l, vmax=vmax) for l, f in bigrams]
+        panels += [functools.partial(_heatmap_panel, freqs=f, label=label, vmax=vmax) for label, f in bigrams]
     return panels, []
 
 
 def _table_panels(fields: list[Field], kinds: list[str]) -> tuple[list[Panel], list[str]]:
     panels, notes = [], []
-    for (key, samples, reference), kind in zip(fields, kinds):
+    for (key, samples, reference), kind in zip(fields, kinds, strict=True):
         sets = _named(samples, reference)
         if kind == "categorical":
             k = _num_classes(sets, None)
@@ -350,7 +362,7 @@ def _figure(panels: list[Panel], title: str) -> Figure:
     figure = Figure(figsize=(PANEL_INCHES * ncols, PANEL_INCHES * nrows), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, panel in zip(axes, panels):
+    for ax, panel in zip(axes, panels, strict=False):  # the last row may have spare axes, hidden below
         panel(ax)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)

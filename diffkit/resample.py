@@ -58,7 +58,9 @@ class LossSecondMomentResampler:
         p = p / p.sum()
         return (1 - self.uniform_prob) * p + self.uniform_prob * uniform
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> WeightedTimesteps:
+    def sample(
+        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> WeightedTimesteps:
         """Draw (B,) t ~ p and their weights 1 / (T p(t))."""
         p = self.probabilities()
         idx = torch.multinomial(p, batch_size, replacement=True, generator=generator)
@@ -67,7 +69,7 @@ class LossSecondMomentResampler:
 
     def update(self, t: Tensor, losses: Tensor) -> None:
         """Record per-example losses (B,) observed at times t (B,) in 1..T (oldest dropped first)."""
-        for ti, li in zip(t.tolist(), losses.detach().double().cpu().tolist()):
+        for ti, li in zip(t.tolist(), losses.detach().double().cpu().tolist(), strict=True):
             row = ti - 1
             if self.counts[row] < self.history:
                 self.losses[row, self.counts[row]] = li

@@ -35,15 +35,17 @@ def check_grid(timesteps: Sequence[int], num_steps: int) -> list[int]:
             start from noise the network was not trained to see at that t).
     """
     ts = [int(t) for t in timesteps]
-    if len(ts) < 2 or ts[0] != num_steps or ts[-1] != 0 or any(a <= b for a, b in zip(ts, ts[1:])):
-        raise ValueError(f"timesteps: expected a strictly decreasing list of ints from T = {num_steps} down to 0, got {ts}")
+    if len(ts) < 2 or ts[0] != num_steps or ts[-1] != 0 or any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
+        raise ValueError(
+            f"timesteps: expected a strictly decreasing list of ints from T = {num_steps} down to 0, got {ts}"
+        )
     return ts
 
 
 def check_can_stride(param: Parametrization | dict, grid: Sequence[int]) -> None:
     """Raise if the grid has a jump of more than one step and a parametrization cannot stride."""
     params = param.values() if isinstance(param, dict) else [param]
-    jump = max(a - b for a, b in zip(grid, grid[1:]))
+    jump = max(a - b for a, b in zip(grid, grid[1:], strict=False))
     bad = [p.name for p in params if not p.can_stride]
     if jump > 1 and bad:
         raise ValueError(
@@ -134,16 +136,20 @@ def sample(
     known = check_known(process, shape, known, known_mask, device)
     rounds = check_resample_rounds(resample_rounds)
     x = process.prior_sample(shape, device=device, generator=generator, mask=None if mask is None else mask.to(device))
-    jumps = list(zip(grid[:-1], grid[1:]))
+    jumps = list(zip(grid[:-1], grid[1:], strict=True))
     if progress:
         from tqdm.auto import tqdm
 
         jumps = tqdm(jumps, desc="sampling", leave=False)
     if solver is not None:
         if known is not None:
-            raise ValueError(f"known: infilling re-noises along the ancestral chain; use sampler='ancestral', not {sampler!r}")
+            raise ValueError(
+                f"known: infilling re-noises along the ancestral chain; use sampler='ancestral', not {sampler!r}"
+            )
         with trusted_values():
-            return solver(process, lambda x_t, t: guided_output(denoiser, x_t, t, cond, guidance_scale, param), x, param, grid)
+            return solver(
+                process, lambda x_t, t: guided_output(denoiser, x_t, t, cond, guidance_scale, param), x, param, grid
+            )
     denoiser = _wrap_denoiser(process, denoiser, cache, stats)
     with trusted_values():
         if known is not None:
@@ -162,8 +168,17 @@ def sample(
 
 
 def denoise_step(
-    process: ForwardProcess, denoiser: Denoiser, x: Any, t: int, s: int, batch: int, param: Any,
-    generator: torch.Generator | None, eta: float | None, cond: Tensor | None = None, guidance_scale: float = 0.0,
+    process: ForwardProcess,
+    denoiser: Denoiser,
+    x: Any,
+    t: int,
+    s: int,
+    batch: int,
+    param: Any,
+    generator: torch.Generator | None,
+    eta: float | None,
+    cond: Tensor | None = None,
+    guidance_scale: float = 0.0,
 ) -> Any:
     """One jump of :func:`sample`: the denoiser at (x_t, t) through
     :func:`diffkit.guidance.guided_output` (cond and guidance), then ``process.step`` to x_s.
@@ -188,7 +203,10 @@ def _resolve_sampler(process: ForwardProcess, sampler: str, eta: float | None) -
     if solver is None:
         return None
     if eta is not None:
-        raise ValueError(f"eta: sampler {sampler!r} is deterministic and takes no eta (got {eta}); use sampler='ancestral' with eta for DDIM's stochastic steps")
+        raise ValueError(
+            f"eta: sampler {sampler!r} is deterministic and takes no eta (got {eta}); use sampler='ancestral' with "
+            "eta for DDIM's stochastic steps"
+        )
     if not process.supports_gaussian_solvers:
         raise ValueError(
             f"sampler: {sampler!r} solves the probability-flow ODE of a Gaussian field; {type(process).__name__} "
@@ -197,7 +215,9 @@ def _resolve_sampler(process: ForwardProcess, sampler: str, eta: float | None) -
     return solver
 
 
-def _wrap_denoiser(process: ForwardProcess, denoiser: Denoiser, cache: bool | None, stats: SamplingStats | None) -> Denoiser:
+def _wrap_denoiser(
+    process: ForwardProcess, denoiser: Denoiser, cache: bool | None, stats: SamplingStats | None
+) -> Denoiser:
     """The denoiser as :func:`sample` calls it: cached (``cache``) and / or counted (``stats``)."""
     allowed = process.x0_prediction_time_independent
     if cache and not allowed:

@@ -44,7 +44,16 @@ from torch import Tensor
 
 from diffkit.parametrizations import Parametrization, X0BasedParametrization
 
-__all__ = ["SamplerName", "TimeGrid", "SAMPLERS", "TIME_GRIDS", "time_grid", "ddim_sample", "dpmpp_2m_sample", "x0_prediction"]
+__all__ = [
+    "SamplerName",
+    "TimeGrid",
+    "SAMPLERS",
+    "TIME_GRIDS",
+    "time_grid",
+    "ddim_sample",
+    "dpmpp_2m_sample",
+    "x0_prediction",
+]
 
 SamplerName = Literal["ancestral", "ddim", "dpmpp_2m"]
 TimeGrid = Literal["linspace", "trailing", "leading"]
@@ -67,7 +76,11 @@ def _leading(T: int, steps: int) -> list[int]:
 
 
 #: name -> (T, steps) -> decreasing list of steps + 1 ints ending at 0.
-TIME_GRIDS: dict[str, Callable[[int, int], list[int]]] = {"linspace": _linspace, "trailing": _trailing, "leading": _leading}
+TIME_GRIDS: dict[str, Callable[[int, int], list[int]]] = {
+    "linspace": _linspace,
+    "trailing": _trailing,
+    "leading": _leading,
+}
 
 
 def time_grid(num_steps: int, steps: int, kind: TimeGrid = "linspace") -> list[int]:
@@ -93,7 +106,9 @@ def _alpha_bar(process: Any, t: int) -> float:
     return float(process.alpha_bar_at(torch.tensor([t]), torch.empty(1, dtype=torch.float64)))
 
 
-def x0_prediction(process: Any, denoiser: Denoiser, param: Parametrization, x: Tensor, t: int, x0_transform: X0Transform | None = None) -> Tensor:
+def x0_prediction(
+    process: Any, denoiser: Denoiser, param: Parametrization, x: Tensor, t: int, x0_transform: X0Transform | None = None
+) -> Tensor:
     """x0_hat = param.x0_from_output(process.mean_output(denoiser(x_t, t))), then ``x0_transform`` (clipping,
     thresholding) if given; ``mean_output`` drops the variance channels of a learned-variance model."""
     tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
@@ -109,7 +124,14 @@ def _check(param: Parametrization, sampler: str) -> None:
         )
 
 
-def ddim_sample(process: Any, denoiser: Denoiser, x: Tensor, param: Parametrization, timesteps: Sequence[int], x0_transform: X0Transform | None = None) -> Tensor:
+def ddim_sample(
+    process: Any,
+    denoiser: Denoiser,
+    x: Tensor,
+    param: Parametrization,
+    timesteps: Sequence[int],
+    x0_transform: X0Transform | None = None,
+) -> Tensor:
     """Deterministic DDIM (eta = 0) from x = x_{t_0} through ``timesteps`` down to 0 (module docstring).
 
     Args:
@@ -124,7 +146,7 @@ def ddim_sample(process: Any, denoiser: Denoiser, x: Tensor, param: Parametrizat
         (B, ...) x_0, the last x0 estimate.
     """
     _check(param, "ddim")
-    for t, s in zip(timesteps[:-1], timesteps[1:]):
+    for t, s in zip(timesteps[:-1], timesteps[1:], strict=True):
         x0 = x0_prediction(process, denoiser, param, x, t, x0_transform)
         ab_t, ab_s = _alpha_bar(process, t), _alpha_bar(process, s)
         c_eps = math.sqrt(max(1 - ab_s, 0.0) / (1 - ab_t))
@@ -138,7 +160,14 @@ def _lambda(ab: float) -> float:
     return math.inf if ab >= 1 else 0.5 * (math.log(ab) - math.log1p(-ab))
 
 
-def dpmpp_2m_sample(process: Any, denoiser: Denoiser, x: Tensor, param: Parametrization, timesteps: Sequence[int], x0_transform: X0Transform | None = None) -> Tensor:
+def dpmpp_2m_sample(
+    process: Any,
+    denoiser: Denoiser,
+    x: Tensor,
+    param: Parametrization,
+    timesteps: Sequence[int],
+    x0_transform: X0Transform | None = None,
+) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022 Algorithm 2) from x = x_{t_0} through ``timesteps`` to 0.
 
     One network call per jump; second order from the second jump on, first order into t = 0.
@@ -147,7 +176,7 @@ def dpmpp_2m_sample(process: Any, denoiser: Denoiser, x: Tensor, param: Parametr
     _check(param, "dpmpp_2m")
     prev_x0: Tensor | None = None
     prev_h = 0.0
-    for t, s in zip(timesteps[:-1], timesteps[1:]):
+    for t, s in zip(timesteps[:-1], timesteps[1:], strict=True):
         x0 = x0_prediction(process, denoiser, param, x, t, x0_transform)
         ab_t, ab_s = _alpha_bar(process, t), _alpha_bar(process, s)
         h = _lambda(ab_s) - _lambda(ab_t)
@@ -165,4 +194,8 @@ def dpmpp_2m_sample(process: Any, denoiser: Denoiser, x: Tensor, param: Parametr
 
 
 #: sampler name -> solver, None for the ancestral chain of :func:`diffkit.sample` itself.
-SAMPLERS: dict[str, Callable[..., Tensor] | None] = {"ancestral": None, "ddim": ddim_sample, "dpmpp_2m": dpmpp_2m_sample}
+SAMPLERS: dict[str, Callable[..., Tensor] | None] = {
+    "ancestral": None,
+    "ddim": ddim_sample,
+    "dpmpp_2m": dpmpp_2m_sample,
+}

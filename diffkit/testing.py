@@ -99,20 +99,27 @@ def check_process(
     ts = process.sample_timesteps(1000, generator=gen)
     if process.is_continuous_time:
         _check_continuous_times(process, ts)
-        default_pairs = _continuous_pairs(gen)
+        default_pairs: Sequence[tuple[float, float]] = _continuous_pairs(gen)
     else:
         T = process.num_steps
         if not isinstance(T, int) or T < 1:
             _fail("num_steps", f"expected an int >= 1, got {T!r}")
         if ts.dtype != torch.long or int(ts.min()) < 1 or int(ts.max()) > T:
-            _fail("sample_timesteps", f"expected int64 values in 1..{T}, got {ts.dtype} in [{int(ts.min())}, {int(ts.max())}]")
+            _fail(
+                "sample_timesteps",
+                f"expected int64 values in 1..{T}, got {ts.dtype} in [{int(ts.min())}, {int(ts.max())}]",
+            )
         default_pairs = _pairs(T, gen)
     discrete = discrete_probs(process, example_x0)
     for t, s in pairs or default_pairs:
         tt, ss = _time(process, t, B), _time(process, s, B)
         noised = process.q_sample(example_x0, tt, generator=gen)
         if noised.x_t.shape != example_x0.shape or noised.x_t.dtype != example_x0.dtype:
-            _fail("q_sample", f"x_t has {tuple(noised.x_t.shape)} {noised.x_t.dtype}, expected {tuple(example_x0.shape)} {example_x0.dtype}")
+            _fail(
+                "q_sample",
+                f"x_t has {tuple(noised.x_t.shape)} {noised.x_t.dtype}, expected {tuple(example_x0.shape)} "
+                f"{example_x0.dtype}",
+            )
         again = process.q_sample(example_x0, tt, noise=noised.noise).x_t
         if not torch.equal(again, noised.x_t):
             _fail("q_sample", f"passing back the returned noise does not reproduce x_t at t = {t}")
@@ -123,7 +130,10 @@ def check_process(
         _check_losses(process, example_x0, noised.x_t, noised.noise, tt, gen)
     prior = process.prior_sample(tuple(example_x0.shape), generator=gen)
     if prior.shape != example_x0.shape or prior.dtype != example_x0.dtype:
-        _fail("prior_sample", f"got {tuple(prior.shape)} {prior.dtype}, expected {tuple(example_x0.shape)} {example_x0.dtype}")
+        _fail(
+            "prior_sample",
+            f"got {tuple(prior.shape)} {prior.dtype}, expected {tuple(example_x0.shape)} {example_x0.dtype}",
+        )
     L_T = process.prior_term(example_x0)
     if L_T.shape != (B,) or not torch.isfinite(L_T).all() or (L_T < -atol).any():
         _fail("prior_term", f"expected finite non-negative (B,) values, got {L_T}")
@@ -133,13 +143,25 @@ def _check_continuous_times(process: ForwardProcess, ts: Tensor) -> None:
     if process.num_steps is not None:
         _fail("num_steps", f"a continuous-time process has no T: expected None, got {process.num_steps!r}")
     if not ts.is_floating_point() or float(ts.min()) <= 0 or float(ts.max()) > 1:
-        _fail("sample_timesteps", f"expected float values in (0, 1], got {ts.dtype} in [{float(ts.min())}, {float(ts.max())}]")
+        _fail(
+            "sample_timesteps",
+            f"expected float values in (0, 1], got {ts.dtype} in [{float(ts.min())}, {float(ts.max())}]",
+        )
     grid = process.sampling_grid(4)
-    if len(grid) != 5 or grid[0] != 1.0 or grid[-1] != 0.0 or any(a <= b for a, b in zip(grid, grid[1:])):
+    if len(grid) != 5 or grid[0] != 1.0 or grid[-1] != 0.0 or any(a <= b for a, b in zip(grid, grid[1:], strict=False)):
         _fail("sampling_grid", f"expected 5 decreasing floats from 1.0 to 0.0 for 4 steps, got {grid}")
 
 
-def _check_discrete(process, x0, x_t, t, s, atol, num_draws, gen) -> None:
+def _check_discrete(
+    process: ForwardProcess,
+    x0: Tensor,
+    x_t: Tensor,
+    t: Tensor,
+    s: Tensor,
+    atol: float,
+    num_draws: int,
+    gen: torch.Generator,
+) -> None:
     t_i, s_i = t[0].item(), s[0].item()
     m_t = process.marginal(x0, t).double()  # (B, ..., K)
     m_s = process.marginal(x0, s).double() if s_i > 0 else None
@@ -151,7 +173,13 @@ def _check_discrete(process, x0, x_t, t, s, atol, num_draws, gen) -> None:
         m_s = torch.nn.functional.one_hot(x0, K).double()
     # trans[..., i, j] = q(x_t = j | x_s = i)
     trans = torch.stack([process.transition(torch.full_like(x0, i), t, s).double() for i in range(K)], -2)
-    _close("chapman-kolmogorov", (m_s.unsqueeze(-1) * trans).sum(-2), m_t, atol, f"sum_i q(x_s=i|x0) q(x_t|x_s=i) vs q(x_t|x0) at (t, s) = ({t_i}, {s_i})")
+    _close(
+        "chapman-kolmogorov",
+        (m_s.unsqueeze(-1) * trans).sum(-2),
+        m_t,
+        atol,
+        f"sum_i q(x_s=i|x0) q(x_t|x_s=i) vs q(x_t|x0) at (t, s) = ({t_i}, {s_i})",
+    )
     post = process.posterior(x_t, x0, t, s).double()
     like = trans.gather(-1, x_t[..., None, None].expand(*x_t.shape, K, 1)).squeeze(-1)  # q(x_t | x_s = i)
     bayes = m_s * like
@@ -169,7 +197,11 @@ def _check_discrete(process, x0, x_t, t, s, atol, num_draws, gen) -> None:
     for element in range(counts.shape[0]):
         p_value = pooled_chi_square_p_value(counts[element], probs[element])
         if p_value < level:
-            _fail("q_sample", f"empirical frequencies differ from marginal at t = {t_i} (element {element}: pooled chi-square p = {p_value:.2e} < {level:.1e})")
+            _fail(
+                "q_sample",
+                f"empirical frequencies differ from marginal at t = {t_i} (element {element}: pooled chi-square p = "
+                f"{p_value:.2e} < {level:.1e})",
+            )
 
 
 #: The chance that check_process rejects a correct process's q_sample at one (t, s) pair.
@@ -195,7 +227,7 @@ def pooled_chi_square_p_value(counts: Tensor, probs: Tensor, min_expected: float
     n = float(counts.sum())
     expected = (n * probs.double()).tolist()
     observed = counts.double().tolist()
-    cells = sorted(zip(expected, observed))
+    cells = sorted(zip(expected, observed, strict=True))
     pooled_e = pooled_o = 0.0
     while cells and (pooled_e < min_expected or cells[0][0] < min_expected):
         e, o = cells.pop(0)
@@ -208,7 +240,16 @@ def pooled_chi_square_p_value(counts: Tensor, probs: Tensor, min_expected: float
     return float(chi2.sf(stat, len(cells) - 1))
 
 
-def _check_gaussian(process, x0, x_t, t, s, atol, num_draws, gen) -> None:
+def _check_gaussian(
+    process: ForwardProcess,
+    x0: Tensor,
+    x_t: Tensor,
+    t: Tensor,
+    s: Tensor,
+    atol: float,
+    num_draws: int,
+    gen: torch.Generator,
+) -> None:
     t_i, s_i = t[0].item(), s[0].item()
     mean_t, var_t = (v.double() for v in process.marginal(x0, t))
     # The transition q(x_t | x_s) must be linear-Gaussian: mean = a x_s + c.
@@ -219,18 +260,38 @@ def _check_gaussian(process, x0, x_t, t, s, atol, num_draws, gen) -> None:
         mean_s, var_s = (v.double() for v in process.marginal(x0, s))
     else:
         mean_s, var_s = x0.double(), torch.zeros_like(var_ts)
-    _close("chapman-kolmogorov", a * mean_s + c, mean_t.expand_as(mean_s), atol, f"composed mean at (t, s) = ({t_i}, {s_i})")
-    _close("chapman-kolmogorov", (a**2 * var_s + var_ts).expand_as(mean_s), var_t.expand_as(mean_s), atol, f"composed variance at (t, s) = ({t_i}, {s_i})")
+    _close(
+        "chapman-kolmogorov",
+        a * mean_s + c,
+        mean_t.expand_as(mean_s),
+        atol,
+        f"composed mean at (t, s) = ({t_i}, {s_i})",
+    )
+    _close(
+        "chapman-kolmogorov",
+        (a**2 * var_s + var_ts).expand_as(mean_s),
+        var_t.expand_as(mean_s),
+        atol,
+        f"composed variance at (t, s) = ({t_i}, {s_i})",
+    )
     post = process.posterior(x_t, x0, t, s)
     if s_i > 0:  # numerical product of densities on a grid around q(x_s | x0)
         z = torch.linspace(-12, 12, 24001, dtype=torch.float64)
         xs = mean_s.unsqueeze(-1) + var_s.sqrt().unsqueeze(-1) * z  # (B, ..., G)
-        log_w = -0.5 * z**2 - 0.5 * (x_t.double().unsqueeze(-1) - a.unsqueeze(-1) * xs - c.unsqueeze(-1)) ** 2 / var_ts.unsqueeze(-1)
+        log_w = -0.5 * z**2 - 0.5 * (
+            x_t.double().unsqueeze(-1) - a.unsqueeze(-1) * xs - c.unsqueeze(-1)
+        ) ** 2 / var_ts.unsqueeze(-1)
         w = torch.softmax(log_w, -1)
         num_mean = (w * xs).sum(-1)
         num_var = (w * (xs - num_mean.unsqueeze(-1)) ** 2).sum(-1)
         _close("posterior", post.mean, num_mean, max(atol, 1e-6), f"mean vs numerical Bayes at (t, s) = ({t_i}, {s_i})")
-        _close("posterior", post.variance.expand_as(post.mean), num_var, max(atol, 1e-6), f"variance vs numerical Bayes at (t, s) = ({t_i}, {s_i})")
+        _close(
+            "posterior",
+            post.variance.expand_as(post.mean),
+            num_var,
+            max(atol, 1e-6),
+            f"variance vs numerical Bayes at (t, s) = ({t_i}, {s_i})",
+        )
     else:
         _close("posterior", post.mean, x0, max(atol, 1e-5), "q(x_0 | x_t, x0) must be a point mass at x0")
     draws = process.q_sample(x0.repeat(num_draws, *([1] * (x0.ndim - 1))), t.repeat(num_draws), generator=gen).x_t
@@ -240,16 +301,23 @@ def _check_gaussian(process, x0, x_t, t, s, atol, num_draws, gen) -> None:
         _fail("q_sample", f"empirical mean differs from marginal mean by more than 5 standard errors at t = {t_i}")
     se_var = var_t * (2 / (num_draws - 1)) ** 0.5
     if ((draws.var(0) - var_t).abs() > 5 * se_var + 1e-7).any():
-        _fail("q_sample", f"empirical variance differs from marginal variance by more than 5 standard errors at t = {t_i}")
+        _fail(
+            "q_sample", f"empirical variance differs from marginal variance by more than 5 standard errors at t = {t_i}"
+        )
 
 
-def _check_losses(process, x0, x_t, noise, t, gen) -> None:
+def _check_losses(
+    process: ForwardProcess, x0: Tensor, x_t: Tensor, noise: Tensor | None, t: Tensor, gen: torch.Generator
+) -> None:
     for name in process.parametrizations:
         param = process.get_parametrization(name)
         oracle = param.oracle_output(process, x0, x_t, t, noise)
         shape = param.output_shape(process, x_t)
         if tuple(oracle.shape) != shape:
-            _fail(f"parametrization {name!r}", f"oracle output shape {tuple(oracle.shape)} differs from output_shape {shape}")
+            _fail(
+                f"parametrization {name!r}",
+                f"oracle output shape {tuple(oracle.shape)} differs from output_shape {shape}",
+            )
         random_out = torch.randn(shape, generator=gen, dtype=oracle.dtype)
         for label, out in (("oracle", oracle), ("random", random_out)):
             param.check_output(process, out, x_t)

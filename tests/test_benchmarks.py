@@ -60,7 +60,11 @@ def test_suite_writes_its_files(quick: Path, suite: str) -> None:
 
 def test_gaussian_rows(quick: Path) -> None:
     rows = read_csv(quick / "gaussian" / "results.csv")
-    keys = {(r["dataset"], r["parametrization"], r["sampler"], r["sample_steps"]) for r in rows if r["parametrization"] != "floor (data vs data)"}
+    keys = {
+        (r["dataset"], r["parametrization"], r["sampler"], r["sample_steps"])
+        for r in rows
+        if r["parametrization"] != "floor (data vs data)"
+    }
     steps = {"40", "10", "2", "1"}  # quick T = 40: T, T/4, T/20, T/100 (at least one step)
     for data in ("eight_gaussians", "swiss_roll", "mixture"):
         for param in ("eps", "x0", "v"):
@@ -68,7 +72,11 @@ def test_gaussian_rows(quick: Path) -> None:
                 assert {s for d, p, m, s in keys if (d, p, m) == (data, param, sampler)} == steps
         # previous-step cannot stride nor take DDIM steps: it has exactly one row, all T steps, ancestral
         assert {(m, s) for d, p, m, s in keys if (d, p) == (data, "previous-step")} == {("ancestral", "40")}
-    assert {r["dataset"] for r in rows if r["parametrization"] == "floor (data vs data)"} == {"eight_gaussians", "swiss_roll", "mixture"}
+    assert {r["dataset"] for r in rows if r["parametrization"] == "floor (data vs data)"} == {
+        "eight_gaussians",
+        "swiss_roll",
+        "mixture",
+    }
     table = (quick / "gaussian" / "table.md").read_text()
     assert "previous-step predicts p(x_{t-1} | x_t) only" in table and "true H (bits/dim)" in table
 
@@ -87,22 +95,31 @@ def test_factorization_claims(quick: Path) -> None:
     joint_ref = read_csv(quick / "factorization" / "joints_raw.csv")[0]
     for noise in ("uniform", "absorbing"):
         for study in ("all steps", "strided"):
-            sel = sorted((r for r in rows if r["study"] == study and r["noise"] == noise), key=lambda r: int(r["sample_steps"]))
+            sel = sorted(
+                (r for r in rows if r["study"] == study and r["noise"] == noise), key=lambda r: int(r["sample_steps"])
+            )
             joint = [float(r["joint_tv_mean"]) for r in sel]
             marginal = [float(r["marginal_tv_mean"]) for r in sel]
-            assert all(a > b for a, b in zip(joint, joint[1:])), f"{noise}/{study}: joint TV must fall as steps shrink: {joint}"
+            assert all(a > b for a, b in zip(joint, joint[1:], strict=False)), (
+                f"{noise}/{study}: joint TV must fall as steps shrink: {joint}"
+            )
             # One jump from x_T factorizes everything: the joint is the product of the marginals ...
             assert joint[0] == pytest.approx(float(joint_ref["tv_to_independent"]), abs=2e-3)
             # ... while each token's marginal is exact up to the prior mismatch q(x_T) != p(x_T).
             assert marginal[0] < 1e-3
             # With more jumps the marginals drift a little, always far below the joint error of one jump.
             assert max(marginal) < 0.1 * joint[0]
-        control = [float(r["control_joint_tv_mean"]) for r in rows if r["study"] == "all steps" and r["noise"] == noise and r["control_joint_tv_mean"] not in ("", "nan")]
+        control = [
+            float(r["control_joint_tv_mean"])
+            for r in rows
+            if r["study"] == "all steps" and r["noise"] == noise and r["control_joint_tv_mean"] not in ("", "nan")
+        ]
         assert control and max(control) < 1e-3, "the exact joint kernel must return the data"
 
 
 def test_oracle_is_exact_with_the_joint_kernel() -> None:
-    """Unit check of the factorization machinery: the unfactorized kernel returns q0 (uniform noise: prior mismatch ~1e-7)."""
+    """Unit check of the factorization machinery: the unfactorized kernel returns q0 (uniform noise: prior
+    mismatch ~1e-7)."""
     x0_seqs = fz.enumerate_sequences(4, 3)
     q0 = fz.random_joint(64, 0.1, seed=3)
     process = fz.CategoricalProcess(4, 8, transition="uniform")
@@ -117,15 +134,22 @@ def test_oracle_is_exact_with_the_joint_kernel() -> None:
 def test_speed_outputs(quick: Path) -> None:
     targets = read_csv(quick / "speed" / "targets.csv")
     cases = {(t["model"], t["kind"], t["size"]) for t in targets}
-    assert cases == {(m, k, s) for m, sizes in (("mlp", ("256", "4096")), ("transformer", ("16", "1024"))) for k in ("train", "sample") for s in sizes}
+    assert cases == {
+        (m, k, s)
+        for m, sizes in (("mlp", ("256", "4096")), ("transformer", ("16", "1024")))
+        for k in ("train", "sample")
+        for s in sizes
+    }
     assert all(t["met"] in ("True", "False") and float(t["ratio"]) > 0 for t in targets)
     memory = read_csv(quick / "speed" / "memory.csv")
     # O(B·L·K): bytes per B·L·K element do not grow with K (a B·L·K·K tensor would grow them K-fold).
     # They may shrink: the step also keeps a few O(B·L) per-element scalars, visible at small K.
     for noise in {m["noise"] for m in memory}:
         rows = sorted((int(m["K"]), float(m["step_bytes_per_BLK"])) for m in memory if m["noise"] == noise)
-        assert all(later < 1.5 * earlier for (_, earlier), (_, later) in zip(rows, rows[1:])), rows
-    assert max(float(m["step_peak_bytes"]) for m in memory) < min(float(m["BLKK_float32_bytes"]) for m in memory if int(m["K"]) >= 256)
+        assert all(later < 1.5 * earlier for (_, earlier), (_, later) in zip(rows, rows[1:], strict=False)), rows
+    assert max(float(m["step_peak_bytes"]) for m in memory) < min(
+        float(m["BLKK_float32_bytes"]) for m in memory if int(m["K"]) >= 256
+    )
 
 
 def test_docs_collect_every_suite(quick: Path) -> None:
@@ -146,13 +170,19 @@ def test_speed_without_diffusers_skips_its_rows(monkeypatch, capsys) -> None:
     from benchmarks import speed
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None if name.split(".")[0] == "diffusers" else real(name, *a, **k))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a, **k: None if name.split(".")[0] == "diffusers" else real(name, *a, **k),
+    )
     assert not speed._diffusers_available()
     cases = speed.mlp_cases(8, 50)
     assert not any("diffusers" in name for kind in ("train", "sample") for name in cases[kind])
     table = speed._diffusers_table(speed._diffusers_comparison([]), False)
     assert table.rows == [] and "not importable" in table.notes[0]
-    monkeypatch.setattr(speed, "mlp_cases", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop after the message")))
+    monkeypatch.setattr(
+        speed, "mlp_cases", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop after the message"))
+    )
     with pytest.raises(RuntimeError, match="stop after the message"):
         speed.run(type("S", (), {"quick": True})())
     assert "diffusers is not importable" in capsys.readouterr().out
@@ -169,13 +199,31 @@ def test_diffusers_rows_drive_the_same_jump_and_are_compared() -> None:
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)
     assert cases["sample"]["diffusers DDPMScheduler"]().shape == ours.shape
     cases["train"]["diffusers add_noise"]()
-    rows = [{"model": "mlp", "kind": kind, "size": 256, "candidate": name, "ratio": r, "ci_low": r - 0.1, "ci_high": r + 0.1}
-            for kind, name, r in (("sample", "diffkit", 1.1), ("sample", "diffkit DDIM", 1.05), ("train", "diffkit", 1.02),
-                                  ("sample", "diffusers DDPMScheduler", 1.6), ("sample", "diffusers DDIMScheduler", 1.3),
-                                  ("train", "diffusers add_noise", 1.04))]
+    rows = [
+        {
+            "model": "mlp",
+            "kind": kind,
+            "size": 256,
+            "candidate": name,
+            "ratio": r,
+            "ci_low": r - 0.1,
+            "ci_high": r + 0.1,
+        }
+        for kind, name, r in (
+            ("sample", "diffkit", 1.1),
+            ("sample", "diffkit DDIM", 1.05),
+            ("train", "diffkit", 1.02),
+            ("sample", "diffusers DDPMScheduler", 1.6),
+            ("sample", "diffusers DDIMScheduler", 1.3),
+            ("train", "diffusers add_noise", 1.04),
+        )
+    ]
     comparison = speed._diffusers_comparison(rows)
     assert [(c["diffusers"], c["diffkit"], c["reference"]) for c in comparison] == [
-        ("diffusers DDPMScheduler", "diffkit", "1.57x"), ("diffusers DDIMScheduler", "diffkit DDIM", "1.36x"), ("diffusers add_noise", "diffkit", "1.05x")]
+        ("diffusers DDPMScheduler", "diffkit", "1.57x"),
+        ("diffusers DDIMScheduler", "diffkit DDIM", "1.36x"),
+        ("diffusers add_noise", "diffkit", "1.05x"),
+    ]
     table = speed._diffusers_table(comparison, True)
     assert len(table.rows) == 3 and table.rows[0][-1] == f"{1.6 / 1.1:.3f}"
 
@@ -186,9 +234,22 @@ def test_training_target_is_diffusers_step_when_measured() -> None:
     from benchmarks import speed
 
     def row(candidate, ratio, lo, hi):
-        return {"model": "mlp", "kind": "train", "size": 256, "noise": "gaussian", "candidate": candidate, "ratio": ratio, "ci_low": lo, "ci_high": hi}
+        return {
+            "model": "mlp",
+            "kind": "train",
+            "size": 256,
+            "noise": "gaussian",
+            "candidate": candidate,
+            "ratio": ratio,
+            "ci_low": lo,
+            "ci_high": hi,
+        }
 
-    rows = [row("diffkit", 1.10, 1.08, 1.12), row("bare (again)", 1.0, 0.99, 1.01), row("diffusers add_noise", 1.07, 1.05, 1.09)]
+    rows = [
+        row("diffkit", 1.10, 1.08, 1.12),
+        row("bare (again)", 1.0, 0.99, 1.01),
+        row("diffusers add_noise", 1.07, 1.05, 1.09),
+    ]
     (target,) = speed._target_rows(rows)
     assert target["limit"] == 1.09 and not target["met"]
     rows[2] = row("diffusers add_noise", 1.09, 1.07, 1.11)

@@ -16,7 +16,9 @@ GRID = torch.linspace(-1, 1, 256, dtype=torch.float64)
 
 @pytest.mark.parametrize("mean,std", [(0.0, 0.01), (0.3, 0.002), (-0.99, 0.05), (1.2, 0.1), (0.5, 1e-4), (-3.0, 0.5)])
 def test_discretized_decoder_sums_to_one_over_the_256_bins(mean, std):
-    logp = discretized_gaussian_log_likelihood(GRID, torch.full_like(GRID, mean), torch.tensor(std**2, dtype=torch.float64))
+    logp = discretized_gaussian_log_likelihood(
+        GRID, torch.full_like(GRID, mean), torch.tensor(std**2, dtype=torch.float64)
+    )
     assert (logp <= 0).all()
     assert float(logp.exp().sum()) == pytest.approx(1.0, abs=1e-9)
     # and each middle bin is the plain CDF difference (scipy-free reference through erf)
@@ -34,7 +36,9 @@ def test_process_uses_it_for_the_decoder_term():
     p = GaussianParams(x0 + 0.001, torch.tensor(1e-4))
     nll = proc.decoder_nll(x0, p)
     torch.testing.assert_close(nll, -discretized_gaussian_log_likelihood(x0, p.mean, p.variance))
-    assert repr(GaussianProcess(10)) == "GaussianProcess(num_steps=10, reverse_variance='posterior')"  # old checkpoints still load
+    assert (
+        repr(GaussianProcess(10)) == "GaussianProcess(num_steps=10, reverse_variance='posterior')"
+    )  # old checkpoints still load
     with pytest.raises(ValueError, match="decoder.*'discretized', 'gaussian'"):
         GaussianProcess(10, decoder="bins")
 

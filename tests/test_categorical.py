@@ -19,7 +19,15 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 K, T = 5, 40
 MARGINALS = [1.0, 4.0, 2.0, 3.0, 0.5]  # unnormalized on purpose: the process normalizes them
-CASES = [("uniform", "linear"), ("uniform", "cosine"), ("absorbing", "linear"), ("absorbing", "cosine"), ("marginal", "linear"), ("marginal", "cosine"), ("matrix", None)]
+CASES = [
+    ("uniform", "linear"),
+    ("uniform", "cosine"),
+    ("absorbing", "linear"),
+    ("absorbing", "cosine"),
+    ("marginal", "linear"),
+    ("marginal", "cosine"),
+    ("matrix", None),
+]
 CASE_IDS = [f"{k}-{s}" if s else k for k, s in CASES]
 
 # Exact identities in float64: one Bayes ratio or a handful of K-term sums, each off by at most a
@@ -57,7 +65,7 @@ def test_posterior_with_ids_matches_brute_force_bayes(kind, schedule, float64, g
                 if ref.Qbar[t][x0, x_t] > 0:  # only pairs that q can produce
                     rows.append((x_t, x0, t, s))
                     expected.append(ref.posterior(x_t, x0, t, s))
-    x_t, x0, t, s = (torch.tensor(c) for c in zip(*rows))
+    x_t, x0, t, s = (torch.tensor(c) for c in zip(*rows, strict=True))
     post = proc.posterior(x_t, x0, t, s)  # one batch, a different (t, s) per element
     assert post.shape == (len(rows), ref.S)
     torch.testing.assert_close(post, torch.stack(expected), **EXACT)
@@ -80,16 +88,18 @@ def test_posterior_with_probabilities_is_the_mixture(kind, schedule, float64, ge
             rows.append((x_t, t, s))
             probs.append(p)
             expected.append(ref.mixture_posterior(x_t, p, t, s))
-    x_t, t, s = (torch.tensor(c) for c in zip(*rows))
+    x_t, t, s = (torch.tensor(c) for c in zip(*rows, strict=True))
     post = proc.posterior(x_t, torch.stack(probs), t, s)
     torch.testing.assert_close(post, torch.stack(expected), **EXACT)
     assert bool((post >= 0).all())
     torch.testing.assert_close(post.sum(-1), torch.ones(len(rows)), **EXACT)
     # A one-hot probability vector is the same as the id.
     x0_ids = torch.randint(0, K, (len(rows),), generator=gen)
-    ok = torch.tensor([bool(ref.Qbar[int(ti)][int(a), int(b)] > 0) for a, b, ti in zip(x0_ids, x_t, t)])
+    ok = torch.tensor([bool(ref.Qbar[int(ti)][int(a), int(b)] > 0) for a, b, ti in zip(x0_ids, x_t, t, strict=True)])
     torch.testing.assert_close(
-        proc.posterior(x_t[ok], F.one_hot(x0_ids[ok], K).double(), t[ok], s[ok]), proc.posterior(x_t[ok], x0_ids[ok], t[ok], s[ok]), **EXACT
+        proc.posterior(x_t[ok], F.one_hot(x0_ids[ok], K).double(), t[ok], s[ok]),
+        proc.posterior(x_t[ok], x0_ids[ok], t[ok], s[ok]),
+        **EXACT,
     )
 
 
@@ -154,7 +164,9 @@ def test_absorbing_has_a_mask_state(float64, cat_ref) -> None:
     assert bool((m[off] == 0).all())
     # The mask state is a valid x_t (and x_s for transition), never valid clean data.
     mask_t = torch.full((K,), K)
-    torch.testing.assert_close(proc.posterior(mask_t, x0, 10, 4), torch.stack([ref.posterior(K, i, 10, 4) for i in range(K)]), **EXACT)
+    torch.testing.assert_close(
+        proc.posterior(mask_t, x0, 10, 4), torch.stack([ref.posterior(K, i, 10, 4) for i in range(K)]), **EXACT
+    )
     with pytest.raises(ValueError, match="mask"):
         proc.q_sample(torch.tensor([0, K, 1]), 3)
     with pytest.raises(ValueError, match="mask"):
@@ -167,7 +179,12 @@ def test_marginal_transition_needs_frequencies_until_set(float64, cat_ref) -> No
     proc = CategoricalProcess(K, T, transition="marginal")
     assert proc.needs_marginals
     x0 = torch.arange(K)
-    for call in (lambda: proc.marginal(x0, 3), lambda: proc.posterior(x0, x0, 3), lambda: proc.prior_sample((2, 3)), lambda: proc.q_sample(x0, 3)):
+    for call in (
+        lambda: proc.marginal(x0, 3),
+        lambda: proc.posterior(x0, x0, 3),
+        lambda: proc.prior_sample((2, 3)),
+        lambda: proc.q_sample(x0, 3),
+    ):
         with pytest.raises(ValueError, match="marginals") as info:
             call()
         assert "set_marginals" in str(info.value)
@@ -175,7 +192,11 @@ def test_marginal_transition_needs_frequencies_until_set(float64, cat_ref) -> No
     assert not proc.needs_marginals
     _, ref = build("marginal", "cosine", cat_ref)
     torch.testing.assert_close(proc.marginal(x0, 9), ref.Qbar[9], **EXACT)
-    torch.testing.assert_close(proc.posterior(x0.flip(0), x0, 9, 2), torch.stack([ref.posterior(K - 1 - i, i, 9, 2) for i in range(K)]), **EXACT)
+    torch.testing.assert_close(
+        proc.posterior(x0.flip(0), x0, 9, 2),
+        torch.stack([ref.posterior(K - 1 - i, i, 9, 2) for i in range(K)]),
+        **EXACT,
+    )
     # The frequencies are data, so they travel in the state dict.
     fresh = CategoricalProcess(K, T, transition="marginal")
     fresh.load_state_dict(proc.state_dict())
@@ -292,10 +313,16 @@ def test_vlb_terms_match_the_reference_kl_and_decoder(kind, schedule, float64, g
     # prior term: KL(x0 Qbar_T || p(x_T)) by hand.
     prior = proc.prior_probs
     q_T = ref.Qbar[T][x0]
-    torch.testing.assert_close(proc.prior_term(x0), (torch.xlogy(q_T, q_T) - q_T * torch.log(prior)).sum(-1), rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(
+        proc.prior_term(x0), (torch.xlogy(q_T, q_T) - q_T * torch.log(prior)).sum(-1), rtol=1e-10, atol=1e-14
+    )
 
 
-@pytest.mark.parametrize("kind, schedule", [c for c in CASES if c[1] != "linear"], ids=[i for c, i in zip(CASES, CASE_IDS) if c[1] != "linear"])
+@pytest.mark.parametrize(
+    "kind, schedule",
+    [c for c in CASES if c[1] != "linear"],
+    ids=[i for c, i in zip(CASES, CASE_IDS, strict=True) if c[1] != "linear"],
+)
 @pytest.mark.parametrize("scale", [1.0, 1e4])
 def test_losses_and_elbo_terms_are_finite_for_any_logits(kind, schedule, scale, default_dtype, gen, cat_ref) -> None:
     proc, _ = build(kind, schedule, cat_ref)
@@ -353,7 +380,12 @@ def test_cross_entropy_matches_torch(kind, float64, gen, cat_ref) -> None:
     torch.testing.assert_close(proc.loss(logits, x0, x_t, t, None, "x0", kind="simple"), reference, rtol=0, atol=1e-12)
     # hybrid = simple + w * kl
     kl = proc.loss(logits, x0, x_t, t, None, "x0", kind="kl")
-    torch.testing.assert_close(proc.loss(logits, x0, x_t, t, None, "x0", kind="hybrid", hybrid_weight=0.01), reference + 0.01 * kl, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        proc.loss(logits, x0, x_t, t, None, "x0", kind="hybrid", hybrid_weight=0.01),
+        reference + 0.01 * kl,
+        rtol=1e-12,
+        atol=1e-12,
+    )
     # The oracle output (a network that knows x0) has a cross-entropy of ~0 (its logits are log tiny).
     oracle = proc.get_parametrization("x0").oracle_output(proc, x0, x_t, t, None)
     assert proc.loss(oracle, x0, x_t, t, None, "x0").abs().max().item() < 1e-30
@@ -407,8 +439,8 @@ def test_posterior_memory_is_linear_in_K(float64, gen) -> None:
     ab = make_schedule("cosine", 100).alpha_bar
     a_t, a_s = ab[50], ab[20]
     a_ts = a_t / a_s
-    b, l = 1, 17
+    b, pos = 1, 17
     xs = torch.arange(K_big)
-    like = a_ts * (xs == x_t[b, l]) + (1 - a_ts) / K_big
-    prior = a_s * (xs == x0_ids[b, l]) + (1 - a_s) / K_big
-    torch.testing.assert_close(post[b, l], like * prior / (like * prior).sum(), **EXACT)
+    like = a_ts * (xs == x_t[b, pos]) + (1 - a_ts) / K_big
+    prior = a_s * (xs == x0_ids[b, pos]) + (1 - a_s) / K_big
+    torch.testing.assert_close(post[b, pos], like * prior / (like * prior).sum(), **EXACT)

@@ -98,11 +98,27 @@ def test_categorical_samples_stay_in_range(in_tmp: Path, monkeypatch) -> None:
 def test_sample_subcommand_from_checkpoint(in_tmp: Path, monkeypatch) -> None:
     run_cli(monkeypatch, ["fit", "--config", str(ROOT / "examples/configs/swiss_roll.yaml"), *FAST])
     ckpt = only(list(in_tmp.glob("runs/*/checkpoints/last.ckpt")))
-    run_cli(monkeypatch, ["sample", "--ckpt_path", str(ckpt), "--num_samples", "10", "--num_steps", "7", "--output", "out.pt", "--no_progress"])
+    run_cli(
+        monkeypatch,
+        [
+            "sample",
+            "--ckpt_path",
+            str(ckpt),
+            "--num_samples",
+            "10",
+            "--num_steps",
+            "7",
+            "--output",
+            "out.pt",
+            "--no_progress",
+        ],
+    )
     saved = torch.load(in_tmp / "out.pt", weights_only=False)
     assert saved["samples"].shape == (10, 2) and saved["num_steps"] == 7
     assert (in_tmp / "out.png").read_bytes()[:4] == b"\x89PNG"
-    same = sample_from_checkpoint(ckpt, num_samples=10, num_steps=7, plot=None, output=in_tmp / "again.pt", progress=False)
+    same = sample_from_checkpoint(
+        ckpt, num_samples=10, num_steps=7, plot=None, output=in_tmp / "again.pt", progress=False
+    )
     assert torch.equal(same, saved["samples"])  # one seed, one answer
 
 
@@ -129,13 +145,20 @@ def test_print_config_round_trip(in_tmp: Path, monkeypatch, capsys) -> None:
 
 def test_invalid_parametrization_names_the_choices(in_tmp: Path, monkeypatch) -> None:
     cfg = str(ROOT / "examples/configs/markov_uniform.yaml")
-    with pytest.raises(ValueError, match=r"parametrization: 'eps' is not valid for CategoricalProcess; expected one of \['previous-step', 'x0'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"parametrization: 'eps' is not valid for CategoricalProcess; expected one of \['previous-step', 'x0'\]",
+    ):
         run_cli(monkeypatch, ["fit", "--config", cfg, *FAST, "--model.parametrization=eps"])
 
 
 def test_denoiser_output_shape_mismatch_is_named(in_tmp: Path, monkeypatch) -> None:
     cfg = str(ROOT / "examples/configs/markov_uniform.yaml")
-    with pytest.raises(ValueError, match=r"denoiser output: shape \(16, 32, 5\) does not match the 'x0' parametrization of CategoricalProcess, which expects \(16, 32, 8\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"denoiser output: shape \(16, 32, 5\) does not match the 'x0' parametrization of CategoricalProcess, "
+        r"which expects \(16, 32, 8\)",
+    ):
         run_cli(monkeypatch, ["fit", "--config", cfg, *FAST, "--model.denoiser.init_args.num_outputs=5"])
 
 
@@ -146,7 +169,10 @@ def test_resume_uses_the_checkpoint_hyperparameters(in_tmp: Path, monkeypatch) -
     run_cli(monkeypatch, ["fit", "--config", str(ROOT / "examples/configs/markov_uniform.yaml"), *FAST])
     ckpt = only(list(in_tmp.glob("runs/*/checkpoints/last.ckpt")))
     more = [a for a in FAST if not a.startswith("--trainer.max_steps")] + ["--trainer.max_steps=6"]
-    run_cli(monkeypatch, ["fit", "--config", str(ROOT / "examples/configs/markov_absorbing.yaml"), *more, "--ckpt_path", str(ckpt)])
+    run_cli(
+        monkeypatch,
+        ["fit", "--config", str(ROOT / "examples/configs/markov_absorbing.yaml"), *more, "--ckpt_path", str(ckpt)],
+    )
     resumed = torch.load(in_tmp / "runs/markov_absorbing/checkpoints/last.ckpt", weights_only=False)
     assert resumed["global_step"] == 6
     assert resumed["hyper_parameters"]["process"]["init_args"]["transition"] == "uniform"
@@ -186,7 +212,7 @@ def test_help_lists_every_subcommand_and_not_predict(monkeypatch, capsys) -> Non
         run_cli(monkeypatch, ["--help"])
     assert stop.value.code == 0
     text = capsys.readouterr().out
-    listed = text[text.index("Available subcommands"):]
+    listed = text[text.index("Available subcommands") :]
     for name in ("fit", "validate", "test", "sample", "evaluate-graphs"):
         assert f"\n    {name} " in listed, name
     assert "predict" not in listed  # sampling is `diffkit sample`; Lightning's predict needs data we do not have
@@ -209,7 +235,9 @@ def test_lightning_adverts_are_silenced(in_tmp: Path, monkeypatch, caplog) -> No
 
     from diffkit.cli import _not_an_advert
 
-    tip = logging.LogRecord("x", logging.INFO, __file__, 1, "💡 Tip: For seamless cloud logging, try installing litlogger", None, None)
+    tip = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "💡 Tip: For seamless cloud logging, try installing litlogger", None, None
+    )
     normal = logging.LogRecord("x", logging.INFO, __file__, 1, "GPU available: False", None, None)
     assert not _not_an_advert(tip) and _not_an_advert(normal)
     for name in ("", "lightning", "lightning.pytorch", "lightning.fabric"):  # other tests may have quietened them
@@ -246,17 +274,27 @@ def test_a_run_killed_before_its_first_validation_resumes_from_last(in_tmp: Path
     cfg = str(ROOT / "examples/configs/swiss_roll.yaml")
     # The shipped config's checkpointing (every 100 steps) and validation (every 20 epochs), a small
     # model, and epochs of 625 steps: the first validation would come long after the kill.
-    small = ["--config", cfg, "--model.denoiser.init_args.hidden=16", "--model.denoiser.init_args.depth=1",
-             "--data.init_args.batch_size=32", "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1",
-             "--trainer.max_steps=110", "--trainer.enable_model_summary=false"]
+    small = [
+        "--config",
+        cfg,
+        "--model.denoiser.init_args.hidden=16",
+        "--model.denoiser.init_args.depth=1",
+        "--data.init_args.batch_size=32",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.max_steps=110",
+        "--trainer.enable_model_summary=false",
+    ]
     cli = _cli_class()(args=small, run=False)
     cli.trainer.callbacks.insert(0, Kill(at=103))
     with pytest.raises(RuntimeError, match="killed at step 103"):
         cli.trainer.fit(cli.model, cli.datamodule)
     last = in_tmp / "runs/swiss_roll/checkpoints/last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 100
-    assert not list(in_tmp.glob("runs/swiss_roll/logs/version_0/*.csv")) or "val/loss" not in (
-        in_tmp / "runs/swiss_roll/logs/version_0/metrics.csv").read_text()  # killed before any validation
+    assert (
+        not list(in_tmp.glob("runs/swiss_roll/logs/version_0/*.csv"))
+        or "val/loss" not in (in_tmp / "runs/swiss_roll/logs/version_0/metrics.csv").read_text()
+    )  # killed before any validation
     run_cli(monkeypatch, ["fit", *small, "--ckpt_path", "last"])
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 110
     with open(in_tmp / "runs/swiss_roll/logs/version_1/metrics.csv") as f:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.reliability import RowsDataModule, make_trainer, quiet_lightning
 
 from diffkit import GaussianProcess
 from diffkit.models import MLPDenoiser
 from diffkit.module import DiffusionModule
-from helpers.reliability import RowsDataModule, make_trainer, quiet_lightning
 
 T = 20
 

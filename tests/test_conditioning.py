@@ -7,13 +7,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from helpers.reliability import make_trainer, quiet_lightning
 
 from diffkit import CategoricalProcess, GaussianProcess, ProductProcess, sample
 from diffkit.data.labeled import LabeledEightGaussiansDataModule
 from diffkit.models import GraphTransformer, MLPDenoiser, TableDenoiser, TokenTransformer
 from diffkit.models.conditioning import NULL_CLASS
 from diffkit.module import DiffusionModule
-from helpers.reliability import make_trainer, quiet_lightning
 
 
 @pytest.fixture(autouse=True)
@@ -27,11 +27,21 @@ def _ids(b: int = 4) -> torch.Tensor:
 
 DENOISERS = {
     "mlp": lambda **kw: (MLPDenoiser(2, 10, hidden=16, depth=1, **kw), torch.randn(4, 2)),
-    "transformer": lambda **kw: (TokenTransformer(4, 3, 5, 10, d_model=16, depth=1, heads=2, **kw), torch.randint(0, 4, (4, 5))),
-    "table": lambda **kw: (TableDenoiser({"a": 2}, {"b": (3, 3)}, 10, hidden=16, depth=1, **kw), {"a": torch.randn(4, 2), "b": torch.randint(0, 3, (4,))}),
+    "transformer": lambda **kw: (
+        TokenTransformer(4, 3, 5, 10, d_model=16, depth=1, heads=2, **kw),
+        torch.randint(0, 4, (4, 5)),
+    ),
+    "table": lambda **kw: (
+        TableDenoiser({"a": 2}, {"b": (3, 3)}, 10, hidden=16, depth=1, **kw),
+        {"a": torch.randn(4, 2), "b": torch.randint(0, 3, (4,))},
+    ),
     "graph": lambda **kw: (
         GraphTransformer(3, 2, 3, 2, 10, hidden=8, edge_hidden=4, global_hidden=8, depth=1, heads=2, **kw),
-        {"X": torch.randint(0, 3, (4, 3)), "E": torch.zeros(4, 3, 3, dtype=torch.long), "mask": torch.ones(4, 3, dtype=torch.bool)},
+        {
+            "X": torch.randint(0, 3, (4, 3)),
+            "E": torch.zeros(4, 3, 3, dtype=torch.long),
+            "mask": torch.ones(4, 3, dtype=torch.bool),
+        },
     ),
 }
 
@@ -87,15 +97,39 @@ def _gauss():
         (dict(cond=torch.tensor([0, 1, 2])), ValueError, r"cond: expected class ids of shape \(2,\), got \(3,\)"),
         (dict(cond=torch.tensor([[0], [1]])), ValueError, r"cond: expected class ids of shape \(2,\), got \(2, 1\)"),
         (dict(cond=torch.tensor([0.0, 1.0])), TypeError, "cond: expected int64 class ids"),
-        (dict(cond=torch.tensor([0, 1]), guidance_scale=-1.0), ValueError, "guidance_scale: expected a finite float >= 0"),
-        (dict(cond=torch.tensor([0, 1]), guidance_scale=float("nan")), ValueError, "guidance_scale: expected a finite float >= 0"),
+        (
+            dict(cond=torch.tensor([0, 1]), guidance_scale=-1.0),
+            ValueError,
+            "guidance_scale: expected a finite float >= 0",
+        ),
+        (
+            dict(cond=torch.tensor([0, 1]), guidance_scale=float("nan")),
+            ValueError,
+            "guidance_scale: expected a finite float >= 0",
+        ),
         (dict(guidance_scale=2.0), ValueError, "guidance_scale: 2.0 needs a cond"),
-        (dict(known=torch.zeros(2, 3), known_mask=torch.ones(2, 3, dtype=torch.bool)), ValueError, r"known: shape \(2, 3\) does not match the sample shape \(2, 2\)"),
-        (dict(known=torch.zeros(2, 2, dtype=torch.long), known_mask=torch.ones(2, 2, dtype=torch.bool)), TypeError, "known: a Gaussian field expects floating-point data"),
+        (
+            dict(known=torch.zeros(2, 3), known_mask=torch.ones(2, 3, dtype=torch.bool)),
+            ValueError,
+            r"known: shape \(2, 3\) does not match the sample shape \(2, 2\)",
+        ),
+        (
+            dict(known=torch.zeros(2, 2, dtype=torch.long), known_mask=torch.ones(2, 2, dtype=torch.bool)),
+            TypeError,
+            "known: a Gaussian field expects floating-point data",
+        ),
         (dict(known=torch.zeros(2, 2), known_mask=torch.ones(2, 2)), TypeError, "known_mask: expected a bool Tensor"),
-        (dict(known=torch.zeros(2, 2), known_mask=torch.ones(2, 1, dtype=torch.bool)), ValueError, r"known_mask: shape \(2, 1\) does not match"),
+        (
+            dict(known=torch.zeros(2, 2), known_mask=torch.ones(2, 1, dtype=torch.bool)),
+            ValueError,
+            r"known_mask: shape \(2, 1\) does not match",
+        ),
         (dict(known=torch.zeros(2, 2)), ValueError, "known_mask: infilling needs both"),
-        (dict(known=torch.zeros(2, 2), known_mask=torch.ones(2, 2, dtype=torch.bool), resample_rounds=0), ValueError, "resample_rounds: expected an int >= 1"),
+        (
+            dict(known=torch.zeros(2, 2), known_mask=torch.ones(2, 2, dtype=torch.bool), resample_rounds=0),
+            ValueError,
+            "resample_rounds: expected an int >= 1",
+        ),
     ],
 )
 def test_bad_inputs_are_named(kwargs, error, match) -> None:
@@ -108,7 +142,9 @@ def test_cond_for_an_unconditional_model_is_refused() -> None:
     with pytest.raises(ValueError, match="cond: the denoiser MLPDenoiser is unconditional"):
         sample(GaussianProcess(5), MLPDenoiser(2, 5, hidden=8, depth=1), (2, 2), "eps", cond=1)
     with pytest.raises(ValueError, match=r"cond: expected features of shape \(2, 4\), got \(2, 3\)"):
-        sample(GaussianProcess(5), MLPDenoiser(2, 5, hidden=8, depth=1, cond_dim=4), (2, 2), "eps", cond=torch.zeros(2, 3))
+        sample(
+            GaussianProcess(5), MLPDenoiser(2, 5, hidden=8, depth=1, cond_dim=4), (2, 2), "eps", cond=torch.zeros(2, 3)
+        )
 
 
 def test_known_ids_out_of_range_and_unknown_fields_are_named() -> None:
@@ -122,7 +158,14 @@ def test_known_ids_out_of_range_and_unknown_fields_are_named() -> None:
     table = ProductProcess({"a": GaussianProcess(5), "b": CategoricalProcess(3, 5)})
     tnet = TableDenoiser({"a": 2}, {"b": (3, 3)}, 5, hidden=8, depth=1)
     with pytest.raises(ValueError, match=r"known: unknown field\(s\) \['c'\]"):
-        sample(table, tnet, {"a": (2, 2), "b": (2,)}, {"a": "eps", "b": "x0"}, known={"c": torch.zeros(2)}, known_mask={"c": torch.ones(2, dtype=torch.bool)})
+        sample(
+            table,
+            tnet,
+            {"a": (2, 2), "b": (2,)},
+            {"a": "eps", "b": "x0"},
+            known={"c": torch.zeros(2)},
+            known_mask={"c": torch.ones(2, dtype=torch.bool)},
+        )
 
 
 # ---------------------------------------------------------------- DiffusionModule
@@ -154,7 +197,7 @@ def test_module_trains_on_cond_batches_and_drops_from_its_own_stream(tmp_path: P
     assert 0.35 < dropped < 0.65, dropped  # 6 x 64 Bernoulli(0.5) draws
     assert bool(((seen >= 0) | (seen == NULL_CLASS)).all())
     # the drop masks are a function of (noise_seed, step): a second run draws the same ones
-    assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1]))
+    assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1], strict=True))
     # sampling: an int cond is every sample's class; guidance runs the null model too
     model.denoiser.eval()
     xs = model.sample(16, cond=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
@@ -165,7 +208,9 @@ def test_module_trains_on_cond_batches_and_drops_from_its_own_stream(tmp_path: P
 
 def test_cond_drop_prob_zero_keeps_every_cond(tmp_path: Path) -> None:
     model = _module(0.0)
-    make_trainer(tmp_path, max_steps=3, limit_val_batches=0).fit(model, LabeledEightGaussiansDataModule(num_train=256, num_val=64, batch_size=64))
+    make_trainer(tmp_path, max_steps=3, limit_val_batches=0).fit(
+        model, LabeledEightGaussiansDataModule(num_train=256, num_val=64, batch_size=64)
+    )
     assert bool((torch.stack(model.denoiser.seen) >= 0).all())
     with pytest.raises(ValueError, match=r"cond_drop_prob: expected a probability in \[0, 1\)"):
         _module(1.0)
@@ -181,11 +226,20 @@ def test_training_batch_with_bad_cond_is_named(tmp_path: Path) -> None:
 
 def _fit(root: Path, max_steps: int, every: int, ckpt_path: Path | None = None) -> None:
     torch.manual_seed(7)
-    model = DiffusionModule(GaussianProcess(20), MLPDenoiser(2, 20, hidden=16, depth=1, num_classes=8), "v", cond_drop_prob=0.3,
-                            ema_decay=0.9, num_eval_samples=0, noise_seed=5)  # fmt: skip
+    model = DiffusionModule(
+        GaussianProcess(20),
+        MLPDenoiser(2, 20, hidden=16, depth=1, num_classes=8),
+        "v",
+        cond_drop_prob=0.3,
+        ema_decay=0.9,
+        num_eval_samples=0,
+        noise_seed=5,
+    )
     data = LabeledEightGaussiansDataModule(num_train=96, num_val=16, batch_size=32, seed=1)  # 3 batches per epoch
     ckpt = pl.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=every, save_top_k=-1, filename="{step}")
-    trainer = make_trainer(root, max_steps=max_steps, callbacks=[ckpt], enable_checkpointing=True, deterministic=True, limit_val_batches=0)
+    trainer = make_trainer(
+        root, max_steps=max_steps, callbacks=[ckpt], enable_checkpointing=True, deterministic=True, limit_val_batches=0
+    )
     trainer.fit(model, data, ckpt_path=ckpt_path)
 
 
@@ -217,7 +271,10 @@ def test_cli_samples_a_class_with_guidance(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ValueError, match=r"cond: found class id 8, expected ids in \[0, 8\)"):
         run_cli(monkeypatch, ["sample", "--ckpt_path", str(ckpt), "--cond", "8", "--no_plot", "--no_progress"])
     with pytest.raises(ValueError, match="guidance_scale: expected a finite float >= 0"):
-        run_cli(monkeypatch, ["sample", "--ckpt_path", str(ckpt), "--cond", "1", "--guidance_scale", "-1", "--no_plot", "--no_progress"])
+        run_cli(
+            monkeypatch,
+            ["sample", "--ckpt_path", str(ckpt), "--cond", "1", "--guidance_scale", "-1", "--no_plot", "--no_progress"],
+        )
 
 
 def test_cli_infills_a_prefix_from_a_file(tmp_path: Path, monkeypatch) -> None:
@@ -229,8 +286,24 @@ def test_cli_infills_a_prefix_from_a_file(tmp_path: Path, monkeypatch) -> None:
     known, mask = torch.zeros(1, 32, dtype=torch.long), torch.zeros(1, 32, dtype=torch.bool)
     known[0, :8], mask[0, :8] = torch.tensor([7, 6, 5, 4, 3, 2, 1, 0]), True
     torch.save({"known": known, "known_mask": mask}, tmp_path / "prefix.pt")
-    run_cli(monkeypatch, ["sample", "--ckpt_path", str(ckpt), "--num_samples", "5", "--num_steps", "10", "--known", "prefix.pt",
-                          "--output", "i.pt", "--no_plot", "--no_progress"])  # fmt: skip
+    run_cli(
+        monkeypatch,
+        [
+            "sample",
+            "--ckpt_path",
+            str(ckpt),
+            "--num_samples",
+            "5",
+            "--num_steps",
+            "10",
+            "--known",
+            "prefix.pt",
+            "--output",
+            "i.pt",
+            "--no_plot",
+            "--no_progress",
+        ],
+    )
     xs = torch.load(tmp_path / "i.pt", weights_only=False)["samples"]
     assert xs.shape == (5, 32) and torch.equal(xs[:, :8], known[:, :8].expand(5, 8)) and xs.max() < 8
     torch.save({"known": known}, tmp_path / "bad.pt")

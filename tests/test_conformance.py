@@ -40,7 +40,9 @@ BUILTINS = {
     "categorical-uniform": lambda T: CategoricalProcess(4, T, "uniform"),
     "categorical-absorbing": lambda T: CategoricalProcess(4, T, "absorbing"),
     "categorical-marginal": lambda T: CategoricalProcess(4, T, "marginal", marginals=[0.1, 0.2, 0.3, 0.4]),
-    "categorical-marginal-linear": lambda T: CategoricalProcess(4, T, "marginal", schedule="linear", marginals=[0.5, 0.0, 0.3, 0.2]),
+    "categorical-marginal-linear": lambda T: CategoricalProcess(
+        4, T, "marginal", schedule="linear", marginals=[0.5, 0.0, 0.3, 0.2]
+    ),
     "categorical-matrix": lambda T: CategoricalProcess(4, T, transition=random_matrices(T, 4)),
 }
 
@@ -147,7 +149,9 @@ BROKEN = [
 ]
 
 
-@pytest.mark.parametrize("build, example, check", BROKEN, ids=[f"{b().__class__.__name__}-{i}" for i, (b, _, _) in enumerate(BROKEN)])
+@pytest.mark.parametrize(
+    "build, example, check", BROKEN, ids=[f"{b().__class__.__name__}-{i}" for i, (b, _, _) in enumerate(BROKEN)]
+)
 def test_broken_processes_fail_with_conformance_error(build, example, check) -> None:
     with pytest.raises(ConformanceError, match=rf"\[{check}\]"):
         check_process(build(), example(), num_draws=DRAWS)
@@ -212,5 +216,10 @@ def test_pooled_chi_square_is_calibrated_and_pools_small_cells() -> None:
     assert pooled_chi_square_p_value(torch.tensor([5300.0, 2700, 2000, 0, 0, 0]), probs) < 1e-6
     # Under the null, p-values are about uniform: few below 0.05 over many draws.
     gen = torch.Generator().manual_seed(0)
-    p = [pooled_chi_square_p_value(torch.bincount(torch.multinomial(probs, 2000, True, generator=gen), minlength=6).double(), probs) for _ in range(200)]
+    p = [
+        pooled_chi_square_p_value(
+            torch.bincount(torch.multinomial(probs, 2000, True, generator=gen), minlength=6).double(), probs
+        )
+        for _ in range(200)
+    ]
     assert 0 < sum(v < 0.05 for v in p) < 25

@@ -16,7 +16,6 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from diffkit.data.tables import BUCKET_DIRECTION, BUCKET_THRESHOLDS
 from diffkit.data import (
     TOY2D,
     GaussianMixture,
@@ -34,6 +33,7 @@ from diffkit.data import (
     table_class_marginals,
     two_moons,
 )
+from diffkit.data.tables import BUCKET_DIRECTION, BUCKET_THRESHOLDS
 
 SMALL = dict(num_train=300, num_val=50, batch_size=64)
 
@@ -175,8 +175,14 @@ def test_data_module_runs_in_a_trainer(tmp_path) -> None:
 
     model = Mean()
     trainer = lightning.Trainer(
-        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
     )
     trainer.fit(model, datamodule=Toy2DDataModule("two_moons", **SMALL))
     assert model.shapes == [(64, 2)] * 4 + [(300 - 4 * 64, 2)] + [("val", 50, 2)]
@@ -281,7 +287,7 @@ def test_mixture_log_prob_matches_scipy() -> None:
     flat = x.reshape(-1, 3).numpy()
     per_component = [
         np.log(w) + stats.multivariate_normal(mean=m, cov=np.diag(s**2)).logpdf(flat)
-        for w, m, s in zip(gmm.weights.numpy(), gmm.means.numpy(), gmm.stds.numpy())
+        for w, m, s in zip(gmm.weights.numpy(), gmm.means.numpy(), gmm.stds.numpy(), strict=True)
     ]
     expected = np.logaddexp.reduce(np.stack(per_component), axis=0).reshape(2, 5)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10, atol=1e-12)
@@ -289,7 +295,11 @@ def test_mixture_log_prob_matches_scipy() -> None:
 
 
 def test_mixture_density_integrates_to_one_in_1d() -> None:
-    means, stds, weights = torch.tensor([[-2.0], [1.0], [4.0]]), torch.tensor([0.5, 1.0, 0.3]), torch.tensor([0.3, 0.3, 0.4])
+    means, stds, weights = (
+        torch.tensor([[-2.0], [1.0], [4.0]]),
+        torch.tensor([0.5, 1.0, 0.3]),
+        torch.tensor([0.3, 0.3, 0.4]),
+    )
     gmm = GaussianMixture(means, stds, weights)
     grid = torch.linspace(-10, 10, 20_001, dtype=torch.float64)
     mass = torch.trapezoid(gmm.log_prob(grid.unsqueeze(-1)).exp(), grid)
@@ -302,7 +312,9 @@ def test_mixture_sample_matches_exact_mean_and_covariance() -> None:
     assert x.shape == (100_000, 3) and x.dtype == torch.float32
     w, mu, s = gmm.weights.numpy(), gmm.means.numpy(), gmm.stds.numpy()
     mean = w @ mu
-    cov = sum(wk * (np.diag(sk**2) + np.outer(mk, mk)) for wk, mk, sk in zip(w, mu, s)) - np.outer(mean, mean)
+    cov = sum(wk * (np.diag(sk**2) + np.outer(mk, mk)) for wk, mk, sk in zip(w, mu, s, strict=True)) - np.outer(
+        mean, mean
+    )
     np.testing.assert_allclose(gmm.mean().numpy(), mean, atol=1e-12)
     np.testing.assert_allclose(gmm.covariance().numpy(), cov, atol=1e-12)
     np.testing.assert_allclose(x.double().mean(0).numpy(), mean, atol=5 * np.sqrt(np.diag(cov).max() / len(x)))
@@ -364,7 +376,10 @@ def test_mixture_module_entropy_floor_matches_its_data() -> None:
     [
         (dict(means=torch.zeros(3)), "`means` of shape \\(M, D\\)"),
         (dict(means=torch.zeros(2, 3), stds=torch.tensor([1.0, -1.0])), "`stds` > 0"),
-        (dict(means=torch.zeros(2, 3), stds=torch.ones(3)), "`stds` of shape \\(\\), \\(2,\\) or \\(2, 3\\), but got \\(3,\\)"),
+        (
+            dict(means=torch.zeros(2, 3), stds=torch.ones(3)),
+            "`stds` of shape \\(\\), \\(2,\\) or \\(2, 3\\), but got \\(3,\\)",
+        ),
         (dict(means=torch.zeros(2, 3), weights=torch.tensor([0.5, 0.6])), "`weights` >= 0 summing to 1"),
         (dict(means=torch.zeros(2, 3), weights=torch.ones(3) / 3), "`weights` of shape \\(2,\\)"),
     ],
@@ -427,7 +442,7 @@ def brute_force_entropy(chain: MarkovChain, length: int) -> tuple[float, float]:
     total, entropy = 0.0, 0.0
     for seq in itertools.product(range(chain.num_states), repeat=length):
         p = pi[seq[0]]
-        for i, j in zip(seq, seq[1:]):
+        for i, j in zip(seq, seq[1:], strict=False):
             p *= P[i][j]
         total += p
         entropy -= p * math.log(p) if p > 0 else 0.0

@@ -135,13 +135,21 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=tree, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
     for page in ("index.html", "theory/index.html", "guide/index.html", "plugins/index.html", "api/index.html"):
         assert (tmp_path / "site" / page).is_file(), page
     api = (tmp_path / "site" / "api" / "index.html").read_text()
-    for name in ("diffkit.processes.base.ForwardProcess", "diffkit.processes.gaussian.gaussian_posterior", "diffkit.testing.check_process"):
+    for name in (
+        "diffkit.processes.base.ForwardProcess",
+        "diffkit.processes.gaussian.gaussian_posterior",
+        "diffkit.testing.check_process",
+    ):
         assert f'id="{name}"' in api, f"{name} is missing from the API reference"
 
 
@@ -218,15 +226,30 @@ def test_design_identity_matches_design_md() -> None:
 # ----------------------------------------------------------------------------------- (e) stands alone
 
 #: Names of material that lives outside the repository (split so this file does not match itself).
-OUTSIDE = re.compile("|".join(["\\.\\./" + "shared", "shared/" + "DESIGN", "shared/" + "STYLE", r"\b" + "DESIGN\\.md",
-                               r"\b" + "STYLE\\.md", r"\b" + "GRAPHS\\.md", "LIGHTNING-" + "NOTES"]))
+OUTSIDE = re.compile(
+    "|".join(
+        [
+            "\\.\\./" + "shared",
+            "shared/" + "DESIGN",
+            "shared/" + "STYLE",
+            r"\b" + "DESIGN\\.md",
+            r"\b" + "STYLE\\.md",
+            r"\b" + "GRAPHS\\.md",
+            "LIGHTNING-" + "NOTES",
+        ]
+    )
+)
 
 
 def _repository_files() -> list[Path]:
     """Every text file git tracks or would track (untracked, not ignored), else every file under ROOT."""
     try:
         out = subprocess.run(
-            ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         paths = [ROOT / line for line in out.splitlines()]
     except (OSError, subprocess.CalledProcessError):
@@ -250,7 +273,12 @@ def test_repository_refers_to_nothing_outside_it() -> None:
 
 
 def test_outside_pattern_catches_what_it_should() -> None:
-    for bad in ["see ../" + "shared/x", "the " + "DESIGN" + ".md (1)", "/work/" + "shared/" + "STYLE" + ".md", "GRAPHS" + ".md"]:
+    for bad in [
+        "see ../" + "shared/x",
+        "the " + "DESIGN" + ".md (1)",
+        "/work/" + "shared/" + "STYLE" + ".md",
+        "GRAPHS" + ".md",
+    ]:
         assert OUTSIDE.search(bad), bad
     for good in ["docs/design.md (1)", "docs/graphs.md", "a shared t", "shared by the tests"]:
         assert not OUTSIDE.search(good), good

@@ -21,7 +21,8 @@ def test_denoiser_with_another_num_steps_is_refused() -> None:
 def graph_process(masked=None) -> ProductProcess:
     return ProductProcess(
         {"X": CategoricalProcess(3, 10, "marginal"), "E": CategoricalProcess(2, 10, "marginal")},
-        symmetric=["E"], masked=masked,
+        symmetric=["E"],
+        masked=masked,
     )
 
 

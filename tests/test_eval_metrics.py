@@ -44,8 +44,12 @@ class Recording(DiffusionModule):
 
 def validate(model: DiffusionModule, dm, tmp_path: Path, **kw) -> dict[str, float]:
     trainer = pl.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, **kw,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **kw,
     )
     (metrics,) = trainer.validate(model, dm, verbose=False)
     return metrics
@@ -81,15 +85,16 @@ def test_token_data_logs_the_exact_reference_distances(tmp_path) -> None:
     for drawn, suffix in ((model.drawn, ""), (dm.split("val")[N : 2 * N], "_floor")):
         close(logged[f"val/tokens/unigram_tv{suffix}"], total_variation(token_histogram(drawn, 4), unigram))
         close(logged[f"val/tokens/unigram_kl{suffix}"], kl_divergence(unigram, token_histogram(drawn, 4)))
-        close(logged[f"val/tokens/bigram_tv{suffix}"], total_variation(bigram_histogram(drawn, 4).flatten(), bigram.flatten()))
+        close(
+            logged[f"val/tokens/bigram_tv{suffix}"],
+            total_variation(bigram_histogram(drawn, 4).flatten(), bigram.flatten()),
+        )
 
 
 def test_graph_runs_log_graph_mmds_and_vun_during_validation(tmp_path) -> None:
     T = 5
     dm = GraphDataModule("planar_cpu", batch_size=2 * N, cache_dir=str(tmp_path / "cache"))
-    process = ProductProcess(
-        {"X": CategoricalProcess(1, T), "E": CategoricalProcess(2, T, "uniform")}, symmetric=["E"]
-    )
+    process = ProductProcess({"X": CategoricalProcess(1, T), "E": CategoricalProcess(2, T, "uniform")}, symmetric=["E"])
     net = GraphTransformer(1, 2, 1, 2, T, hidden=8, edge_hidden=4, global_hidden=8, depth=1, heads=2)
     model = Recording(process, net, "x0", num_eval_samples=N)
     # sample() draws node counts from the training data's; validate() alone has none, so record them.
@@ -152,6 +157,7 @@ def test_token_frequency_distance_is_tv_of_pooled_histograms() -> None:
     metric.update(a[:10], b[:25])
     metric.update(a[10:], b[25:])
     out = metric.compute()
+
     # Plain reference: frequencies counted with Python loops.
     def freq(ids, pairs):
         counts = torch.zeros(25 if pairs else 5, dtype=torch.float64)
@@ -208,7 +214,9 @@ def test_two_processes_log_the_pooled_value(tmp_path) -> None:
     quiet_lightning()
     dm = Toy2DDataModule("swiss_roll", num_train=64, num_val=64, batch_size=16)
     torch.manual_seed(0)
-    model = RecordingToDisk(GaussianProcess(10), MLPDenoiser(2, 10, hidden=16, depth=1), "eps", num_eval_samples=N, record_dir=str(tmp_path))
+    model = RecordingToDisk(
+        GaussianProcess(10), MLPDenoiser(2, 10, hidden=16, depth=1), "eps", num_eval_samples=N, record_dir=str(tmp_path)
+    )
     logged = validate(model, dm, tmp_path, devices=2, strategy="ddp_spawn")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     samples = torch.cat([r["samples"] for r in ranks]).double()
@@ -217,6 +225,9 @@ def test_two_processes_log_the_pooled_value(tmp_path) -> None:
     assert not torch.equal(ranks[0]["samples"], ranks[1]["samples"]), "both ranks drew the same samples"
     close(logged["val/mmd"], mmd_rbf(samples, reference))
     close(logged["val/mmd_floor"], mmd_rbf(fresh, reference))
-    close(logged["val/swd"], sliced_wasserstein(samples.float(), reference.float(), 128, 2, torch.Generator().manual_seed(0)))
+    close(
+        logged["val/swd"],
+        sliced_wasserstein(samples.float(), reference.float(), 128, 2, torch.Generator().manual_seed(0)),
+    )
     per_rank = [float(mmd_rbf(r["samples"].double(), r["data"][:N].double())) for r in ranks]
     assert logged["val/mmd"] != pytest.approx(sum(per_rank) / 2)  # pooled, not averaged

@@ -43,14 +43,21 @@ def reference_step(proc: GaussianProcess, name: str, output, x_t, t, s, eta, gen
     else:
         p = proc.reverse_from_x0(x_t, param.x0_from_output(proc, output, x_t, t), t, s, eta=eta)
     z = torch.randn(p.mean.shape, dtype=z_dtype or p.mean.dtype, generator=generator).to(p.mean.dtype)
-    return p.mean + torch.where((s > 0).reshape(-1, *([1] * (x_t.ndim - 1))), p.variance.sqrt() * z, torch.zeros_like(z)), p
+    return p.mean + torch.where(
+        (s > 0).reshape(-1, *([1] * (x_t.ndim - 1))), p.variance.sqrt() * z, torch.zeros_like(z)
+    ), p
 
 
 JUMPS = [(1, 0), (2, 1), (37, 36), (50, 0), (50, 49), (50, 20), (13, 3)]
 
 
-@pytest.mark.parametrize("schedule, reverse_variance", [("cosine", "posterior"), ("linear", "forward"), ("linear", "posterior")])
-@pytest.mark.parametrize("name, eta", [("eps", None), ("x0", None), ("v", None), ("eps", 0.0), ("v", 0.5), ("x0", 1.0), ("previous-step", None)])
+@pytest.mark.parametrize(
+    "schedule, reverse_variance", [("cosine", "posterior"), ("linear", "forward"), ("linear", "posterior")]
+)
+@pytest.mark.parametrize(
+    "name, eta",
+    [("eps", None), ("x0", None), ("v", None), ("eps", 0.0), ("v", 0.5), ("x0", 1.0), ("previous-step", None)],
+)
 def test_fused_gaussian_step_equals_the_reference_path(schedule, reverse_variance, name, eta) -> None:
     T, B = 50, 6
     proc = GaussianProcess(T, schedule, reverse_variance=reverse_variance)
@@ -66,7 +73,9 @@ def test_fused_gaussian_step_equals_the_reference_path(schedule, reverse_varianc
             got = proc.step(out, x_t, *args, parametrization=name, eta=eta, generator=torch.Generator().manual_seed(7))
             torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
         # ... and float32 data.
-        got32 = proc.step(out.float(), x_t.float(), t, s, parametrization=name, eta=eta, generator=torch.Generator().manual_seed(7))
+        got32 = proc.step(
+            out.float(), x_t.float(), t, s, parametrization=name, eta=eta, generator=torch.Generator().manual_seed(7)
+        )
         assert got32.dtype == torch.float32
         expected32, _ = reference_step(proc, name, out, x_t, t, s, eta, torch.Generator().manual_seed(7), torch.float32)
         torch.testing.assert_close(got32.double(), expected32, rtol=1e-5, atol=1e-5)
@@ -133,8 +142,11 @@ def test_q_sample_follows_the_schedule_table() -> None:
         ab = proc.alpha_bar[t].view(2, 1, 1)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
-    for edit in (lambda: None, lambda: proc.alpha_bar.mul_(0.5).index_fill_(0, torch.tensor([0]), 1.0),
-                 lambda: setattr(proc, "alpha_bar", proc.alpha_bar.sqrt())):
+    for edit in (
+        lambda: None,
+        lambda: proc.alpha_bar.mul_(0.5).index_fill_(0, torch.tensor([0]), 1.0),
+        lambda: setattr(proc, "alpha_bar", proc.alpha_bar.sqrt()),
+    ):
         edit()
         want = expected()
         torch.testing.assert_close(proc.q_sample(x0, t, noise).x_t, want, rtol=1e-12, atol=0)
@@ -154,7 +166,7 @@ def test_sampling_loop_equals_a_loop_of_reference_steps(eta) -> None:
     got = sample(proc, denoiser, (B, 2), "eps", timesteps=ts, generator=torch.Generator().manual_seed(5), eta=eta)
     g = torch.Generator().manual_seed(5)
     x = proc.prior_sample((B, 2), generator=g, dtype=torch.get_default_dtype())
-    for t_i, s_i in zip(ts[:-1], ts[1:]):
+    for t_i, s_i in zip(ts[:-1], ts[1:], strict=True):
         t, s = torch.full((B,), t_i), torch.full((B,), s_i)
         x, _ = reference_step(proc, "eps", denoiser(x, t), x, t, s, eta, g)
     torch.testing.assert_close(got, x, rtol=1e-4, atol=1e-5)
@@ -208,7 +220,10 @@ def test_mixing_posterior_falls_back_to_the_dense_formula_on_zero_mass() -> None
     probs = torch.zeros(1, 3, 4)
     ab_t, ab_s = proc.kernel.alpha_bar[5].reshape(1, 1, 1), proc.kernel.alpha_bar[4].reshape(1, 1, 1)
     assert _mixing_posterior_unnormalized(x_t, probs, ab_t, ab_s, proc.kernel.pi) is None
-    torch.testing.assert_close(mixing_posterior(x_t, probs, ab_t, ab_s, proc.kernel.pi), _mixing_posterior_dense(x_t, probs, ab_t, ab_s, proc.kernel.pi))
+    torch.testing.assert_close(
+        mixing_posterior(x_t, probs, ab_t, ab_s, proc.kernel.pi),
+        _mixing_posterior_dense(x_t, probs, ab_t, ab_s, proc.kernel.pi),
+    )
 
 
 def assert_frequencies(ids: torch.Tensor, probs: torch.Tensor, what: str) -> None:
@@ -257,7 +272,13 @@ def test_categorical_step_refuses_a_non_finite_output() -> None:
     """sample() with a denoiser that returns NaN logits raises instead of drawing uniformly."""
     proc = CategoricalProcess(5, 10, "absorbing")
     with pytest.raises(ValueError, match="not finite"):
-        sample(proc, lambda x, t: torch.full((*x.shape, 5), float("nan")), (3, 4), "x0", generator=torch.Generator().manual_seed(0))
+        sample(
+            proc,
+            lambda x, t: torch.full((*x.shape, 5), float("nan")),
+            (3, 4),
+            "x0",
+            generator=torch.Generator().manual_seed(0),
+        )
 
 
 def test_inverse_cdf_sampler_is_reproducible_and_depends_on_the_seed() -> None:
@@ -278,8 +299,11 @@ def test_categorical_step_draws_from_the_exact_reverse_distribution(case) -> Non
         x_t = torch.randint(0, N, (1, L), generator=g).expand(n, L).contiguous()
         t, s = torch.full((n,), t_i), torch.full((n,), s_i)
         exact = _mixing_posterior_dense(
-            x_t[:1], F.pad(logits[:1].softmax(-1), (0, N - K)).double(),
-            proc.kernel.alpha_bar[t_i].reshape(1, 1, 1), proc.kernel.alpha_bar[s_i].reshape(1, 1, 1), proc.kernel.pi,
+            x_t[:1],
+            F.pad(logits[:1].softmax(-1), (0, N - K)).double(),
+            proc.kernel.alpha_bar[t_i].reshape(1, 1, 1),
+            proc.kernel.alpha_bar[s_i].reshape(1, 1, 1),
+            proc.kernel.pi,
         )[0]  # (L, N)
         ids = proc.step(logits, x_t, t, s, "x0", generator=g)
         for j in range(L):
@@ -321,7 +345,9 @@ def test_fused_step_sampler_equals_the_reference_draws(case) -> None:
     ab = proc.kernel.alpha_bar
     for dtype in (torch.float64, torch.float32):
         lg = logits.to(dtype)
-        fused = _mixing_step_sample(lg, x_t, ab[t].reshape(-1, 1, 1), ab[s].reshape(-1, 1, 1), proc.kernel.pi, torch.Generator().manual_seed(5))
+        fused = _mixing_step_sample(
+            lg, x_t, ab[t].reshape(-1, 1, 1), ab[s].reshape(-1, 1, 1), proc.kernel.pi, torch.Generator().manual_seed(5)
+        )
         ref = reference_draw(proc, lg, x_t, t, s, torch.Generator().manual_seed(5))
         step = proc.step(lg, x_t, t, s, "x0", generator=torch.Generator().manual_seed(5))
         if fused is None:  # an alpha_bar_t that rounds to 1 in the data dtype: the dense formula decides
@@ -333,7 +359,8 @@ def test_fused_step_sampler_equals_the_reference_draws(case) -> None:
         assert same == 1.0 if dtype == torch.float64 else same >= 0.999, (dtype, same)
         # never a class of probability 0: a -inf logit, or the mask state at s = 0
         exact = _mixing_posterior_dense(
-            x_t, F.pad(lg.softmax(-1), (0, N - K)), ab[t].reshape(-1, 1, 1), ab[s].reshape(-1, 1, 1), proc.kernel.pi)
+            x_t, F.pad(lg.softmax(-1), (0, N - K)), ab[t].reshape(-1, 1, 1), ab[s].reshape(-1, 1, 1), proc.kernel.pi
+        )
         assert bool((exact.gather(-1, fused.unsqueeze(-1)) > 0).all())
 
 
@@ -354,8 +381,11 @@ def test_fused_step_frequencies_with_short_blocks_and_zeros(dtype, monkeypatch) 
     for t_i, s_i in ((30, 29), (5, 0), (2, 1)):
         t, s = torch.full((n,), t_i), torch.full((n,), s_i)
         exact = _mixing_posterior_dense(
-            x_t[:1], F.pad(logits[:1].float().softmax(-1), (0, N - K)).double(),
-            proc.kernel.alpha_bar[t_i].reshape(1, 1, 1), proc.kernel.alpha_bar[s_i].reshape(1, 1, 1), proc.kernel.pi,
+            x_t[:1],
+            F.pad(logits[:1].float().softmax(-1), (0, N - K)).double(),
+            proc.kernel.alpha_bar[t_i].reshape(1, 1, 1),
+            proc.kernel.alpha_bar[s_i].reshape(1, 1, 1),
+            proc.kernel.pi,
         )[0]  # (4, N)
         ids = proc.step(logits, x_t, t, s, "x0", generator=g)
         for j in range(4):
@@ -443,7 +473,7 @@ def test_trusted_values_change_nothing_but_the_checks(case, make, name, kind) ->
     with trusted_values():
         got = proc.loss(out, x0, x_t, t, noise, param, kind).mean()
     assert torch.equal(got, expected)
-    for g, e in zip(torch.autograd.grad(got, leaves), grads):
+    for g, e in zip(torch.autograd.grad(got, leaves), grads, strict=True):
         assert torch.equal(g, e)
 
 

@@ -37,14 +37,23 @@ def config(root: Path, logger: bool = True, max_steps: int = MAX_STEPS) -> Path:
         "seed_everything": 0,
         "model": {
             "process": {"class_path": "diffkit.processes.GaussianProcess", "init_args": {"num_steps": 20}},
-            "denoiser": {"class_path": "diffkit.models.MLPDenoiser", "init_args": {"dim": 2, "num_steps": 20, "hidden": 32, "depth": 2}},
+            "denoiser": {
+                "class_path": "diffkit.models.MLPDenoiser",
+                "init_args": {"dim": 2, "num_steps": 20, "hidden": 32, "depth": 2},
+            },
             "parametrization": "eps",
             "ema_decay": 0.9,
             "num_eval_samples": 0,
         },
         "data": {
             "class_path": "diffkit.data.Toy2DDataModule",
-            "init_args": {"name": "swiss_roll", "num_train": 16 * BATCHES_PER_EPOCH, "num_val": 32, "batch_size": 16, "seed": 0},
+            "init_args": {
+                "name": "swiss_roll",
+                "num_train": 16 * BATCHES_PER_EPOCH,
+                "num_val": 32,
+                "batch_size": 16,
+                "seed": 0,
+            },
         },
         "trainer": {
             "max_steps": max_steps,
@@ -55,11 +64,21 @@ def config(root: Path, logger: bool = True, max_steps: int = MAX_STEPS) -> Path:
             "enable_model_summary": False,
             "limit_val_batches": 0,
             "num_sanity_val_steps": 0,
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(root / "logs")}} if logger else False,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(root / "logs")},
+            }
+            if logger
+            else False,
             "callbacks": [
                 {
                     "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                    "init_args": {"dirpath": str(root / "ckpts"), "every_n_train_steps": EVERY, "save_last": True, "save_top_k": 0},
+                    "init_args": {
+                        "dirpath": str(root / "ckpts"),
+                        "every_n_train_steps": EVERY,
+                        "save_last": True,
+                        "save_top_k": 0,
+                    },
                 },
                 {"class_path": "helpers.reliability.Throttle", "init_args": {"seconds": 0.05}},
                 {"class_path": "helpers.reliability.StepLog", "init_args": {"path": str(root / "steps.txt")}},
@@ -87,18 +106,24 @@ def fit_in_process(monkeypatch: pytest.MonkeyPatch, cwd: Path, args: list[str]) 
     main(args)
 
 
-def launch_and_kill(root: Path, cfg: Path, extra: tuple[str, ...] = (), min_step: int = 1, timeout: float = 180.0) -> int:
+def launch_and_kill(
+    root: Path, cfg: Path, extra: tuple[str, ...] = (), min_step: int = 1, timeout: float = 180.0
+) -> int:
     """Start ``diffkit fit --config cfg *extra`` in a subprocess, SIGKILL it as soon as last.ckpt
     holds a step >= ``min_step``, and return that checkpoint's global_step."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     code = f"from diffkit.cli import main; main({['fit', '--config', str(cfg), *extra]!r})"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     last = root / "ckpts" / "last.ckpt"
     deadline = time.monotonic() + timeout
     try:
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"the run ended (rc {proc.returncode}) before it was killed:\n{proc.stderr.read().decode()[-3000:]}")
+                raise AssertionError(
+                    f"the run ended (rc {proc.returncode}) before it was killed:\n{proc.stderr.read().decode()[-3000:]}"
+                )
             if time.monotonic() > deadline:
                 raise AssertionError(f"no checkpoint after {timeout} s")
             if last.exists() and global_step(last) >= min_step:
@@ -132,7 +157,9 @@ def test_sigkill_mid_epoch_then_resume_with_ckpt_path_last(tmp_path, monkeypatch
     assert ref["global_step"] == MAX_STEPS
     for key in ("current_model_state", "state_dict"):  # raw weights, EMA weights
         for name, value in ref[key].items():
-            assert torch.equal(final[key][name], value), f"{key}[{name!r}]: the resumed run differs from an uninterrupted one"
+            assert torch.equal(final[key][name], value), (
+                f"{key}[{name!r}]: the resumed run differs from an uninterrupted one"
+            )
 
 
 def test_resume_a_run_without_logger_with_ckpt_path_last(tmp_path, monkeypatch) -> None:
@@ -142,7 +169,9 @@ def test_resume_a_run_without_logger_with_ckpt_path_last(tmp_path, monkeypatch) 
     fit_in_process(monkeypatch, tmp_path, ["fit", "--config", str(cfg)])
     assert global_step(tmp_path / "ckpts" / "last.ckpt") == EVERY
     original = (tmp_path / "config.yaml").read_text()
-    fit_in_process(monkeypatch, tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last", f"--trainer.max_steps={2 * EVERY}"])
+    fit_in_process(
+        monkeypatch, tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last", f"--trainer.max_steps={2 * EVERY}"]
+    )
     assert global_step(tmp_path / "ckpts" / "last.ckpt") == 2 * EVERY
     assert (tmp_path / "config.yaml").read_text() == original, "the run's own config.yaml must not change"
     resumed = yaml.safe_load((tmp_path / "config-resumed-1.yaml").read_text())

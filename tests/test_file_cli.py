@@ -40,7 +40,9 @@ def fit_and_sample(name: str, data: str, tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(sys, "argv", ["diffkit", *args])
     main(args)
     (ckpt,) = tmp_path.glob("runs/*/checkpoints/last.ckpt")
-    sample_from_checkpoint(ckpt, num_samples=6, num_steps=5, output=tmp_path / "s.pt", plot=tmp_path / "s.png", progress=False)
+    sample_from_checkpoint(
+        ckpt, num_samples=6, num_steps=5, output=tmp_path / "s.pt", plot=tmp_path / "s.png", progress=False
+    )
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     return ckpt, torch.load(tmp_path / "s.pt", weights_only=False)
 
@@ -71,7 +73,7 @@ def test_fit_on_a_text_file_and_sample_text(tmp_path: Path, monkeypatch) -> None
     assert len(lines) == 6
     vocab = sorted(set("".join((DATA / "sums.txt").read_text().split())))  # the file's characters
     ids = saved["samples"]
-    for line, row in zip(lines, ids.tolist()):
+    for line, row in zip(lines, ids.tolist(), strict=True):
         real = [i for i in row if i != len(vocab) + 1]  # drop padding (id = vocab + <unk>)
         assert line == "".join((vocab + ["<unk>"])[i] for i in real)
 
@@ -95,9 +97,23 @@ def test_fit_on_a_graph_file_sample_and_evaluate(tmp_path: Path, monkeypatch) ->
     graphs = read_graph_lines(tmp_path / "s.g6")
     assert [g.number_of_nodes() for g in graphs] == saved["samples"]["mask"].sum(1).tolist()
     # A user's validity rule, importable from the working directory (as the CLI runs it).
-    (tmp_path / "my_rules.py").write_text("import networkx as nx\n\ndef is_valid(g):\n    return g.number_of_nodes() > 0 and nx.is_connected(g)\n")
+    (tmp_path / "my_rules.py").write_text(
+        "import networkx as nx\n\ndef is_valid(g):\n    return g.number_of_nodes() > 0 and nx.is_connected(g)\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
-    args = ["evaluate-graphs", "--ckpt_path", str(ckpt), "--out", "eval", "--num_samples", "5", "--num_steps", "4", "--validity", "my_rules.is_valid"]
+    args = [
+        "evaluate-graphs",
+        "--ckpt_path",
+        str(ckpt),
+        "--out",
+        "eval",
+        "--num_samples",
+        "5",
+        "--num_steps",
+        "4",
+        "--validity",
+        "my_rules.is_valid",
+    ]
     monkeypatch.setattr(sys, "argv", ["diffkit", *args])
     main(args)
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -128,7 +144,11 @@ def test_documented_commands_parse(monkeypatch, capsys) -> None:
     import shlex
 
     text = (ROOT / "docs" / "data.md").read_text()
-    commands = [line.strip() for line in text.splitlines() if line.strip().startswith(("diffkit fit", "OMP_NUM_THREADS=1 diffkit fit"))]
+    commands = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip().startswith(("diffkit fit", "OMP_NUM_THREADS=1 diffkit fit"))
+    ]
     assert len(commands) >= 6
     monkeypatch.chdir(ROOT)
     for command in commands:

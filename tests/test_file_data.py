@@ -55,10 +55,14 @@ def test_array_round_trip_in_original_units(tmp_path: Path, suffix: str) -> None
         torch.save(torch.from_numpy(data), path)
     else:
         path.write_text("a,b,c\n" + "".join(",".join(repr(float(v)) for v in row) + "\n" for row in data))
-    dm = ArrayDataModule(str(path), key="points" if suffix == ".npz" else None, val_fraction=0.2, test_fraction=0.1, seed=1)
+    dm = ArrayDataModule(
+        str(path), key="points" if suffix == ".npz" else None, val_fraction=0.2, test_fraction=0.1, seed=1
+    )
     train = dm.split("train")
     assert train.dtype == torch.float32 and train.shape == (42, 3)
-    assert torch.allclose(train.mean(0), torch.zeros(3), atol=1e-5) and torch.allclose(train.std(0, unbiased=False), torch.ones(3), atol=1e-4)
+    assert torch.allclose(train.mean(0), torch.zeros(3), atol=1e-5) and torch.allclose(
+        train.std(0, unbiased=False), torch.ones(3), atol=1e-4
+    )
     # A checkpoint's state alone rebuilds the writer; the val rows come back in the file's units.
     fmt = format_from_state(dm.state_dict()["diffkit_sample_format"])
     out = fmt.write(dm.split("val"), tmp_path / f"samples{suffix}")
@@ -75,14 +79,16 @@ def test_array_labels_become_cond_pairs(tmp_path: Path) -> None:
     data = rng.normal(size=(40, 2))
     labels = np.array(["cat", "dog"] * 20)
     path = tmp_path / "x.csv"
-    path.write_text("u,kind,v\n" + "".join(f"{float(a)!r},{k},{float(b)!r}\n" for (a, b), k in zip(data, labels)))
+    path.write_text(
+        "u,kind,v\n" + "".join(f"{float(a)!r},{k},{float(b)!r}\n" for (a, b), k in zip(data, labels, strict=True))
+    )
     dm = ArrayDataModule(str(path), labels="kind", standardize=False, batch_size=8)
     x0, cond = next(iter(dm.train_dataloader()))
     assert x0.shape == (8, 2) and cond.dtype == torch.int64
     assert dm.sample_format.label_vocab == ["cat", "dog"] and dm.num_label_classes == 2
     # each pair keeps its row's label: look each x0 row up in the file
-    lookup = {tuple(np.round(r, 5)): k for r, k in zip(data, labels)}
-    for row, c in zip(x0.numpy(), cond.tolist()):
+    lookup = {tuple(np.round(r, 5)): k for r, k in zip(data, labels, strict=True)}
+    for row, c in zip(x0.numpy(), cond.tolist(), strict=True):
         assert lookup[tuple(np.round(row.astype(np.float64), 5))] == ["cat", "dog"][c]
     # without labels, batches stay plain tensors
     np.save(tmp_path / "plain.npy", data)
@@ -94,7 +100,9 @@ def test_array_labels_from_a_second_array(tmp_path: Path) -> None:
     data = np.arange(30.0).reshape(15, 2)
     np.save(tmp_path / "x.npy", data)
     np.save(tmp_path / "y.npy", np.arange(15) % 3)
-    dm = ArrayDataModule(str(tmp_path / "x.npy"), labels=str(tmp_path / "y.npy"), standardize=False, val_fraction=0.2, test_fraction=0.2)
+    dm = ArrayDataModule(
+        str(tmp_path / "x.npy"), labels=str(tmp_path / "y.npy"), standardize=False, val_fraction=0.2, test_fraction=0.2
+    )
     x0 = dm.split("train").numpy()
     assert np.array_equal(dm.labels("train").numpy(), (x0[:, 0] / 2).astype(int) % 3)
     np.save(tmp_path / "short.npy", np.arange(4))
@@ -160,9 +168,11 @@ def test_text_tokens_round_trip(tmp_path: Path) -> None:
 
 def test_whitespace_tokens_and_unknown_tokens(tmp_path: Path) -> None:
     (tmp_path / "t.txt").write_text("a b c\n" * 8 + "a q\n" + "b c\n")
-    dm = TokenDataModule(str(tmp_path / "t.txt"), seq_len=3, tokenizer="whitespace", val_fraction=0.2, test_fraction=0.0, seed=0)
+    dm = TokenDataModule(
+        str(tmp_path / "t.txt"), seq_len=3, tokenizer="whitespace", val_fraction=0.2, test_fraction=0.0, seed=0
+    )
     val_lines = [(["a b c"] * 8 + ["a q", "b c"])[i] for i in split_indices(10, 0.2, 0.0, 0)["val"]]
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         decoded = dm.sample_format.decode(dm.split("val"))
     train_tokens = set(dm.sample_format.vocab) - {"<unk>"}
@@ -208,7 +218,15 @@ def test_bad_token_files(tmp_path: Path) -> None:
 
 def _table(tmp_path: Path, n: int = 40) -> tuple[Path, list[list[str]]]:
     rng = np.random.default_rng(0)
-    rows = [[repr(float(rng.normal(50, 10))), ["red", "green", "blue"][i % 3], repr(float(rng.normal())), ["yes", "no"][i % 2]] for i in range(n)]
+    rows = [
+        [
+            repr(float(rng.normal(50, 10))),
+            ["red", "green", "blue"][i % 3],
+            repr(float(rng.normal())),
+            ["yes", "no"][i % 2],
+        ]
+        for i in range(n)
+    ]
     path = tmp_path / "t.csv"
     path.write_text("age,colour,score,member\n" + "".join(",".join(r) + "\n" for r in rows))
     return path, rows
@@ -224,9 +242,11 @@ def test_table_round_trip_with_original_names_and_values(tmp_path: Path) -> None
     header, back, _ = read_csv(fmt.write(dm.split("val"), tmp_path / "s.csv"))
     assert header == ["age", "colour", "score", "member"]
     expected = [rows[i] for i in split_indices(40, 0.25, 0.0, 0)["val"]]
-    for got, want in zip(back, expected):
+    for got, want in zip(back, expected, strict=True):
         assert got[1] == want[1] and got[3] == want[3]
-        assert float(got[0]) == pytest.approx(float(want[0]), rel=1e-5) and float(got[2]) == pytest.approx(float(want[2]), abs=1e-5)
+        assert float(got[0]) == pytest.approx(float(want[0]), rel=1e-5) and float(got[2]) == pytest.approx(
+            float(want[2]), abs=1e-5
+        )
     marg = dm.class_marginals("colour")
     assert marg.sum().item() == pytest.approx(1.0)
 
@@ -242,7 +262,9 @@ def test_table_bad_columns(tmp_path: Path) -> None:
     (tmp_path / "n.csv").write_text("a,b\n1,x\nnan,y\n2,x\ninf,x\n")
     with pytest.raises(ValueError, match=r"2 lines hold NaN or inf, first at lines \[3, 5\]"):
         TableFileDataModule(str(tmp_path / "n.csv"), categorical=["b"]).setup()
-    dm = TableFileDataModule(str(tmp_path / "n.csv"), categorical=["b"], nonfinite="drop", val_fraction=0.0, test_fraction=0.0)
+    dm = TableFileDataModule(
+        str(tmp_path / "n.csv"), categorical=["b"], nonfinite="drop", val_fraction=0.0, test_fraction=0.0
+    )
     with pytest.warns(UserWarning, match="dropped 2 lines"):
         dm.setup()
     assert len(dm.split("train")["b"]) == 2
@@ -272,7 +294,7 @@ def test_graph_lines_round_trip(tmp_path: Path, suffix: str) -> None:
     back = read_graph_lines(out)
     expected = [graphs[i] for i in split_indices(len(graphs), 0.2, 0.2, 0)["test"]]
     assert len(back) == len(expected)
-    assert all(nx.utils.graphs_equal(a, b) for a, b in zip(back, expected))
+    assert all(nx.utils.graphs_equal(a, b) for a, b in zip(back, expected, strict=True))
 
 
 def test_pickled_graphs_with_attributes_round_trip(tmp_path: Path) -> None:
@@ -284,14 +306,16 @@ def test_pickled_graphs_with_attributes_round_trip(tmp_path: Path) -> None:
         graphs.append(g)
     with open(tmp_path / "g.pkl", "wb") as f:
         pickle.dump(graphs, f)
-    dm = GraphFileDataModule(str(tmp_path / "g.pkl"), node_attr="atom", edge_attr="bond", val_fraction=0.25, test_fraction=0.0)
+    dm = GraphFileDataModule(
+        str(tmp_path / "g.pkl"), node_attr="atom", edge_attr="bond", val_fraction=0.25, test_fraction=0.0
+    )
     assert (dm.num_node_types, dm.num_edge_types) == (3, 3)
     assert dm.class_marginals("X").sum().item() == pytest.approx(1.0)
     out = dm.sample_format.write(dm.split("val"), tmp_path / "s.pkl")
     with open(out, "rb") as f:
         back = pickle.load(f)
     expected = [graphs[i] for i in split_indices(len(graphs), 0.25, 0.0, 0)["val"]]
-    for a, b in zip(back, expected):
+    for a, b in zip(back, expected, strict=True):
         assert nx.utils.graphs_equal(a, b)  # nodes, edges and their attribute values
 
 
@@ -332,7 +356,7 @@ def test_mid_epoch_resume_replays_the_same_batches(tmp_path: Path) -> None:
     resumed.sampler.set_epoch(2)
     rest = list(resumed)
     assert len(rest) == len(full) - 4
-    assert all(torch.equal(a, b) for a, b in zip(rest, full[4:]))
+    assert all(torch.equal(a, b) for a, b in zip(rest, full[4:], strict=True))
 
 
 def test_changed_file_refuses_resume(tmp_path: Path) -> None:

@@ -143,7 +143,9 @@ def test_eps_x0_v_definitions_and_round_trips(schedule: str, float64, gen) -> No
     torch.testing.assert_close(v_from_x0(x_t, x0, ab_t), v, **tol)
     torch.testing.assert_close(x0_from_v(x_t, v, ab_t), x0, **tol)
     # eps from v by the other identity eps = sqrt(1 - alpha_bar) x_t + sqrt(alpha_bar) v.
-    torch.testing.assert_close(eps_from_x0(x_t, x0_from_v(x_t, v, ab_t), ab_t), (1 - ab_t).sqrt() * x_t + ab_t.sqrt() * v, **tol)
+    torch.testing.assert_close(
+        eps_from_x0(x_t, x0_from_v(x_t, v, ab_t), ab_t), (1 - ab_t).sqrt() * x_t + ab_t.sqrt() * v, **tol
+    )
     # Round trips of the pure functions on arbitrary (not self-consistent) inputs.
     other = torch.randn(T, 3, generator=gen)
     torch.testing.assert_close(x0_from_eps(x_t, eps_from_x0(x_t, other, ab_t), ab_t), other, **tol)
@@ -186,7 +188,9 @@ def test_q_sample_with_given_noise_is_deterministic(float64, gen) -> None:
     assert torch.equal(a.x_t, b.x_t)
     assert torch.equal(a.noise, noise)
     ab_t = ab[t].reshape(6, 1, 1)
-    torch.testing.assert_close(a.x_t, ab_t.sqrt() * x0 + (1 - ab_t).sqrt() * noise, rtol=0, atol=1e-15)  # same expression
+    torch.testing.assert_close(
+        a.x_t, ab_t.sqrt() * x0 + (1 - ab_t).sqrt() * noise, rtol=0, atol=1e-15
+    )  # same expression
     c = proc.q_sample(x0, t, generator=torch.Generator().manual_seed(1))
     d = proc.q_sample(x0, t, generator=torch.Generator().manual_seed(2))
     assert not torch.equal(c.x_t, d.x_t)
@@ -232,13 +236,17 @@ def test_ddim_eta_one_is_the_posterior_and_eta_zero_is_deterministic(schedule: s
     # 1e-10: two algebraically equal expressions; the DDIM one goes through eps_hat, divided by
     # sqrt(1 - alpha_bar_t), which is ~6e-3 at t = 1 for the linear schedule.
     torch.testing.assert_close(ddim.mean, post.mean, rtol=0, atol=1e-10)
-    torch.testing.assert_close(ddim.variance.expand_as(post.mean), post.variance.expand_as(post.mean), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(
+        ddim.variance.expand_as(post.mean), post.variance.expand_as(post.mean), rtol=1e-12, atol=1e-15
+    )
 
     ab_t, ab_s = col(ab[t]), col(ab[s])
     eps_hat = (x_t - ab_t.sqrt() * x0_hat) / (1 - ab_t).sqrt()
     zero = proc.reverse(x0_hat, x_t, t, s, parametrization="x0", eta=0.0)
     assert bool((zero.variance == 0).all())
-    torch.testing.assert_close(zero.mean, ab_s.sqrt() * x0_hat + (1 - ab_s).sqrt() * eps_hat, rtol=0, atol=1e-10)  # as above
+    torch.testing.assert_close(
+        zero.mean, ab_s.sqrt() * x0_hat + (1 - ab_s).sqrt() * eps_hat, rtol=0, atol=1e-10
+    )  # as above
     one = proc.step(x0_hat, x_t, t, s, parametrization="x0", eta=0.0, generator=torch.Generator().manual_seed(1))
     two = proc.step(x0_hat, x_t, t, s, parametrization="x0", eta=0.0, generator=torch.Generator().manual_seed(2))
     assert torch.equal(one, two)
@@ -247,8 +255,12 @@ def test_ddim_eta_one_is_the_posterior_and_eta_zero_is_deterministic(schedule: s
     for eta in (0.0, 0.3, 1.0):
         d = proc.reverse(x0_hat, x_t, t, s, parametrization="x0", eta=eta)
         eps_coef = (d.mean - ab_s.sqrt() * x0_hat) / eps_hat
-        torch.testing.assert_close(eps_coef**2 + d.variance, (1 - ab_s).expand_as(eps_coef), rtol=0, atol=1e-9)  # ratio of O(1) values
-        torch.testing.assert_close(d.variance.expand_as(post.mean), eta**2 * post.variance.expand_as(post.mean), rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(
+            eps_coef**2 + d.variance, (1 - ab_s).expand_as(eps_coef), rtol=0, atol=1e-9
+        )  # ratio of O(1) values
+        torch.testing.assert_close(
+            d.variance.expand_as(post.mean), eta**2 * post.variance.expand_as(post.mean), rtol=1e-12, atol=1e-15
+        )
     with pytest.raises(ValueError, match="eta"):
         proc.reverse(x0_hat, x_t, t, s, parametrization="x0", eta=-0.5)
 
@@ -349,9 +361,13 @@ def test_simple_loss_zero_at_oracle_and_mse_elsewhere(name: str, float64, gen) -
     # The target is computed by the same expression as the library's: zero up to rounding squared.
     assert proc.loss(target, x0, x_t, t, eps, name, kind="simple").abs().max().item() < 1e-28
     out = target + torch.randn(target.shape, generator=gen)
-    torch.testing.assert_close(proc.loss(out, x0, x_t, t, eps, name, kind="simple"), ((out - target) ** 2).mean(1), rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        proc.loss(out, x0, x_t, t, eps, name, kind="simple"), ((out - target) ** 2).mean(1), rtol=1e-12, atol=0
+    )
     # Without the noise, the target is recovered from (x0, x_t): same loss up to the conversion's rounding.
-    torch.testing.assert_close(proc.loss(out, x0, x_t, t, None, name, kind="simple"), ((out - target) ** 2).mean(1), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        proc.loss(out, x0, x_t, t, None, name, kind="simple"), ((out - target) ** 2).mean(1), rtol=1e-9, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("param_cls", [EpsParametrization, X0Parametrization, VParametrization])
@@ -430,7 +446,12 @@ def test_errors_at_the_public_boundary(float64) -> None:
 
     bad = x0.clone()
     bad[1, 0] = float("nan")
-    for call in (lambda: proc.q_sample(bad, 3), lambda: proc.marginal(bad, 3), lambda: proc.posterior(x_t, bad, 3), lambda: proc.posterior(bad, x0, 3)):
+    for call in (
+        lambda: proc.q_sample(bad, 3),
+        lambda: proc.marginal(bad, 3),
+        lambda: proc.posterior(x_t, bad, 3),
+        lambda: proc.posterior(bad, x0, 3),
+    ):
         with pytest.raises(ValueError, match="NaN"):
             call()
     with pytest.raises(TypeError, match="floating-point"):

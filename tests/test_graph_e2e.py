@@ -20,11 +20,20 @@ def test_tiny_graph_run_trains_and_samples_valid_graph_tensors(tmp_path) -> None
         weights={"E": 5.0},
         symmetric=["E"],
     )
-    net = GraphTransformer(1, 2, 1, 2, T, hidden=16, edge_hidden=8, global_hidden=16, depth=1, heads=2, structural_features=True)
+    net = GraphTransformer(
+        1, 2, 1, 2, T, hidden=16, edge_hidden=8, global_hidden=16, depth=1, heads=2, structural_features=True
+    )
     model = DiffusionModule(process, net, "x0", ema_decay=0.9, num_eval_samples=4)
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=3, limit_train_batches=3, limit_val_batches=1, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, enable_checkpointing=False,
+        accelerator="cpu",
+        max_steps=3,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
     )
     trainer.fit(model, dm)
     edge_pi = model.process.fields["E"].kernel.pi

@@ -32,7 +32,7 @@ def test_graph6_round_trip(tmp_path: Path) -> None:
     graphs = [nx.path_graph(3), nx.complete_graph(5), nx.empty_graph(4), nx.relabel_nodes(nx.cycle_graph(4), {0: "a"})]
     back = read_graph6(write_graph6(graphs, tmp_path / "g.g6"))
     assert len(back) == len(graphs)
-    assert all(nx.is_isomorphic(a, b) for a, b in zip(graphs, back))
+    assert all(nx.is_isomorphic(a, b) for a, b in zip(graphs, back, strict=True))
     assert len(nx.read_graph6(tmp_path / "g.g6")) == len(graphs)  # plain networkx reads it too
 
 
@@ -77,6 +77,11 @@ def test_evaluate_graphs_reads_the_dataset_from_config_yaml(tmp_path: Path, monk
     (run / "logs" / "version_0").mkdir(parents=True)
     (run / "logs" / "version_0" / "config.yaml").write_text("data:\n  init_args:\n    dataset: tree_cpu\n    seed: 3\n")
     assert _dataset_args(run / "checkpoints" / "last.ckpt", {}) == {"dataset": "tree_cpu", "seed": 3}
-    assert _dataset_args(run / "x.ckpt", {"GraphDataModule": {"dataset": "sbm_cpu", "seed": 0, "cache_dir": None}})["dataset"] == "sbm_cpu"
+    assert (
+        _dataset_args(run / "x.ckpt", {"GraphDataModule": {"dataset": "sbm_cpu", "seed": 0, "cache_dir": None}})[
+            "dataset"
+        ]
+        == "sbm_cpu"
+    )
     with pytest.raises(ValueError, match="dataset="):
         _dataset_args(tmp_path / "elsewhere" / "checkpoints" / "last.ckpt", {})

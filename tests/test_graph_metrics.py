@@ -51,17 +51,36 @@ def _orbits(n: int, entries: dict[int, list[int]]) -> np.ndarray:
 # middle of P4; 6 / 7 star leaf / centre; 8 C4; 9 / 10 / 11 paw pendant / degree-2 / degree-3;
 # 12 / 13 diamond degree-2 / degree-3; 14 K4.
 HAND_COUNTED = {
-    "P4 0-1-2-3": (nx.path_graph(4), _orbits(4, {0: [1, 2, 2, 1], 1: [1, 1, 1, 1], 2: [0, 1, 1, 0], 4: [1, 0, 0, 1], 5: [0, 1, 1, 0]})),
-    "star, centre 0": (nx.star_graph(3), _orbits(4, {0: [3, 1, 1, 1], 1: [0, 2, 2, 2], 2: [3, 0, 0, 0], 6: [0, 1, 1, 1], 7: [1, 0, 0, 0]})),
+    "P4 0-1-2-3": (
+        nx.path_graph(4),
+        _orbits(4, {0: [1, 2, 2, 1], 1: [1, 1, 1, 1], 2: [0, 1, 1, 0], 4: [1, 0, 0, 1], 5: [0, 1, 1, 0]}),
+    ),
+    "star, centre 0": (
+        nx.star_graph(3),
+        _orbits(4, {0: [3, 1, 1, 1], 1: [0, 2, 2, 2], 2: [3, 0, 0, 0], 6: [0, 1, 1, 1], 7: [1, 0, 0, 0]}),
+    ),
     "C4": (nx.cycle_graph(4), _orbits(4, {0: [2] * 4, 1: [2] * 4, 2: [1] * 4, 8: [1] * 4})),
     "K4": (nx.complete_graph(4), _orbits(4, {0: [3] * 4, 3: [3] * 4, 14: [1] * 4})),
     "paw: triangle 0 1 2, 3 on 0": (
         nx.Graph([(0, 1), (1, 2), (0, 2), (0, 3)]),
-        _orbits(4, {0: [3, 2, 2, 1], 1: [0, 1, 1, 2], 2: [2, 0, 0, 0], 3: [1, 1, 1, 0], 9: [0, 0, 0, 1], 10: [0, 1, 1, 0], 11: [1, 0, 0, 0]}),
+        _orbits(
+            4,
+            {
+                0: [3, 2, 2, 1],
+                1: [0, 1, 1, 2],
+                2: [2, 0, 0, 0],
+                3: [1, 1, 1, 0],
+                9: [0, 0, 0, 1],
+                10: [0, 1, 1, 0],
+                11: [1, 0, 0, 0],
+            },
+        ),
     ),
     "diamond: 0-1 shared, 2 3 on both": (
         nx.Graph([(0, 1), (0, 2), (1, 2), (0, 3), (1, 3)]),
-        _orbits(4, {0: [3, 3, 2, 2], 1: [0, 0, 2, 2], 2: [1, 1, 0, 0], 3: [2, 2, 1, 1], 12: [0, 0, 1, 1], 13: [1, 1, 0, 0]}),
+        _orbits(
+            4, {0: [3, 3, 2, 2], 1: [0, 0, 2, 2], 2: [1, 1, 0, 0], 3: [2, 2, 1, 1], 12: [0, 0, 1, 1], 13: [1, 1, 0, 0]}
+        ),
     ),
     # 4-node induced subgraphs: {0,1,2,3} paw, {0,1,3,4} path 1-0-3-4, {0,2,3,4} path 2-0-3-4
     "triangle 0 1 2 with tail 0-3-4": (
@@ -168,7 +187,9 @@ def test_gaussian_tv_mmd_matches_reference():
     xs = [rng.integers(0, 5, size=rng.integers(2, 8)).astype(float) for _ in range(6)]
     ys = [rng.integers(0, 5, size=rng.integers(2, 8)).astype(float) for _ in range(4)]
     for sigma, is_hist in ((1.0, True), (0.1, True), (30.0, False), (2.0, False)):
-        assert gaussian_tv_mmd(xs, ys, sigma, is_hist) == pytest.approx(_reference_mmd(xs, ys, sigma, is_hist), abs=1e-12)
+        assert gaussian_tv_mmd(xs, ys, sigma, is_hist) == pytest.approx(
+            _reference_mmd(xs, ys, sigma, is_hist), abs=1e-12
+        )
     assert gaussian_tv_mmd(xs, xs, 1.0) == pytest.approx(0.0, abs=1e-12)
 
 
@@ -338,7 +359,9 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_file: str) -> No
 
 
 @pytest.mark.slow  # ~30 s on 2 cores: two spawned processes import torch and diffkit
-@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is unavailable")
+@pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is unavailable"
+)
 def test_graph_metrics_under_two_processes_equal_single_process(tmp_path):
     out_file = tmp_path / "rank0.pt"
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)

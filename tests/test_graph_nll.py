@@ -15,7 +15,14 @@ from diffkit.module import DiffusionModule
 
 def test_node_count_nll_by_hand():
     counts = torch.tensor([0, 0, 1, 3])  # p(2) = 1/4, p(3) = 3/4
-    mask = torch.tensor([[True, True, False, False, False], [True, True, True, False, False], [True] * 5, [True, False, False, False, False]])
+    mask = torch.tensor(
+        [
+            [True, True, False, False, False],
+            [True, True, True, False, False],
+            [True] * 5,
+            [True, False, False, False, False],
+        ]
+    )
     nll = node_count_nll(mask, counts)
     assert nll[:2].tolist() == pytest.approx([math.log(4), -math.log(0.75)])
     assert math.isinf(nll[2]) and math.isinf(nll[3])  # sizes never seen in training
@@ -28,7 +35,9 @@ def test_node_count_nll_by_hand():
 def test_validation_logs_the_per_graph_nll(tmp_path):
     T = 5
     dm = GraphDataModule("sbm_cpu", batch_size=16, cache_dir=str(tmp_path / "cache"))
-    process = ProductProcess({"X": CategoricalProcess(1, T), "E": CategoricalProcess(2, T, "marginal")}, weights={"E": 5.0}, symmetric=["E"])
+    process = ProductProcess(
+        {"X": CategoricalProcess(1, T), "E": CategoricalProcess(2, T, "marginal")}, weights={"E": 5.0}, symmetric=["E"]
+    )
     net = GraphTransformer(1, 2, 1, 2, T, hidden=16, edge_hidden=8, global_hidden=16, depth=1, heads=2)
     model = DiffusionModule(process, net, "x0", num_eval_samples=2)
     trainer = pl.Trainer(

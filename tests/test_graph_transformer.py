@@ -329,7 +329,9 @@ def test_input_errors() -> None:
         net({**ok, "E": ok["E"] - 1}, t)
     with pytest.raises(TypeError, match=r"`x_t\['E'\]` to hold int64 class ids, but got torch.int32"):
         net({**ok, "E": ok["E"].int()}, t)
-    with pytest.raises(ValueError, match=r"`x_t\['E'\]` of shape \(2, 3, 3\) to match `x_t\['X'\]`, but got \(2, 3, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"`x_t\['E'\]` of shape \(2, 3, 3\) to match `x_t\['X'\]`, but got \(2, 3, 4\)"
+    ):
         net({**ok, "E": torch.zeros(2, 3, 4, dtype=torch.int64)}, t)
     with pytest.raises(ValueError, match=r"`x_t\['X'\]` of shape \(B, N\) with N >= 1, but got \(2, 3, 1\)"):
         net({**ok, "X": ok["X"][..., None]}, t)

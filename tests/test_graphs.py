@@ -52,7 +52,7 @@ def test_round_trip_is_exact():
     batch = to_dense(graphs)
     back = to_networkx(batch)
     assert len(back) == len(graphs)
-    assert all(_same_graph(a, b) for a, b in zip(graphs, back))
+    assert all(_same_graph(a, b) for a, b in zip(graphs, back, strict=True))
 
 
 def test_dense_layout():
@@ -142,8 +142,8 @@ def test_planar_graphs_are_connected_planar_and_seeded():
     # a triangulation of n points with h on the hull has 3n - 3 - h edges
     assert all(g.number_of_edges() <= 3 * g.number_of_nodes() - 6 for g in graphs)
     again = planar_graphs(20, (16, 24), seed=0)
-    assert all(_same_graph(a, b) for a, b in zip(graphs, again))
-    assert not all(_same_graph(a, b) for a, b in zip(graphs, planar_graphs(20, (16, 24), seed=1)))
+    assert all(_same_graph(a, b) for a, b in zip(graphs, again, strict=True))
+    assert not all(_same_graph(a, b) for a, b in zip(graphs, planar_graphs(20, (16, 24), seed=1), strict=True))
 
 
 def test_sbm_graphs_follow_their_parameters():
@@ -164,7 +164,7 @@ def test_sbm_graphs_follow_their_parameters():
     assert abs(intra / intra_pairs - 0.3) < 0.03
     assert inter / inter_pairs < 0.015
     again = sbm_graphs(30, seed=0, communities=(2, 3), sizes=(8, 16))
-    assert all(_same_graph(a, b) for a, b in zip(graphs, again))
+    assert all(_same_graph(a, b) for a, b in zip(graphs, again, strict=True))
 
 
 def test_tree_graphs_are_uniform_labelled_trees():
@@ -192,7 +192,8 @@ def test_community_small_rule():
         assert _edge_set(first) == _edge_set(nx.gnp_random_graph(half, 0.7, seed=0))
     free = community_small_graphs(10, seed=0, fixed_community_seeds=False)
     assert any(
-        _edge_set(g.subgraph(range(g.number_of_nodes() // 2))) != _edge_set(nx.gnp_random_graph(g.number_of_nodes() // 2, 0.7, seed=0))
+        _edge_set(g.subgraph(range(g.number_of_nodes() // 2)))
+        != _edge_set(nx.gnp_random_graph(g.number_of_nodes() // 2, 0.7, seed=0))
         for g in free
     )
 
@@ -208,8 +209,8 @@ def test_cache_is_written_once_and_read_back(tmp_path):
     first = cached_graphs(counted_trees, params, tmp_path)
     second = cached_graphs(counted_trees, params, tmp_path)
     assert calls == [3]
-    assert all(_same_graph(a, b) for a, b in zip(first, second))
-    assert all(_same_graph(a, b) for a, b in zip(first, tree_graphs(5, (6, 9), 3)))
+    assert all(_same_graph(a, b) for a, b in zip(first, second, strict=True))
+    assert all(_same_graph(a, b) for a, b in zip(first, tree_graphs(5, (6, 9), 3), strict=True))
     path = cache_path(tmp_path, counted_trees, params)
     assert path.exists() and path.name == "counted_trees_n5_nodes6-9_seed3_v1.pt"
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left
@@ -239,11 +240,13 @@ def test_data_module_batches_and_splits(tmp_path):
     batch = next(iter(dm.val_dataloader()))
     assert set(batch) == {"X", "E", "mask"}
     assert batch["E"].shape == (16, dm.max_nodes, dm.max_nodes) and batch["mask"].dtype == torch.bool
-    assert all(_same_graph(a, b) for a, b in zip(to_networkx(batch), val[:16]))
+    assert all(_same_graph(a, b) for a, b in zip(to_networkx(batch), val[:16], strict=True))
 
     order = [to_networkx(b)[0] for b in dm.train_dataloader()]
     again = GraphDataModule("tree_cpu", batch_size=16, seed=0, cache_dir=str(tmp_path))
-    assert all(_same_graph(a, b) for a, b in zip(order, [to_networkx(b)[0] for b in again.train_dataloader()]))
+    assert all(
+        _same_graph(a, b) for a, b in zip(order, [to_networkx(b)[0] for b in again.train_dataloader()], strict=True)
+    )
     other = GraphDataModule("tree_cpu", batch_size=16, seed=1, cache_dir=str(tmp_path))
     assert not _same_graph(other.train_graphs()[0], train[0])
 
@@ -257,7 +260,9 @@ def test_data_module_distributions(tmp_path):
     assert np.allclose(dist.numpy(), counts / counts.sum())
     edges = sum(g.number_of_edges() for g in train)
     pairs = sum(g.number_of_nodes() * (g.number_of_nodes() - 1) // 2 for g in train)
-    assert torch.allclose(dm.class_marginals("E"), torch.tensor([1 - edges / pairs, edges / pairs], dtype=torch.float64))
+    assert torch.allclose(
+        dm.class_marginals("E"), torch.tensor([1 - edges / pairs, edges / pairs], dtype=torch.float64)
+    )
     assert dm.class_marginals("X").tolist() == [1.0]
     with pytest.raises(ValueError, match="'X' or 'E'"):
         dm.class_marginals("y")
@@ -266,7 +271,7 @@ def test_data_module_distributions(tmp_path):
 def test_community_small_module_uses_test_as_val(tmp_path):
     dm = GraphDataModule("community_small", batch_size=8, seed=0, cache_dir=str(tmp_path))
     assert len(dm.train_graphs()) == 80 and len(dm.test_graphs()) == 20
-    assert all(a is b for a, b in zip(dm.val_graphs(), dm.test_graphs()))
+    assert all(a is b for a, b in zip(dm.val_graphs(), dm.test_graphs(), strict=True))
     assert dm.max_nodes <= 20 and dm.validity is None
 
 

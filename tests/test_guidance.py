@@ -23,7 +23,7 @@ def test_log_prob_combination_by_hand() -> None:
     p_c, p_null = [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]
     w = 1.5
     # p proportional to p_c^(1 + w) p_null^(-w), written out term by term
-    unnorm = [a ** (1 + w) * b ** (-w) for a, b in zip(p_c, p_null)]
+    unnorm = [a ** (1 + w) * b ** (-w) for a, b in zip(p_c, p_null, strict=True)]
     expected = torch.tensor([u / sum(unnorm) for u in unnorm], dtype=torch.float64)
     # logits of any normalization: log p + a constant
     logits_c = torch.tensor([math.log(p) + 3.0 for p in p_c], dtype=torch.float64)

@@ -22,10 +22,41 @@ T = 6
 
 #: caller -> the process hooks it calls (docs/plugins.md, "Which hooks each caller uses").
 PROCESS_HOOKS = {
-    "sample": ["get_parametrization", "sampling_grid", "prior_sample", "step", "reverse", "reverse_from_x0", "reverse_sample", "step_pair"],
-    "nll_bound": ["validate_x0", "get_parametrization", "prior_term", "prior_kl", "num_elements", "q_sample", "vlb", "vlb_terms",
-                  "posterior", "kl", "decoder_nll", "reverse_from_x0", "timesteps", "check_loss_inputs"],
-    "training_step": ["validate_x0", "sample_timesteps", "q_sample", "loss", "check_loss_inputs", "timesteps", "get_parametrization"],
+    "sample": [
+        "get_parametrization",
+        "sampling_grid",
+        "prior_sample",
+        "step",
+        "reverse",
+        "reverse_from_x0",
+        "reverse_sample",
+        "step_pair",
+    ],
+    "nll_bound": [
+        "validate_x0",
+        "get_parametrization",
+        "prior_term",
+        "prior_kl",
+        "num_elements",
+        "q_sample",
+        "vlb",
+        "vlb_terms",
+        "posterior",
+        "kl",
+        "decoder_nll",
+        "reverse_from_x0",
+        "timesteps",
+        "check_loss_inputs",
+    ],
+    "training_step": [
+        "validate_x0",
+        "sample_timesteps",
+        "q_sample",
+        "loss",
+        "check_loss_inputs",
+        "timesteps",
+        "get_parametrization",
+    ],
     "training_step_kl": ["loss", "vlb_terms", "posterior", "kl", "decoder_nll", "reverse_from_x0"],
 }
 #: caller -> the parametrization hooks it calls.
@@ -61,7 +92,7 @@ def denoiser_for(proc, x0):
     if isinstance(proc, GaussianProcess):
         return lambda x, t: torch.tanh(x) * (t.to(x.dtype) / T).reshape(-1, 1)
     weights = torch.linspace(-1, 1, proc.num_classes)
-    return lambda x, t: (x.unsqueeze(-1).float() * weights + t.reshape(-1, 1, 1).float() / T)
+    return lambda x, t: x.unsqueeze(-1).float() * weights + t.reshape(-1, 1, 1).float() / T
 
 
 class Net(torch.nn.Module):
@@ -89,7 +120,12 @@ def run(caller: str, proc, param, x0) -> None:
             module.training_step(x0, step).backward()
 
 
-CASES = [(caller, hook, kind) for caller, hooks in PROCESS_HOOKS.items() for hook in hooks for kind in ("gaussian", "categorical")]
+CASES = [
+    (caller, hook, kind)
+    for caller, hooks in PROCESS_HOOKS.items()
+    for hook in hooks
+    for kind in ("gaussian", "categorical")
+]
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")
@@ -102,7 +138,12 @@ def test_an_overridden_process_hook_is_called(caller, hook, kind) -> None:
     assert hook in calls, f"{caller} did not call the overridden {kind} process hook {hook!r}"
 
 
-PARAM_CASES = [(caller, hook, kind) for caller, hooks in PARAM_HOOKS.items() for hook in hooks for kind in ("gaussian", "categorical")]
+PARAM_CASES = [
+    (caller, hook, kind)
+    for caller, hooks in PARAM_HOOKS.items()
+    for hook in hooks
+    for kind in ("gaussian", "categorical")
+]
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")
@@ -152,7 +193,13 @@ def test_sampling_grid_is_the_grid_sample_walks() -> None:
             return [self.num_steps, 5, 4, 0] if steps is None else super().sampling_grid(steps)
 
     proc = Front(T)
-    sample(proc, lambda x, t: seen.append(int(t[0])) or torch.zeros_like(x), (2, 2), "x0", generator=torch.Generator().manual_seed(0))
+    sample(
+        proc,
+        lambda x, t: seen.append(int(t[0])) or torch.zeros_like(x),
+        (2, 2),
+        "x0",
+        generator=torch.Generator().manual_seed(0),
+    )
     assert seen == [T, 5, 4]
     seen.clear()
     sample(proc, lambda x, t: seen.append(int(t[0])) or torch.zeros_like(x), (2, 2), "x0", num_steps=2)

@@ -61,10 +61,18 @@ def graph_batch(B: int = 8, N: int = 6, gen: torch.Generator | None = None) -> d
 
 def _cases():
     T = 20
-    yield "gaussian", DiffusionModule(GaussianProcess(T), MLPDenoiser(2, T, hidden=16, depth=1), "eps", num_eval_samples=0), lambda: torch.randn(16, 2)
+    yield (
+        "gaussian",
+        DiffusionModule(GaussianProcess(T), MLPDenoiser(2, T, hidden=16, depth=1), "eps", num_eval_samples=0),
+        lambda: torch.randn(16, 2),
+    )
     cat = CategoricalProcess(5, T, "absorbing")
     net = TokenTransformer(cat.num_states, 5, 6, T, d_model=16, depth=1, heads=2)
-    yield "categorical", DiffusionModule(cat, net, "x0", loss="hybrid", num_eval_samples=0), lambda: torch.randint(0, 5, (16, 6))
+    yield (
+        "categorical",
+        DiffusionModule(cat, net, "x0", loss="hybrid", num_eval_samples=0),
+        lambda: torch.randint(0, 5, (16, 6)),
+    )
     graph = ProductProcess(
         {"X": CategoricalProcess(3, T, "uniform"), "E": CategoricalProcess(2, T, "marginal", marginals=[0.7, 0.3])},
         symmetric=["E"],

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import math
 
-import pytest
 import torch
 from scipy import stats
 
@@ -51,7 +50,7 @@ class ChainOracle(torch.nn.Module):
         for i in range(L - 1, 0, -1):
             b = (e[:, i] * beta[0]) @ P.T
             beta.insert(0, b / b.sum(-1, keepdim=True))
-        post = torch.stack([a * b for a, b in zip(alpha, beta)], 1)
+        post = torch.stack([a * b for a, b in zip(alpha, beta, strict=True)], 1)
         post = post / post.sum(-1, keepdim=True)
         return post.clamp_min(1e-300).log().float()
 
@@ -75,7 +74,7 @@ def _index(unknown: torch.Tensor) -> torch.Tensor:
 def _known(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     known = torch.zeros(n, L, dtype=torch.long)
     mask = torch.zeros(n, L, dtype=torch.bool)
-    for i, v in zip(KNOWN_POS, KNOWN_VAL):
+    for i, v in zip(KNOWN_POS, KNOWN_VAL, strict=True):
         known[:, i], mask[:, i] = v, True
     return known, mask
 
@@ -160,8 +159,16 @@ def _gaussian_infill(rounds: int) -> tuple[float, float]:
     process = GaussianProcess(50, "linear")
     known = torch.tensor([[a, 0.0]]).expand(n, 2)
     mask = torch.tensor([[True, False]]).expand(n, 2)
-    xs = sample(process, GaussianOracle(process, cov), (n, 2), "x0", known=known, known_mask=mask, resample_rounds=rounds,
-                generator=torch.Generator().manual_seed(0))  # fmt: skip
+    xs = sample(
+        process,
+        GaussianOracle(process, cov),
+        (n, 2),
+        "x0",
+        known=known,
+        known_mask=mask,
+        resample_rounds=rounds,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.equal(xs[:, 0], known[:, 0]), "the known coordinate is kept exactly"
     return float(xs[:, 1].mean()), float(xs[:, 1].std())
 
@@ -178,10 +185,16 @@ def test_repaint_gaussian_against_the_conditional_normal() -> None:
 
 
 def test_product_infill_keeps_known_fields() -> None:
-    process = ProductProcess({"a": GaussianProcess(10), "b": CategoricalProcess(3, 10, "absorbing"), "c": CategoricalProcess(3, 10)})
+    process = ProductProcess(
+        {"a": GaussianProcess(10), "b": CategoricalProcess(3, 10, "absorbing"), "c": CategoricalProcess(3, 10)}
+    )
 
     def net(x_t, t):
-        return {"a": torch.zeros_like(x_t["a"]), "b": torch.zeros(*x_t["b"].shape, 3), "c": torch.zeros(*x_t["c"].shape, 3)}
+        return {
+            "a": torch.zeros_like(x_t["a"]),
+            "b": torch.zeros(*x_t["b"].shape, 3),
+            "c": torch.zeros(*x_t["c"].shape, 3),
+        }
 
     known = {"a": torch.tensor([[0.5, 0.0]]).expand(6, 2), "b": torch.full((6,), 2)}
     mask = {"a": torch.tensor([[True, False]]).expand(6, 2), "b": torch.ones(6, dtype=torch.bool)}

@@ -51,7 +51,7 @@ def test_knn_metrics_match_brute_force(k):
     fake = 1.5 * torch.randn(30, 2, generator=gen, dtype=torch.float64) + 0.5
     want = _brute(real, fake, k)
     got = (knn_precision(fake, real, k), knn_recall(fake, real, k), density(fake, real, k), coverage(fake, real, k))
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert float(g) == pytest.approx(w, abs=1e-12)
     # a spread-out model has lower precision than recall, and the values are not trivial
     assert 0 < want[0] < 1 and 0 < want[3] < 1
@@ -86,7 +86,7 @@ def test_swiss_roll_distance_matches_brute_force_on_the_curve():
     dense = manifold_points("swiss_roll").tolist()
     want = _brute_curve_distance(pts, dense[::5])  # every 5th point: still far finer than the noise
     got = manifold_distance(pts, "swiss_roll").tolist()
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g <= w + 1e-12 and w - g < 1e-3
 
 
@@ -98,7 +98,9 @@ def test_eight_gaussians_distance_is_to_the_nearest_centre():
     assert manifold_distance(pts, "eight_gaussians").tolist() == pytest.approx(want, abs=1e-9)
 
 
-@pytest.mark.parametrize("name,sampler", [("swiss_roll", swiss_roll), ("eight_gaussians", eight_gaussians), ("two_moons", two_moons)])
+@pytest.mark.parametrize(
+    "name,sampler", [("swiss_roll", swiss_roll), ("eight_gaussians", eight_gaussians), ("two_moons", two_moons)]
+)
 def test_ratio_is_one_on_real_data_and_sees_blur(name, sampler):
     real = sampler(2000, torch.Generator().manual_seed(4))
     fresh = sampler(2000, torch.Generator().manual_seed(5))
@@ -133,10 +135,26 @@ def test_toy_data_module_supplies_the_metrics_and_validation_logs_them(tmp_path)
 
     assert "manifold_ratio" not in Toy2DDataModule("checkerboard").sample_metrics()
     dm = Toy2DDataModule("swiss_roll", num_train=64, num_val=64, batch_size=32)
-    assert set(dm.sample_metrics()) == {"mmd", "swd", "precision", "recall", "density", "coverage", "manifold_ratio"}  # base + blur metrics
+    assert set(dm.sample_metrics()) == {
+        "mmd",
+        "swd",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "manifold_ratio",
+    }  # base + blur metrics
     model = DiffusionModule(GaussianProcess(10), MLPDenoiser(2, 10, hidden=16, depth=1), "eps", num_eval_samples=32)
-    tr = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                    default_root_dir=tmp_path, num_sanity_val_steps=0, enable_checkpointing=False)
+    tr = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+    )
     tr.fit(model, dm)
     logged = tr.callback_metrics
     # an untrained model is far from the curve; fresh data sit at the floor, ~1

@@ -60,7 +60,9 @@ def test_closed_forms_match_the_matrix_exponential_of_the_generator(kind: str, s
     for t, s in [(0.3, 0.0), (0.9, 0.2), (0.6, 0.55), (0.999, 0.5)]:
         a_t, a_s = (float(proc.alpha(torch.tensor(v, dtype=torch.float64))) for v in (t, s))
         expected = torch.linalg.matrix_exp(G * math.log(a_s / a_t))
-        got = proc.transition(states, torch.full((S,), t, dtype=torch.float64), torch.full((S,), s, dtype=torch.float64))[:, 0]
+        got = proc.transition(
+            states, torch.full((S,), t, dtype=torch.float64), torch.full((S,), s, dtype=torch.float64)
+        )[:, 0]
         torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
         x0 = torch.arange(K).unsqueeze(1)
         marg = proc.marginal(x0, torch.full((K,), t, dtype=torch.float64))[:, 0]
@@ -80,7 +82,9 @@ def test_transition_is_the_product_of_many_small_discrete_steps(kind: str) -> No
     for rate in lam.tolist():
         M = M @ (torch.eye(G.shape[0], dtype=torch.float64) + rate * (t - s) / n * G)
     S = G.shape[0]
-    got = proc.transition(torch.arange(S).unsqueeze(1), torch.full((S,), t, dtype=torch.float64), torch.full((S,), s, dtype=torch.float64))[:, 0]
+    got = proc.transition(
+        torch.arange(S).unsqueeze(1), torch.full((S,), t, dtype=torch.float64), torch.full((S,), s, dtype=torch.float64)
+    )[:, 0]
     torch.testing.assert_close(got, M, atol=2e-4, rtol=0)
 
 
@@ -137,7 +141,9 @@ def test_masked_loss_is_the_weighted_cross_entropy_at_masked_tokens() -> None:
     a = torch.cos(math.pi / 2 * t.double())
     w = (math.pi / 2 * torch.sin(math.pi / 2 * t.double())) / (1 - a)
     expected = (w.unsqueeze(1) * ce.double() * (x_t == 5)).mean(1)
-    torch.testing.assert_close(proc.loss(logits, x0, x_t, t, noise, "x0", kind="kl").double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        proc.loss(logits, x0, x_t, t, noise, "x0", kind="kl").double(), expected, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_stratified_times_cover_every_stratum_once() -> None:
@@ -291,7 +297,9 @@ def test_oracle_denoiser_reproduces_the_chain(kind: str, steps: int) -> None:
     K, L, n = 3, 3, 5000
     proc = PROCESSES[kind](K, "loglinear")
     xs, p = _markov_joint(K, L)
-    x = sample(proc, _oracle(proc, xs, p), (n, L), "x0", num_steps=steps, generator=torch.Generator().manual_seed(steps))
+    x = sample(
+        proc, _oracle(proc, xs, p), (n, L), "x0", num_steps=steps, generator=torch.Generator().manual_seed(steps)
+    )
     assert int(x.max()) < K  # no mask left
     assert chi_square_p_value(x, p, K) > 1e-4
 
@@ -315,7 +323,16 @@ def test_caching_sampler_equals_the_plain_sampler(steps: int) -> None:
     oracle = _oracle(proc, xs, p)
     cached, plain = SamplingStats(), SamplingStats()
     a = sample(proc, oracle, (n, L), "x0", num_steps=steps, generator=torch.Generator().manual_seed(1), stats=cached)
-    b = sample(proc, oracle, (n, L), "x0", num_steps=steps, generator=torch.Generator().manual_seed(1), stats=plain, cache=False)
+    b = sample(
+        proc,
+        oracle,
+        (n, L),
+        "x0",
+        num_steps=steps,
+        generator=torch.Generator().manual_seed(1),
+        stats=plain,
+        cache=False,
+    )
     assert torch.equal(a, b)
     assert plain.evaluations_per_sample == plain.jumps == steps and plain.network_calls == steps
     assert cached.jumps == steps and cached.evaluations_per_sample <= min(steps, L + 1)
@@ -326,13 +343,29 @@ def test_caching_sampler_equals_the_plain_sampler(steps: int) -> None:
 def test_caching_sampler_with_a_transformer_and_the_module_defaults() -> None:
     torch.manual_seed(0)
     proc = MaskedProcess(4)
-    net = TokenTransformer(5, 4, seq_len=6, num_steps=None, d_model=16, depth=1, heads=2, time_conditioning=False).eval()
+    net = TokenTransformer(
+        5, 4, seq_len=6, num_steps=None, d_model=16, depth=1, heads=2, time_conditioning=False
+    ).eval()
     with torch.no_grad():
         net.head.weight.normal_()  # a non-uniform prediction
     runs = []
     for cache in (None, False):
         stats = SamplingStats()
-        runs.append((sample(proc, net, (8, 6), "x0", num_steps=64, generator=torch.Generator().manual_seed(2), cache=cache, stats=stats), stats))
+        runs.append(
+            (
+                sample(
+                    proc,
+                    net,
+                    (8, 6),
+                    "x0",
+                    num_steps=64,
+                    generator=torch.Generator().manual_seed(2),
+                    cache=cache,
+                    stats=stats,
+                ),
+                stats,
+            )
+        )
     assert torch.equal(runs[0][0], runs[1][0])
     assert runs[0][1].evaluations < runs[1][1].evaluations == 64 * 8
 
@@ -341,7 +374,14 @@ def test_cache_is_refused_where_predictions_depend_on_t() -> None:
     with pytest.raises(ValueError, match="x0_prediction_time_independent"):
         sample(UniformProcess(3), lambda x, t: torch.zeros(*x.shape, 3), (2, 4), "x0", num_steps=4, cache=True)
     with pytest.raises(ValueError, match="x0_prediction_time_independent"):
-        sample(CategoricalProcess(3, 10, "absorbing"), lambda x, t: torch.zeros(*x.shape, 3), (2, 4), "x0", num_steps=4, cache=True)
+        sample(
+            CategoricalProcess(3, 10, "absorbing"),
+            lambda x, t: torch.zeros(*x.shape, 3),
+            (2, 4),
+            "x0",
+            num_steps=4,
+            cache=True,
+        )
 
 
 def test_sampling_grid_and_explicit_float_times() -> None:
@@ -355,7 +395,9 @@ def test_sampling_grid_and_explicit_float_times() -> None:
         seen.append(t.clone())
         return torch.zeros(*x.shape, 3)
 
-    sample(proc, denoiser, (2, 4), "x0", timesteps=[0.9, 0.3, 0.0], generator=torch.Generator().manual_seed(0), cache=False)
+    sample(
+        proc, denoiser, (2, 4), "x0", timesteps=[0.9, 0.3, 0.0], generator=torch.Generator().manual_seed(0), cache=False
+    )
     assert [s.dtype for s in seen] == [torch.float32] * 2 and [float(s[0]) for s in seen] == pytest.approx([0.9, 0.3])
     with pytest.raises(TypeError, match="float times"):
         sample(proc, denoiser, (2, 4), "x0", timesteps=[10, 5, 0])
@@ -400,7 +442,9 @@ def test_mask_id_in_data_is_named() -> None:
     with pytest.raises(ValueError, match="unmasked token"):
         proc.posterior(torch.tensor([[1, 3, 3]]), torch.tensor([[0, 1, 2]]), 0.5, 0.2)
     with pytest.raises(ValueError, match="num_points"):
-        nll_bound(CategoricalProcess(3, 10), lambda x, t: torch.zeros(*x.shape, 3), torch.tensor([[0, 1]]), num_points=8)
+        nll_bound(
+            CategoricalProcess(3, 10), lambda x, t: torch.zeros(*x.shape, 3), torch.tensor([[0, 1]]), num_points=8
+        )
 
 
 # ------------------------------------------------------------------------------ module: training and resume

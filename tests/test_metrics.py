@@ -372,7 +372,7 @@ def test_columnwise_distances_equal_functionals():
     metric = ColumnwiseDistances(categorical={"colour": 3, "flag": 2}, numeric=["age", "pos"])
     samples = [_table_sampler(n, seed, shift=5.0) for seed, n in [(1, 20), (2, 13)]]
     references = [_table_sampler(m, seed) for seed, m in [(3, 17), (4, 30)]]
-    for s, r in zip(samples, references):
+    for s, r in zip(samples, references, strict=True):
         metric.update(s, r)
     result = metric.compute()
     x = {k: torch.cat([s[k] for s in samples]) for k in samples[0]}

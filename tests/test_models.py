@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from diffkit.models import MLPDenoiser, SinusoidalEmbedding, TableDenoiser, TimeEmbedding, TokenTransformer, timestep_embedding
+from diffkit.models import (
+    MLPDenoiser,
+    SinusoidalEmbedding,
+    TableDenoiser,
+    TimeEmbedding,
+    TokenTransformer,
+    timestep_embedding,
+)
 from diffkit.models.embeddings import TIME_SCALE
 from diffkit.models.transformer import AdaLNBlock
 

@@ -29,8 +29,14 @@ class Loaders(pl.LightningDataModule):
 
 def trainer(tmp_path, **kw) -> pl.Trainer:
     opts = dict(
-        accelerator="cpu", max_steps=4, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, limit_val_batches=1, num_sanity_val_steps=0,
+        accelerator="cpu",
+        max_steps=4,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
     )
     opts.update(kw)
     return pl.Trainer(**opts)
@@ -48,9 +54,15 @@ def token_module(transition: str = "uniform", T: int = 20, **kw) -> DiffusionMod
 
 def test_marginal_transition_is_filled_from_the_data_and_survives_ema_and_checkpoint(tmp_path) -> None:
     dm = TableDataModule(num_train=256, num_val=64, batch_size=64)
-    procs = {"num": GaussianProcess(20), "cluster": CategoricalProcess(4, 20, "marginal"), "bucket": CategoricalProcess(3, 20, "marginal")}
+    procs = {
+        "num": GaussianProcess(20),
+        "cluster": CategoricalProcess(4, 20, "marginal"),
+        "bucket": CategoricalProcess(3, 20, "marginal"),
+    }
     net = TableDenoiser({"num": 3}, {"cluster": (4, 4), "bucket": (3, 3)}, num_steps=20, hidden=32, depth=1)
-    model = DiffusionModule(ProductProcess(procs), net, {"num": "eps", "cluster": "x0", "bucket": "x0"}, ema_decay=0.9, num_eval_samples=16)
+    model = DiffusionModule(
+        ProductProcess(procs), net, {"num": "eps", "cluster": "x0", "bucket": "x0"}, ema_decay=0.9, num_eval_samples=16
+    )
     tr = trainer(tmp_path, max_steps=6, val_check_interval=3, num_sanity_val_steps=1)
     tr.fit(model, dm)
     dm.setup()
@@ -87,7 +99,11 @@ def test_checkpoint_of_another_process_is_refused(tmp_path) -> None:
     tr.fit(token_module("uniform"), Loaders(ids))
     path = tmp_path / "uniform.ckpt"
     tr.save_checkpoint(path)
-    with pytest.raises(ValueError, match=r"checkpoint: it was trained with a different process(.|\n)*transition='uniform'(.|\n)*transition='absorbing'"):
+    with pytest.raises(
+        ValueError,
+        match=r"checkpoint: it was trained with a different "
+        r"process(.|\n)*transition='uniform'(.|\n)*transition='absorbing'",
+    ):
         trainer(tmp_path, max_steps=8).fit(token_module("absorbing"), Loaders(ids), ckpt_path=path)
 
 
@@ -119,7 +135,9 @@ def test_integer_data_for_a_gaussian_process_is_named(tmp_path) -> None:
 def test_class_id_out_of_range_is_named(tmp_path) -> None:
     ids = torch.randint(0, 4, (32, 6))
     ids[3, 2] = 4
-    with pytest.raises(ValueError, match=r"batch: found class id 4, expected ids in \[0, 4\) \(id 4 is the absorbing mask state"):
+    with pytest.raises(
+        ValueError, match=r"batch: found class id 4, expected ids in \[0, 4\) \(id 4 is the absorbing mask state"
+    ):
         trainer(tmp_path).fit(token_module("absorbing"), Loaders(ids))
 
 
@@ -129,7 +147,9 @@ def test_tuple_batches_of_several_tensors_are_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="cond: the denoiser MLPDenoiser is unconditional"):
         trainer(tmp_path).fit(gaussian_module(), Loaders(ds))
     ds = torch.utils.data.TensorDataset(torch.randn(32, 2), torch.randn(32, 2), torch.randn(32, 2))
-    with pytest.raises(ValueError, match=r"batch: expected a Tensor, a dict of Tensors, \(x0,\) or \(x0, cond\), got a 3-element list"):
+    with pytest.raises(
+        ValueError, match=r"batch: expected a Tensor, a dict of Tensors, \(x0,\) or \(x0, cond\), got a 3-element list"
+    ):
         trainer(tmp_path / "three").fit(gaussian_module(), Loaders(ds))
 
 
@@ -219,8 +239,11 @@ def test_diffusion_module_is_exported_lazily() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, diffkit; assert 'lightning' not in sys.modules; from diffkit import DiffusionModule; "
-            "import diffkit.module as m; assert DiffusionModule is m.DiffusionModule and 'DiffusionModule' in diffkit.__all__")
+    code = (
+        "import sys, diffkit; assert 'lightning' not in sys.modules; from diffkit import DiffusionModule; "
+        "import diffkit.module as m; assert DiffusionModule is m.DiffusionModule and 'DiffusionModule' in "
+        "diffkit.__all__"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -228,7 +251,8 @@ def test_step_seeds_are_the_mix_of_seed_rank_stream_and_step() -> None:
     """Every step's seed is mix_seed(seed, rank, stream, step), also after a seed restored from a
     checkpoint (a new _rng_seed); mix_seed is the SplitMix64 chain written out here, whose first
     link from 0 is SplitMix64's published first output."""
-    from diffkit.random_streams import TRAIN_STREAM as _TRAIN_STREAM, mix_seed as _mix_seed
+    from diffkit.random_streams import TRAIN_STREAM as _TRAIN_STREAM
+    from diffkit.random_streams import mix_seed as _mix_seed
 
     def splitmix64(x: int) -> int:
         m = (1 << 64) - 1
@@ -248,7 +272,17 @@ def test_step_seeds_are_the_mix_of_seed_rank_stream_and_step() -> None:
         assert _mix_seed(*key) == reference(*key)
 
     module = gaussian_module(noise_seed=11)
-    assert [module._next_train_generator().initial_seed() for _ in range(4)] == [_mix_seed(11, 0, _TRAIN_STREAM, k) for k in range(4)]
+    assert [module._next_train_generator().initial_seed() for _ in range(4)] == [
+        _mix_seed(11, 0, _TRAIN_STREAM, k) for k in range(4)
+    ]
     module._rng_seed, module._train_steps = 12, 40
-    assert [module._next_train_generator().initial_seed() for _ in range(2)] == [_mix_seed(12, 0, _TRAIN_STREAM, k) for k in (40, 41)]
-    assert len({_mix_seed(11, 0, _TRAIN_STREAM, k) for k in range(1000)} | {_mix_seed(11, 1, _TRAIN_STREAM, k) for k in range(1000)}) == 2000
+    assert [module._next_train_generator().initial_seed() for _ in range(2)] == [
+        _mix_seed(12, 0, _TRAIN_STREAM, k) for k in (40, 41)
+    ]
+    assert (
+        len(
+            {_mix_seed(11, 0, _TRAIN_STREAM, k) for k in range(1000)}
+            | {_mix_seed(11, 1, _TRAIN_STREAM, k) for k in range(1000)}
+        )
+        == 2000
+    )

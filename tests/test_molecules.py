@@ -31,7 +31,9 @@ def canon(smiles: str) -> str:
     return Chem.MolToSmiles(Chem.MolFromSmiles(smiles), isomericSmiles=False)
 
 
-def dense(molecules: list[tuple[list[str], list[tuple[int, int, int]]]], vocab: AtomVocabulary = VOCAB, n: int = 8) -> dict:
+def dense(
+    molecules: list[tuple[list[str], list[tuple[int, int, int]]]], vocab: AtomVocabulary = VOCAB, n: int = 8
+) -> dict:
     """A dense batch written by hand: atoms by name, bonds (i, j, order)."""
     X = torch.zeros(len(molecules), n, dtype=torch.int64)
     E = torch.zeros(len(molecules), n, n, dtype=torch.int64)
@@ -84,7 +86,7 @@ def test_round_trip_moses_subset():
     assert enc.skipped == () and len(enc.smiles) == 300
     assert int(enc.batch["mask"].sum(1).max()) <= 27
     decoded = [canonical_smiles(m) for m in dense_to_mols(enc.batch, AtomVocabulary(MOSES_ATOMS))]
-    exact = sum(d == canon(s) for d, s in zip(decoded, enc.smiles))
+    exact = sum(d == canon(s) for d, s in zip(decoded, enc.smiles, strict=True))
     assert exact == 300  # measured on 2,000 MOSES training molecules: 2,000 / 2,000 exact
 
 
@@ -148,7 +150,9 @@ def test_molecule_metrics_metric_and_type_distances():
     metric = MoleculeMetrics(VOCAB, train.smiles, train.batch, max_nodes=8)
     batch = dense(HAND_BUILT)
     metric.update({k: v[:3] for k, v in batch.items()})
-    metric.update({k: v[3:, :6] if k == "mask" or k == "X" else v[3:, :6, :6] for k, v in batch.items()})  # a narrower batch
+    metric.update(
+        {k: v[3:, :6] if k == "mask" or k == "X" else v[3:, :6, :6] for k, v in batch.items()}
+    )  # a narrower batch
     out = metric.compute()
     assert out["valid"].item() == pytest.approx(3 / 6) and out["vun"].item() == pytest.approx(1 / 6)
     assert out["filters"].item() == 1.0  # CCO, CC, CCO all pass MOSES's filters
@@ -188,7 +192,9 @@ def test_molecule_data_module_from_file(tmp_path):
         dm = MoleculeDataModule(str(path), num_train=None, num_val=2, num_test=2, max_nodes=8, batch_size=2)
         dm.setup()
     assert [len(dm.smiles(s)) for s in ("train", "val", "test")] == [3, 2, 2]
-    assert sorted(dm.smiles("train") + dm.smiles("val") + dm.smiles("test")) == sorted(["CCO", "CCN", "CC=O", "c1ccccc1", "CC(=O)O", "CCCC", "CNC"])
+    assert sorted(dm.smiles("train") + dm.smiles("val") + dm.smiles("test")) == sorted(
+        ["CCO", "CCN", "CC=O", "c1ccccc1", "CC(=O)O", "CCCC", "CNC"]
+    )
     assert dm.num_edge_types == 4 and dm.num_node_types == 3
     assert dm.class_marginals("E").sum().item() == pytest.approx(1.0)
     batch = next(iter(dm.train_dataloader()))
@@ -216,8 +222,20 @@ def test_tiny_moses_run_end_to_end(tmp_path, monkeypatch):
         "--trainer.max_steps=3", "--trainer.limit_val_batches=0", "--trainer.enable_model_summary=false",
     ]  # fmt: skip
     monkeypatch.chdir(tmp_path)
-    for args in (["fit", "--config", str(config), *tiny],
-                 ["evaluate-graphs", "--ckpt_path", "runs/moses_cpu/checkpoints/last.ckpt", "--out", "eval", "--num_samples", "6", "--num_steps", "10"]):  # fmt: skip
+    for args in (
+        ["fit", "--config", str(config), *tiny],
+        [
+            "evaluate-graphs",
+            "--ckpt_path",
+            "runs/moses_cpu/checkpoints/last.ckpt",
+            "--out",
+            "eval",
+            "--num_samples",
+            "6",
+            "--num_steps",
+            "10",
+        ],
+    ):
         monkeypatch.setattr(sys, "argv", ["diffkit", *args])
         main(args)
     ckpt = torch.load(tmp_path / "runs/moses_cpu/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
@@ -271,7 +289,10 @@ def test_molecule_grid_draws_valid_invalid_and_undrawable(tmp_path):
 
     from diffkit.molecule_eval import draw_molecule_grid
 
-    undrawable = Chem.MolFromSmiles("Br1234#C56789=Cl%10%11%12%13#N=5%14%15%16%17#O15%18%19#C1%20%21%22=Br6%23%24%25#S#5=1%146%26%27%28%29=C15%14%30%31%32%33#C=%10=62%34%35%36%37#C=%11=126%10%38%39(#S%20%23#Br=%12=5=%34%21%151=O=7%2225%11#C=6=8=%3527%12#C=%26%141=C#%18=5=%27168(#C#3(=N#%10=%16=%30=24%361%28(=C=9=%37%38%29)Br=%31%396)(=C#%24)N=%32=8=7)=C=%13%11%17%25%12)C=%19%33", sanitize=False)
+    undrawable = Chem.MolFromSmiles(
+        "Br1234#C56789=Cl%10%11%12%13#N=5%14%15%16%17#O15%18%19#C1%20%21%22=Br6%23%24%25#S#5=1%146%26%27%28%29=C15%14%30%31%32%33#C=%10=62%34%35%36%37#C=%11=126%10%38%39(#S%20%23#Br=%12=5=%34%21%151=O=7%2225%11#C=6=8=%3527%12#C=%26%141=C#%18=5=%27168(#C#3(=N#%10=%16=%30=24%361%28(=C=9=%37%38%29)Br=%31%396)(=C#%24)N=%32=8=7)=C=%13%11%17%25%12)C=%19%33",
+        sanitize=False,
+    )
     mols = [Chem.MolFromSmiles("c1ccccc1O"), dense_to_mols(dense([HAND_BUILT[1]]), VOCAB)[0], undrawable]
     draw_molecule_grid(mols, tmp_path / "grid.png", per_row=3)
     with Image.open(tmp_path / "grid.png") as im:

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.reliability import RowsDataModule, SyncCheckModule, make_trainer, quiet_lightning
 
 from diffkit import GaussianProcess
 from diffkit.models import MLPDenoiser
-from helpers.reliability import RowsDataModule, SyncCheckModule, make_trainer, quiet_lightning
 
 T = 10
 TRAIN, VAL = 32, 32
@@ -44,7 +44,16 @@ def build_model(record_dir: str | None) -> SyncCheckModule:
     noise = torch.randn(TRAIN + VAL, 2, generator=g)
     torch.manual_seed(0)
     net = MLPDenoiser(2, T, hidden=32, depth=2)
-    return SyncCheckModule(GaussianProcess(T), net, "eps", num_eval_samples=0, rows=rows, t_table=t_table, noise_table=noise, record_dir=record_dir)
+    return SyncCheckModule(
+        GaussianProcess(T),
+        net,
+        "eps",
+        num_eval_samples=0,
+        rows=rows,
+        t_table=t_table,
+        noise_table=noise,
+        record_dir=record_dir,
+    )
 
 
 def data(model: SyncCheckModule, batch_size: int) -> RowsDataModule:
@@ -56,9 +65,13 @@ def runs(tmp_path_factory):
     quiet_lightning()
     root = tmp_path_factory.mktemp("ddp")
     single = build_model(None)
-    make_trainer(root / "one", max_steps=STEPS, use_distributed_sampler=False).fit(single, data(single, 2 * PER_RANK_BATCH))
+    make_trainer(root / "one", max_steps=STEPS, use_distributed_sampler=False).fit(
+        single, data(single, 2 * PER_RANK_BATCH)
+    )
     multi = build_model(str(root))
-    trainer = make_trainer(root / "two", max_steps=STEPS, devices=2, strategy="ddp_spawn", use_distributed_sampler=False)
+    trainer = make_trainer(
+        root / "two", max_steps=STEPS, devices=2, strategy="ddp_spawn", use_distributed_sampler=False
+    )
     trainer.fit(multi, data(multi, PER_RANK_BATCH))
     return {
         "single": single,
@@ -83,7 +96,9 @@ def test_two_processes_match_one_for_the_first_steps(runs) -> None:
 def test_validation_metrics_sync_across_processes(runs, name) -> None:
     one, two = runs["single_metrics"][name], runs["multi_metrics"][name]
     assert bool(torch.isfinite(one))
-    torch.testing.assert_close(two, one, rtol=1e-5, atol=1e-6, msg=f"{name}: 2 processes {float(two)} vs 1 process {float(one)}")
+    torch.testing.assert_close(
+        two, one, rtol=1e-5, atol=1e-6, msg=f"{name}: 2 processes {float(two)} vs 1 process {float(one)}"
+    )
 
 
 def test_ranks_draw_different_timesteps(runs) -> None:

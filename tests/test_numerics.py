@@ -19,11 +19,11 @@ import itertools
 
 import pytest
 import torch
+from helpers.reliability import RowsDataModule, make_trainer, quiet_lightning
 
 from diffkit import CategoricalProcess, GaussianProcess, NoiseSchedule, nll_bound
 from diffkit.models import MLPDenoiser, TokenTransformer
 from diffkit.module import DiffusionModule
-from helpers.reliability import RowsDataModule, make_trainer, quiet_lightning
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -82,7 +82,9 @@ def test_gaussian_alpha_bar_below_float32_range() -> None:
     """alpha_bar_T = 1e-50 is 0 in float32, where x0_from_eps divides by sqrt(alpha_bar_T): no float32
     computation can give finite eps-losses at t = T, so the schedule is refused when the process is
     built, naming the value and the limit; the smallest float32 normal itself is accepted and finite."""
-    with pytest.raises(ValueError, match=r"schedule: alpha_bar_T = 1e-50 is below float32's smallest normal number 1\.18e-38"):
+    with pytest.raises(
+        ValueError, match=r"schedule: alpha_bar_T = 1e-50 is below float32's smallest normal number 1\.18e-38"
+    ):
         GaussianProcess(3, NoiseSchedule.from_alpha_bar([1.0, 0.5, 1e-20, 1e-50]))
     gaussian_edge_checks(GaussianProcess(3, NoiseSchedule.from_alpha_bar([1.0, 0.5, 1e-20, 1.2e-38])))
 
@@ -121,7 +123,9 @@ def categorical_edge_checks(proc: CategoricalProcess, scale: float, check_revers
             assert _all_finite(proc.vlb(out.detach(), x0, noised.x_t, t, name)), f"t={t_i} {name} vlb"
             if check_reverse and name == "x0":
                 rev = proc.reverse(out.detach(), noised.x_t, t)
-                torch.testing.assert_close(rev.sum(-1), torch.ones(B, L), rtol=0, atol=1e-5, msg=f"t={t_i}: reverse rows")
+                torch.testing.assert_close(
+                    rev.sum(-1), torch.ones(B, L), rtol=0, atol=1e-5, msg=f"t={t_i}: reverse rows"
+                )
 
 
 EDGE_CASES = list(itertools.product([2, 1024], [1, 4000], ["uniform", "absorbing", "marginal"]))
@@ -139,7 +143,16 @@ def test_categorical_extreme_logits_keep_losses_finite(K, T, kind) -> None:
     categorical_edge_checks(categorical_process(K, T, kind), scale=1e4, check_reverse=kind == "uniform")
 
 
-@pytest.mark.parametrize("K, T, kind", [(2, 4000, "absorbing"), (1024, 4000, "absorbing"), (8, 100, "absorbing"), (2, 4000, "marginal"), (1024, 100, "marginal")])
+@pytest.mark.parametrize(
+    "K, T, kind",
+    [
+        (2, 4000, "absorbing"),
+        (1024, 4000, "absorbing"),
+        (8, 100, "absorbing"),
+        (2, 4000, "marginal"),
+        (1024, 100, "marginal"),
+    ],
+)
 def test_reverse_rows_with_extreme_logits_for_kernels_with_zeros(K, T, kind) -> None:
     proc = categorical_process(K, T, kind)
     B, L = 2, 6
@@ -158,7 +171,11 @@ def test_reverse_rows_with_extreme_logits_for_kernels_with_zeros(K, T, kind) -> 
 def test_nll_bound_is_finite_for_the_smallest_and_largest_cases() -> None:
     """The full ELBO (prior + diffusion + decoder) for T = 1 and K = 2, and for K = 1024."""
     g = torch.Generator().manual_seed(0)
-    for proc in (CategoricalProcess(2, 1, "uniform"), CategoricalProcess(2, 1, "absorbing"), CategoricalProcess(1024, 3, "absorbing")):
+    for proc in (
+        CategoricalProcess(2, 1, "uniform"),
+        CategoricalProcess(2, 1, "absorbing"),
+        CategoricalProcess(1024, 3, "absorbing"),
+    ):
         x0 = torch.randint(0, proc.num_classes, (2, 4), generator=g)
         net = lambda x_t, t, K=proc.num_classes: torch.zeros(*x_t.shape, K)  # noqa: E731
         bound = nll_bound(proc, net, x0, "x0", generator=g)
@@ -186,11 +203,27 @@ class AutocastDenoiser(torch.nn.Module):
 
 def _bf16_models():
     T = 50
-    yield "gaussian-eps", DiffusionModule(GaussianProcess(T), AutocastDenoiser(MLPDenoiser(2, T, hidden=32, depth=2)), "eps", num_eval_samples=0), torch.randn(16, 2)
-    yield "gaussian-v", DiffusionModule(GaussianProcess(T), AutocastDenoiser(MLPDenoiser(2, T, hidden=32, depth=2)), "v", num_eval_samples=0), torch.randn(16, 2)
+    yield (
+        "gaussian-eps",
+        DiffusionModule(
+            GaussianProcess(T), AutocastDenoiser(MLPDenoiser(2, T, hidden=32, depth=2)), "eps", num_eval_samples=0
+        ),
+        torch.randn(16, 2),
+    )
+    yield (
+        "gaussian-v",
+        DiffusionModule(
+            GaussianProcess(T), AutocastDenoiser(MLPDenoiser(2, T, hidden=32, depth=2)), "v", num_eval_samples=0
+        ),
+        torch.randn(16, 2),
+    )
     proc = CategoricalProcess(6, T, "absorbing")
     net = TokenTransformer(proc.num_states, 6, 8, T, d_model=16, depth=1, heads=2)
-    yield "tokens-absorbing", DiffusionModule(proc, AutocastDenoiser(net), "x0", num_eval_samples=0), torch.randint(0, 6, (16, 8))
+    yield (
+        "tokens-absorbing",
+        DiffusionModule(proc, AutocastDenoiser(net), "x0", num_eval_samples=0),
+        torch.randint(0, 6, (16, 8)),
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -222,8 +255,20 @@ def test_bf16_mixed_precision_training_with_lightning(tmp_path) -> None:
 
     proc = CategoricalProcess(6, T, "absorbing")
     cases = [
-        (Record(GaussianProcess(T), MLPDenoiser(2, T, hidden=32, depth=2), "eps", loss="hybrid", num_eval_samples=0), torch.randn(48, 2)),
-        (Record(proc, TokenTransformer(proc.num_states, 6, 8, T, d_model=16, depth=1, heads=2), "x0", loss="hybrid", num_eval_samples=0), torch.randint(0, 6, (48, 8))),
+        (
+            Record(GaussianProcess(T), MLPDenoiser(2, T, hidden=32, depth=2), "eps", loss="hybrid", num_eval_samples=0),
+            torch.randn(48, 2),
+        ),
+        (
+            Record(
+                proc,
+                TokenTransformer(proc.num_states, 6, 8, T, d_model=16, depth=1, heads=2),
+                "x0",
+                loss="hybrid",
+                num_eval_samples=0,
+            ),
+            torch.randint(0, 6, (48, 8)),
+        ),
     ]
     for model, data in cases:
         make_trainer(tmp_path, max_steps=3, precision="bf16-mixed").fit(model, RowsDataModule(data, batch_size=16))

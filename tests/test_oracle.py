@@ -76,7 +76,7 @@ def test_exact_propagation_through_derived_reverse_returns_q0(kind, steps, float
     states = torch.arange(ref.S)
     q0_padded = torch.cat([Q0, torch.zeros(ref.S - K, dtype=torch.float64)])
     p = proc.prior_probs.clone()  # p(x_T), (S,)
-    for t, s in zip(ts[:-1], ts[1:]):
+    for t, s in zip(ts[:-1], ts[1:], strict=True):
         oracle = ref.x0_given_xt(Q0, t)  # (S, K): exact q(x0 | x_t) for every state x_t
         reverse = proc.posterior(states, oracle, t, s)  # (S, S): p(x_s | x_t) = sum_x0 q(x_s | x_t, x0) q(x0 | x_t)
         torch.testing.assert_close(reverse.sum(-1), torch.ones(ref.S), rtol=0, atol=1e-12)  # rows are distributions
@@ -120,7 +120,18 @@ def test_oracle_mean_equals_numerical_reverse_mean(schedule: str, float64) -> No
     proc = GaussianProcess(T, schedule)
     ab = make_schedule(schedule, T).alpha_bar
     strided = sampling_timesteps(T, 5)
-    pairs = sorted({(2, 1), (10, 9), (50, 20), (T, T - 1), (T, 1), (T, 150), (101, 100), *zip(strided[:-1], strided[1:])})
+    pairs = sorted(
+        {
+            (2, 1),
+            (10, 9),
+            (50, 20),
+            (T, T - 1),
+            (T, 1),
+            (T, 150),
+            (101, 100),
+            *zip(strided[:-1], strided[1:], strict=True),
+        }
+    )
     z = torch.tensor([-2.0, 0.5, 1.5], dtype=torch.float64)
     for t, s in pairs:
         ab_t, ab_s = ab[t], ab[s]
@@ -141,14 +152,20 @@ def test_oracle_mean_equals_numerical_reverse_mean(schedule: str, float64) -> No
         # of a Gaussian is exact to rounding.
         sd_s = (1 - ab_s).sqrt()
         centres = ab_s.sqrt() * POINTS
-        grid = torch.linspace(float(centres.min() - 12 * sd_s), float(centres.max() + 12 * sd_s), 40001, dtype=torch.float64)
-        log_q_s = torch.logsumexp(torch.log(WEIGHTS) + log_normal(grid[:, None], ab_s.sqrt() * POINTS, 1 - ab_s), -1)  # (G,)
+        grid = torch.linspace(
+            float(centres.min() - 12 * sd_s), float(centres.max() + 12 * sd_s), 40001, dtype=torch.float64
+        )
+        log_q_s = torch.logsumexp(
+            torch.log(WEIGHTS) + log_normal(grid[:, None], ab_s.sqrt() * POINTS, 1 - ab_s), -1
+        )  # (G,)
         alpha_ts = ab_t / ab_s
         log_f = log_normal(x_t[:, None], alpha_ts.sqrt() * grid, 1 - alpha_ts) + log_q_s  # (9, G)
         expected = (torch.softmax(log_f, -1) * grid).sum(-1)
         # 1e-10: the grid integral agrees to ~1e-13 (rounding in the sums); the brief's bar is 1e-6,
         # and any error in the derived mean (a wrong coefficient, a wrong s) is far above it.
-        torch.testing.assert_close(mean, expected, rtol=0, atol=1e-10, msg=lambda m: f"(t, s) = ({t}, {s}): {m}")
+        torch.testing.assert_close(
+            mean, expected, rtol=0, atol=1e-10, msg=lambda m, t=t, s=s: f"(t, s) = ({t}, {s}): {m}"
+        )
 
 
 def test_oracle_mean_at_s_zero_is_the_oracle_x0(float64) -> None:
@@ -175,7 +192,7 @@ def exact_elbo_terms(proc, ref, oracle: nn.Module) -> tuple[float, float, float]
                 if w > 0:
                     rows.append((x0, x_t, t))
                     weights.append(w)
-    x0, x_t, t = (torch.tensor(c) for c in zip(*rows))
+    x0, x_t, t = (torch.tensor(c) for c in zip(*rows, strict=True))
     terms = torch.tensor(weights) * proc.vlb(oracle(x_t, t), x0, x_t, t, "x0")  # L_{t-1}: decoder at t = 1
     prior = float((Q0 * proc.prior_term(torch.arange(K))).sum())
     return prior, float(terms[t == 1].sum()), float(terms[t >= 2].sum())
@@ -230,10 +247,17 @@ def test_nll_bound_of_the_oracle_estimates_each_term(kind, float64, cat_ref) -> 
     assert decoder > 0.05, "the setting must give L_0 weight, or dropping it would go unnoticed"
     # Fixed seed; each term's batch mean within 5 standard errors of its exact expectation
     # (+1e-12 for a term that is constant across the batch).
-    for name, values, exact in (("prior", bound.prior, prior), ("decoder", bound.decoder, decoder), ("diffusion", bound.diffusion, diffusion), ("total", bound.total, entropy + prior_kl)):
+    for name, values, exact in (
+        ("prior", bound.prior, prior),
+        ("decoder", bound.decoder, decoder),
+        ("diffusion", bound.diffusion, diffusion),
+        ("total", bound.total, entropy + prior_kl),
+    ):
         assert bool(torch.isfinite(values).all())
         se = float(values.std() / math.sqrt(B))
-        assert abs(float(values.mean()) - exact) <= 5 * se + 1e-12, f"{name}: mean {float(values.mean())} vs {exact} (se {se})"
+        assert abs(float(values.mean()) - exact) <= 5 * se + 1e-12, (
+            f"{name}: mean {float(values.mean())} vs {exact} (se {se})"
+        )
     torch.testing.assert_close(bound.bits_per_element, bound.total / math.log(2), rtol=1e-14, atol=0)
     assert bound.steps is None
 
@@ -243,8 +267,20 @@ def test_nll_bound_per_step_terms_are_the_terms_of_each_call(float64, cat_ref) -
     unchanged), for a categorical and a Gaussian process."""
     T, B = 8, 50
     cat, ref = build("uniform", T, cat_ref)
-    cases = [(cat, CategoricalOracle(ref, Q0), torch.multinomial(Q0, B, replacement=True, generator=torch.Generator().manual_seed(3)), "x0"),
-             (diffkit.GaussianProcess(T), lambda x_t, t: 0.5 * x_t, torch.randn(B, 3, generator=torch.Generator().manual_seed(3)), "eps")]
+    cases = [
+        (
+            cat,
+            CategoricalOracle(ref, Q0),
+            torch.multinomial(Q0, B, replacement=True, generator=torch.Generator().manual_seed(3)),
+            "x0",
+        ),
+        (
+            diffkit.GaussianProcess(T),
+            lambda x_t, t: 0.5 * x_t,
+            torch.randn(B, 3, generator=torch.Generator().manual_seed(3)),
+            "eps",
+        ),
+    ]
     for proc, net, x0, param in cases:
         calls = {}
 
@@ -256,7 +292,9 @@ def test_nll_bound_per_step_terms_are_the_terms_of_each_call(float64, cat_ref) -
         bound = diffkit.nll_bound(proc, recording, x0, param, generator=torch.Generator().manual_seed(9), per_step=True)
         assert bound.steps.shape == (B, T)
         for t_i, (x_t, t) in calls.items():
-            torch.testing.assert_close(bound.steps[:, t_i - 1], proc.vlb(net(x_t, t), x0, x_t, t, param), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(
+                bound.steps[:, t_i - 1], proc.vlb(net(x_t, t), x0, x_t, t, param), rtol=1e-12, atol=1e-12
+            )
         torch.testing.assert_close(bound.steps[:, 0], bound.decoder, rtol=0, atol=0)
         torch.testing.assert_close(bound.steps.sum(1), bound.decoder + bound.diffusion, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(bound.total, plain.total, rtol=0, atol=0)
@@ -270,7 +308,7 @@ def test_sampling_timesteps_are_strictly_decreasing_from_T_to_0(T: int) -> None:
     for n in range(1, T + 1):
         ts = sampling_timesteps(T, n)
         assert len(ts) == n + 1 and ts[0] == T and ts[-1] == 0, (T, n, ts)
-        assert all(a > b for a, b in zip(ts, ts[1:])), (T, n, ts)
+        assert all(a > b for a, b in zip(ts, ts[1:], strict=False)), (T, n, ts)
         assert all(isinstance(v, int) for v in ts)
     assert sampling_timesteps(T) == list(range(T, -1, -1))
     assert sampling_timesteps(T, T) == list(range(T, -1, -1))
@@ -296,7 +334,18 @@ def _gaussian_denoiser(x, t):
 @pytest.mark.parametrize("eta", [None, 0.0, 1.0])
 def test_sample_is_reproducible_with_a_generator(eta, float64) -> None:
     gproc = GaussianProcess(20, "cosine")
-    runs = [diffkit.sample(gproc, _gaussian_denoiser, (8, 3), "eps", num_steps=6, generator=torch.Generator().manual_seed(seed), eta=eta) for seed in (0, 0, 1)]
+    runs = [
+        diffkit.sample(
+            gproc,
+            _gaussian_denoiser,
+            (8, 3),
+            "eps",
+            num_steps=6,
+            generator=torch.Generator().manual_seed(seed),
+            eta=eta,
+        )
+        for seed in (0, 0, 1)
+    ]
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
     assert bool(torch.isfinite(runs[0]).all())
@@ -305,7 +354,9 @@ def test_sample_is_reproducible_with_a_generator(eta, float64) -> None:
 def test_categorical_sample_is_reproducible_with_a_generator(float64, cat_ref) -> None:
     proc, ref = build("absorbing", 20, cat_ref)
     oracle = CategoricalOracle(ref, Q0)
-    runs = [diffkit.sample(proc, oracle, (16, 5), "x0", generator=torch.Generator().manual_seed(seed)) for seed in (3, 3, 4)]
+    runs = [
+        diffkit.sample(proc, oracle, (16, 5), "x0", generator=torch.Generator().manual_seed(seed)) for seed in (3, 3, 4)
+    ]
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
 
@@ -314,7 +365,9 @@ def test_previous_step_cannot_be_sampled_with_fewer_steps(float64) -> None:
     proc = GaussianProcess(10, "cosine")
     with pytest.raises(ValueError, match="previous-step"):
         diffkit.sample(proc, lambda x, t: 0.9 * x, (4, 2), "previous-step", num_steps=5)
-    out = diffkit.sample(proc, lambda x, t: 0.9 * x, (4, 2), "previous-step", generator=torch.Generator().manual_seed(0))
+    out = diffkit.sample(
+        proc, lambda x, t: 0.9 * x, (4, 2), "previous-step", generator=torch.Generator().manual_seed(0)
+    )
     assert out.shape == (4, 2)
     cat = CategoricalProcess(3, 10)
     with pytest.raises(ValueError, match="previous-step"):

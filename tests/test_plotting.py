@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from diffkit.data.tables import sample_table
 from diffkit import plotting
+from diffkit.data.tables import sample_table
 from diffkit.plotting import plot_samples
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -171,7 +171,9 @@ def _images(figure) -> list:
     return [im for ax in figure.axes if ax.get_visible() for im in ax.images]
 
 
-@pytest.mark.parametrize("shape, image_shape", [((70, 1, 8, 8), None), ((70, 8, 8), None), ((70, 64), (1, 8, 8)), ((5, 3, 4, 6), None)])
+@pytest.mark.parametrize(
+    "shape, image_shape", [((70, 1, 8, 8), None), ((70, 8, 8), None), ((70, 64), (1, 8, 8)), ((5, 3, 4, 6), None)]
+)
 def test_image_like_data_is_drawn_as_a_grid_of_images(shape, image_shape, tmp_path):
     samples, reference = torch.rand(*shape, generator=_gen(0)), torch.rand(*shape, generator=_gen(1))
     figure = plotting.samples_figure(samples, reference, image_shape=image_shape)

@@ -129,7 +129,9 @@ def test_posterior_matches_brute_force_bayes(bitflip, float64, flip_probs) -> No
             bayes = bayes / bayes.sum()
             got = process.posterior(x_t, x0, t, s)[row, 0]
             assert torch.allclose(got, bayes, atol=1e-12), (t, s, a, b)
-            mixture = sum(x0_probs[row, 0, j] * (Qbar_s[j] * Q_ts[:, b]) / (Qbar_s[j] * Q_ts[:, b]).sum() for j in range(2))
+            mixture = sum(
+                x0_probs[row, 0, j] * (Qbar_s[j] * Q_ts[:, b]) / (Qbar_s[j] * Q_ts[:, b]).sum() for j in range(2)
+            )
             assert torch.allclose(process.posterior(x_t, x0_probs, t, s)[row, 0], mixture, atol=1e-12), (t, s, row)
 
 
@@ -179,14 +181,22 @@ def test_bad_inputs_name_the_argument(bitflip) -> None:
     with pytest.raises(ValueError, match="flip_probs: expected values in"):
         bitflip.BitFlipProcess(num_steps=2, flip_probs=[0.5, 0.2])
     with pytest.raises(ValueError, match="eta: "):
-        process.reverse_from_x0(torch.zeros(1, 2, dtype=torch.long), torch.full((1, 2, 2), 0.5), torch.tensor([2]), torch.tensor([1]), eta=0.0)
+        process.reverse_from_x0(
+            torch.zeros(1, 2, dtype=torch.long),
+            torch.full((1, 2, 2), 0.5),
+            torch.tensor([2]),
+            torch.tensor([1]),
+            eta=0.0,
+        )
 
 
 def test_binary_patterns_are_seeded_bits(bitflip) -> None:
     dm = bitflip.BinaryPatternsDataModule(num_train=256, num_val=32, batch_size=64, seed=3)
     x = dm.split("train")
     assert x.shape == (256, 16) and x.dtype == torch.long and set(x.unique().tolist()) <= {0, 1}
-    assert torch.equal(x, bitflip.BinaryPatternsDataModule(num_train=256, num_val=32, batch_size=64, seed=3).split("train"))
+    assert torch.equal(
+        x, bitflip.BinaryPatternsDataModule(num_train=256, num_val=32, batch_size=64, seed=3).split("train")
+    )
     nearest = (x[:, None, :] != dm.prototypes[None]).sum(-1).min(1).values  # Hamming distance to a prototype
     assert nearest.float().mean() < 2  # about 16 * 0.05 bits of noise
     with pytest.raises(ValueError, match="bit_noise"):
@@ -198,18 +208,29 @@ def test_entry_points_load_the_plugin_classes(bitflip) -> None:
     from lightning.pytorch import LightningDataModule
 
     loaded = {ep.name: ep.load() for ep in plugin_entry_points()}
-    assert loaded == {"BitFlipProcess": bitflip.BitFlipProcess, "BinaryPatternsDataModule": bitflip.BinaryPatternsDataModule}
+    assert loaded == {
+        "BitFlipProcess": bitflip.BitFlipProcess,
+        "BinaryPatternsDataModule": bitflip.BinaryPatternsDataModule,
+    }
     assert issubclass(loaded["BitFlipProcess"], ForwardProcess)
     assert issubclass(loaded["BinaryPatternsDataModule"], LightningDataModule)
 
 
-def test_config_fits_checkpoints_and_samples(bitflip, one_thread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_fits_checkpoints_and_samples(
+    bitflip, one_thread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # As after `pip install -e examples/plugins`: the CLI finds the classes through the entry points,
     # so the config's short names resolve.
-    monkeypatch.setattr(diffkit.cli, "entry_points", lambda group: plugin_entry_points() if group == diffkit.cli.PLUGIN_GROUP else EntryPoints(()))
+    monkeypatch.setattr(
+        diffkit.cli,
+        "entry_points",
+        lambda group: plugin_entry_points() if group == diffkit.cli.PLUGIN_GROUP else EntryPoints(()),
+    )
     monkeypatch.chdir(tmp_path)
     args = [
-        "fit", "--config", str(CONFIG),
+        "fit",
+        "--config",
+        str(CONFIG),
         "--trainer.max_steps=5",
         f"--trainer.default_root_dir={tmp_path}",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
@@ -234,8 +255,12 @@ def test_config_fits_checkpoints_and_samples(bitflip, one_thread, tmp_path: Path
     metrics = (tmp_path / "logs" / "version_0" / "metrics.csv").read_text()
     assert "train/loss" in metrics and "val/nll_bits_per_element" in metrics
 
-    samples = diffkit.cli.sample_from_checkpoint(ckpt, num_samples=16, plot=None, output=tmp_path / "s.pt", progress=False)
+    samples = diffkit.cli.sample_from_checkpoint(
+        ckpt, num_samples=16, plot=None, output=tmp_path / "s.pt", progress=False
+    )
     assert samples.shape == (16, 16) and samples.dtype == torch.long
     assert set(samples.unique().tolist()) <= {0, 1}
-    strided = diffkit.cli.sample_from_checkpoint(ckpt, num_samples=4, num_steps=5, plot=None, output=tmp_path / "s5.pt", progress=False)
+    strided = diffkit.cli.sample_from_checkpoint(
+        ckpt, num_samples=4, num_steps=5, plot=None, output=tmp_path / "s5.pt", progress=False
+    )
     assert strided.shape == (4, 16) and set(strided.unique().tolist()) <= {0, 1}

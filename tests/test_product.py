@@ -101,10 +101,17 @@ def test_masked_loss_equals_loss_without_padding(kind: str, float64, gen) -> Non
     junk_x0["X"][0, n:] = KX - 1
     junk_xt = {k: v.clone() for k, v in x_t.items()}
     junk_xt["X"][0, n:] = 1
-    torch.testing.assert_close(proc.loss(junk_out, junk_x0, junk_xt, t, None, "x0", kind=kind)[:1], ref0, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        proc.loss(junk_out, junk_x0, junk_xt, t, None, "x0", kind=kind)[:1], ref0, rtol=1e-12, atol=1e-12
+    )
 
     # The ELBO pieces agree as well.
-    torch.testing.assert_close(proc.vlb(out_logits, padded, x_t, t, "x0")[:1], proc.vlb(small_out, small, small_t, t[:1], "x0"), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        proc.vlb(out_logits, padded, x_t, t, "x0")[:1],
+        proc.vlb(small_out, small, small_t, t[:1], "x0"),
+        rtol=1e-12,
+        atol=1e-12,
+    )
     torch.testing.assert_close(proc.prior_term(padded)[:1], proc.prior_term(small), rtol=1e-12, atol=1e-12)
     assert proc.num_elements(padded).tolist() == [n + n * (n - 1) / 2, N + N * (N - 1) / 2]
 
@@ -129,8 +136,15 @@ def test_field_weights_scale_the_hand_written_losses(float64, gen) -> None:
     torch.testing.assert_close(fields["E"], hand_E, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(plain.loss(out, x0, x_t, t, None, "x0"), hand_X + hand_E, rtol=1e-12, atol=1e-12)
     weighted = graph_process(weights={"X": 2.0, "E": 5.0})
-    torch.testing.assert_close(weighted.loss(out, x0, x_t, t, None, "x0"), 2 * hand_X + 5 * hand_E, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(weighted.loss(out, x0, x_t, t, None, "x0", kind="kl"), 2 * fields_kl(plain, out, x0, x_t, t)["X"] + 5 * fields_kl(plain, out, x0, x_t, t)["E"], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        weighted.loss(out, x0, x_t, t, None, "x0"), 2 * hand_X + 5 * hand_E, rtol=1e-12, atol=1e-12
+    )
+    torch.testing.assert_close(
+        weighted.loss(out, x0, x_t, t, None, "x0", kind="kl"),
+        2 * fields_kl(plain, out, x0, x_t, t)["X"] + 5 * fields_kl(plain, out, x0, x_t, t)["E"],
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def fields_kl(proc: ProductProcess, out, x0, x_t, t) -> dict[str, torch.Tensor]:
@@ -142,7 +156,10 @@ def test_sampling_keeps_symmetry_and_padding(float64) -> None:
     mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [True] * 2 + [False] * 4])
 
     def denoiser(x, t):  # any deterministic function of (x_t, t) with the right output shapes
-        return {"X": F.one_hot(x["X"], KX).double() * 2.0 - t[:, None, None] / T, "E": F.one_hot(x["E"], KE).double() + 0.5}
+        return {
+            "X": F.one_hot(x["X"], KX).double() * 2.0 - t[:, None, None] / T,
+            "E": F.one_hot(x["E"], KE).double() + 0.5,
+        }
 
     g = torch.Generator().manual_seed(5)
     out = diffkit.sample(proc, denoiser, {"X": (3, 6), "E": (3, 6, 6)}, "x0", num_steps=7, generator=g, mask=mask)
@@ -166,11 +183,13 @@ def test_mixed_gaussian_and_categorical_table(float64, gen) -> None:
     out = {"num": torch.randn(B, 3, generator=gen), "cat": torch.randn(B, 2, 4, generator=gen)}
     param = {"num": "eps", "cat": "x0"}
     for kind in ("simple", "kl", "hybrid"):
-        expected = gauss.loss(out["num"], x0["num"], noised.x_t["num"], t, noised.noise["num"], "eps", kind) + 0.5 * cat.loss(
-            out["cat"], x0["cat"], noised.x_t["cat"], t, noised.noise["cat"], "x0", kind
-        )
+        expected = gauss.loss(
+            out["num"], x0["num"], noised.x_t["num"], t, noised.noise["num"], "eps", kind
+        ) + 0.5 * cat.loss(out["cat"], x0["cat"], noised.x_t["cat"], t, noised.noise["cat"], "x0", kind)
         # 1e-12: the same two field losses, added.
-        torch.testing.assert_close(proc.loss(out, x0, noised.x_t, t, noised.noise, param, kind=kind), expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            proc.loss(out, x0, noised.x_t, t, noised.noise, param, kind=kind), expected, rtol=1e-12, atol=1e-12
+        )
     post = proc.posterior(noised.x_t, x0, t)
     torch.testing.assert_close(post["num"].mean, gauss.posterior(noised.x_t["num"], x0["num"], t).mean, rtol=0, atol=0)
     torch.testing.assert_close(post["cat"], cat.posterior(noised.x_t["cat"], x0["cat"], t), rtol=0, atol=0)

@@ -173,12 +173,16 @@ def test_mixture_posterior_with_probabilities_is_a_distribution(proc, data) -> N
     mix = proc.posterior(x_t, p, t, s)
     assert bool((mix >= 0).all())
     torch.testing.assert_close(mix.sum(-1), torch.ones(B, L), rtol=0, atol=ATOL32)
-    like_t = torch.stack([proc.marginal(torch.full_like(x0, k), t).gather(-1, x_t.unsqueeze(-1)).squeeze(-1) for k in range(K)], -1)
+    like_t = torch.stack(
+        [proc.marginal(torch.full_like(x0, k), t).gather(-1, x_t.unsqueeze(-1)).squeeze(-1) for k in range(K)], -1
+    )
     w = p * (like_t > 0)  # (B, L, K): candidates that can produce x_t
     w = w / w.sum(-1, keepdim=True)
     # Inconsistent candidates (like_t = 0) carry weight 0; posterior() refuses ids that cannot produce
     # x_t, so their rows are evaluated at the true x0 instead (any consistent id would do).
-    expected = sum(w[..., k, None] * proc.posterior(x_t, torch.where(like_t[..., k] > 0, k, x0), t, s) for k in range(K))
+    expected = sum(
+        w[..., k, None] * proc.posterior(x_t, torch.where(like_t[..., k] > 0, k, x0), t, s) for k in range(K)
+    )
     torch.testing.assert_close(mix, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -244,7 +248,9 @@ def any_betas_processes(draw):
     schedule = NoiseSchedule.from_betas(betas)
     if kind == "gaussian":
         if float(schedule.alpha_bar[-1]) < torch.finfo(torch.float32).tiny:
-            with pytest.raises(ValueError, match=r"schedule: alpha_bar_T = .* is below float32's smallest normal number"):
+            with pytest.raises(
+                ValueError, match=r"schedule: alpha_bar_T = .* is below float32's smallest normal number"
+            ):
                 GaussianProcess(T, schedule)
             return None
         return GaussianProcess(T, schedule)
@@ -284,11 +290,17 @@ def graphs(draw):
     T = draw(st.integers(1, 100))
     N = draw(st.integers(1, 7))
     sizes = draw(st.lists(st.integers(0, N), min_size=1, max_size=4))
-    kinds = draw(st.tuples(st.sampled_from(["uniform", "absorbing", "marginal"]), st.sampled_from(["uniform", "absorbing", "marginal"])))
+    kinds = draw(
+        st.tuples(
+            st.sampled_from(["uniform", "absorbing", "marginal"]), st.sampled_from(["uniform", "absorbing", "marginal"])
+        )
+    )
     seed = draw(st.integers(0, 2**31 - 1))
 
     def field(K, kind):
-        return CategoricalProcess(K, T, kind, marginals=torch.arange(1, K + 1, dtype=torch.float64) if kind == "marginal" else None)
+        return CategoricalProcess(
+            K, T, kind, marginals=torch.arange(1, K + 1, dtype=torch.float64) if kind == "marginal" else None
+        )
 
     proc = ProductProcess({"X": field(KX, kinds[0]), "E": field(KE, kinds[1])}, symmetric=["E"])
     g = torch.Generator().manual_seed(seed)
@@ -310,11 +322,16 @@ def _product_checks(proc, x0, g) -> None:
         assert torch.equal(x_t["X"][~mask], x0["X"][~mask]), "a padded node was noised"
         assert torch.equal(x_t["E"][~pair], x0["E"][~pair]), "a padded edge was noised"
         assert torch.equal(x_t["E"], x_t["E"].transpose(1, 2)), "E_t is not symmetric"
-        assert torch.equal(torch.diagonal(x_t["E"], dim1=1, dim2=2), torch.diagonal(x0["E"], dim1=1, dim2=2)), "the diagonal was noised"
+        assert torch.equal(torch.diagonal(x_t["E"], dim1=1, dim2=2), torch.diagonal(x0["E"], dim1=1, dim2=2)), (
+            "the diagonal was noised"
+        )
         # A reverse step keeps the same invariants.
         B = mask.shape[0]
         tt = torch.full((B,), t)
-        out = {f: torch.randn(p.get_parametrization("x0").output_shape(p, x_t[f]), generator=g) for f, p in proc.fields.items()}
+        out = {
+            f: torch.randn(p.get_parametrization("x0").output_shape(p, x_t[f]), generator=g)
+            for f, p in proc.fields.items()
+        }
         x_s = proc.step(out, x_t, tt, tt - 1, "x0", generator=g)
         assert torch.equal(x_s["X"][~mask], x0["X"][~mask])
         assert torch.equal(x_s["E"][~pair], x0["E"][~pair])
@@ -323,9 +340,15 @@ def _product_checks(proc, x0, g) -> None:
         loss = proc.loss(out, x0, x_t, tt, None, "x0", kind="hybrid")
         scrambled = {
             "X": torch.where(mask[..., None], out["X"], 50 * torch.randn(out["X"].shape, generator=g)),
-            "E": torch.where((pair & torch.ones_like(pair).triu(1))[..., None], out["E"], 50 * torch.randn(out["E"].shape, generator=g)),
+            "E": torch.where(
+                (pair & torch.ones_like(pair).triu(1))[..., None],
+                out["E"],
+                50 * torch.randn(out["E"].shape, generator=g),
+            ),
         }
-        torch.testing.assert_close(proc.loss(scrambled, x0, x_t, tt, None, "x0", kind="hybrid"), loss, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(
+            proc.loss(scrambled, x0, x_t, tt, None, "x0", kind="hybrid"), loss, rtol=1e-6, atol=1e-6
+        )
 
 
 @FAST

@@ -56,10 +56,24 @@ def test_module_trains_with_importance_sampling(tmp_path):
     with pytest.raises(ValueError, match="importance_sampling"):
         DiffusionModule(GaussianProcess(5), MLPDenoiser(2, 5, hidden=8, depth=1), "eps", importance_sampling=True)
     proc = GaussianProcess(5, reverse_variance="learned")
-    model = DiffusionModule(proc, MLPDenoiser(2, 5, hidden=8, depth=1, learn_variance=True), "eps", loss="hybrid",
-                            importance_sampling=True, num_eval_samples=0)
+    model = DiffusionModule(
+        proc,
+        MLPDenoiser(2, 5, hidden=8, depth=1, learn_variance=True),
+        "eps",
+        loss="hybrid",
+        importance_sampling=True,
+        num_eval_samples=0,
+    )
     dm = Toy2DDataModule("swiss_roll", num_train=256, num_val=32, batch_size=32)
-    pl.Trainer(accelerator="cpu", max_steps=12, logger=False, enable_progress_bar=False, enable_model_summary=False,
-               enable_checkpointing=False, default_root_dir=tmp_path, limit_val_batches=0).fit(model, dm)
+    pl.Trainer(
+        accelerator="cpu",
+        max_steps=12,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+    ).fit(model, dm)
     assert model.resampler.warmed_up()  # 12 steps x 32 draws filled 10 losses at each of the 5 t
     assert not torch.allclose(model.resampler.probabilities(), torch.full((5,), 0.2, dtype=torch.float64))

@@ -25,18 +25,19 @@ the start of every ``diffkit fit``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning.pytorch as pl
 import pytest
 import torch
+from helpers.reliability import RestoreGlobalRNG, RowsDataModule, make_trainer, quiet_lightning
 
 from diffkit import CategoricalProcess, GaussianProcess
 from diffkit.data import Toy2DDataModule
 from diffkit.models import MLPDenoiser, TokenTransformer
 from diffkit.module import DiffusionModule
-from helpers.reliability import RestoreGlobalRNG, RowsDataModule, make_trainer, quiet_lightning
 
 ROWS, BATCH = 64, 16  # 4 batches per epoch
 N = 8  # two epochs; resume after the first
@@ -53,7 +54,9 @@ def _deterministic():
 
 def gaussian_model() -> DiffusionModule:
     torch.manual_seed(0)
-    return DiffusionModule(GaussianProcess(30), MLPDenoiser(2, 30, hidden=32, depth=2), "eps", ema_decay=0.9, num_eval_samples=0)
+    return DiffusionModule(
+        GaussianProcess(30), MLPDenoiser(2, 30, hidden=32, depth=2), "eps", ema_decay=0.9, num_eval_samples=0
+    )
 
 
 def token_model() -> DiffusionModule:
@@ -64,11 +67,15 @@ def token_model() -> DiffusionModule:
 
 
 def gaussian_rows() -> RowsDataModule:
-    return RowsDataModule(torch.randn(ROWS, 2, generator=torch.Generator().manual_seed(1)), batch_size=BATCH, shuffle_seed=3)
+    return RowsDataModule(
+        torch.randn(ROWS, 2, generator=torch.Generator().manual_seed(1)), batch_size=BATCH, shuffle_seed=3
+    )
 
 
 def token_rows() -> RowsDataModule:
-    return RowsDataModule(torch.randint(0, 5, (ROWS, 6), generator=torch.Generator().manual_seed(1)), batch_size=BATCH, shuffle_seed=3)
+    return RowsDataModule(
+        torch.randint(0, 5, (ROWS, 6), generator=torch.Generator().manual_seed(1)), batch_size=BATCH, shuffle_seed=3
+    )
 
 
 MODELS = {"gaussian": (gaussian_model, gaussian_rows), "tokens-absorbing": (token_model, token_rows)}
@@ -84,24 +91,48 @@ class RecordBatches(pl.Callback):
         self.seen.append((trainer.global_step, batch.clone()))
 
 
-def train(root: Path, model: pl.LightningModule, data: pl.LightningDataModule, max_steps: int, every: int, ckpt_path: Path | None = None, rng: bool = True, validate: bool = False) -> RecordBatches:
+def train(
+    root: Path,
+    model: pl.LightningModule,
+    data: pl.LightningDataModule,
+    max_steps: int,
+    every: int,
+    ckpt_path: Path | None = None,
+    rng: bool = True,
+    validate: bool = False,
+) -> RecordBatches:
     """Fit to ``max_steps`` (from ``ckpt_path`` if given), checkpointing every ``every`` steps to
     ``root/step=<k>.ckpt``; the global RNG starts from RUN_SEED as in every ``diffkit fit``.
     ``validate`` runs validation at every epoch end (off by default: see
     test_validation_does_not_change_the_training_trajectory)."""
     record = RecordBatches()
-    callbacks: list[pl.Callback] = [pl.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=every, save_top_k=-1, filename="{step}"), record]
+    callbacks: list[pl.Callback] = [
+        pl.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=every, save_top_k=-1, filename="{step}"),
+        record,
+    ]
     if rng:
         callbacks.append(RestoreGlobalRNG())
     torch.manual_seed(RUN_SEED)
     trainer = make_trainer(
-        root, max_steps=max_steps, callbacks=callbacks, enable_checkpointing=True, deterministic=True, limit_val_batches=1.0 if validate else 0
+        root,
+        max_steps=max_steps,
+        callbacks=callbacks,
+        enable_checkpointing=True,
+        deterministic=True,
+        limit_val_batches=1.0 if validate else 0,
     )
     trainer.fit(model, data, ckpt_path=ckpt_path)
     return record
 
 
-def run_both_ways(tmp_path: Path, build_model: Callable, build_data: Callable, resume_at: int = N // 2, rng: bool = True, total: int = N):
+def run_both_ways(
+    tmp_path: Path,
+    build_model: Callable,
+    build_data: Callable,
+    resume_at: int = N // 2,
+    rng: bool = True,
+    total: int = N,
+):
     """(uninterrupted checkpoint, resumed checkpoint, batches of each) at step ``total``."""
     full = train(tmp_path / "full", build_model(), build_data(), total, resume_at, rng=rng)
     train(tmp_path / "half", build_model(), build_data(), resume_at, resume_at, rng=rng)
@@ -114,14 +145,16 @@ def run_both_ways(tmp_path: Path, build_model: Callable, build_data: Callable, r
 def assert_identical(a: Any, b: Any, where: str = "checkpoint") -> None:
     """Recursive equality: tensors with torch.equal (atol = 0), everything else with ==."""
     if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), f"{where} differs: max |diff| {(a.double() - b.double()).abs().max()}"
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), (
+            f"{where} differs: max |diff| {(a.double() - b.double()).abs().max()}"
+        )
     elif isinstance(a, dict):
         assert set(a) == set(b), f"{where}: keys {sorted(map(str, a))} != {sorted(map(str, b))}"
         for k in a:
             assert_identical(a[k], b[k], f"{where}[{k!r}]")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), f"{where}: lengths {len(a)} != {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_identical(x, y, f"{where}[{i}]")
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
@@ -143,7 +176,7 @@ def test_resume_at_an_epoch_end_is_bit_exact(tmp_path, name) -> None:
     # The resumed run saw exactly the second half of the uninterrupted run's batches.
     tail = [(s, b) for s, b in seen_full if s >= N // 2]
     assert [s for s, _ in seen_resumed] == [s for s, _ in tail]
-    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(seen_resumed, tail))
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(seen_resumed, tail, strict=True))
     assert_same_training_state(full, resumed)
     # The EMA really averaged something (the two weight sets differ).
     assert any(not torch.equal(full["state_dict"][k], full["current_model_state"][k]) for k in full["state_dict"])
@@ -170,7 +203,9 @@ def test_shipped_data_module_order_survives_resume(tmp_path) -> None:
     _, _, seen_full, seen_resumed = run_both_ways(tmp_path, gaussian_model, toy)
     tail = [b for s, b in seen_full if s >= N // 2]
     assert len(seen_resumed) == len(tail)
-    assert all(torch.equal(a, b) for (_, a), b in zip(seen_resumed, tail)), "the resumed run saw other batches"
+    assert all(torch.equal(a, b) for (_, a), b in zip(seen_resumed, tail, strict=True)), (
+        "the resumed run saw other batches"
+    )
 
 
 def shipped_toy() -> Toy2DDataModule:
@@ -182,7 +217,9 @@ def test_resume_in_the_middle_of_an_epoch_is_bit_exact(tmp_path, build_data) -> 
     full, resumed, seen_full, seen_resumed = run_both_ways(tmp_path, gaussian_model, build_data, resume_at=2)
     tail = [b for s, b in seen_full if s >= 2]
     assert len(seen_resumed) == len(tail) == N - 2
-    assert all(torch.equal(a, b) for (_, a), b in zip(seen_resumed, tail)), "the resumed run saw other batches"
+    assert all(torch.equal(a, b) for (_, a), b in zip(seen_resumed, tail, strict=True)), (
+        "the resumed run saw other batches"
+    )
     assert_same_training_state(full, resumed)
 
 
@@ -264,7 +301,13 @@ def test_noise_seed_fixes_the_stream(tmp_path, monkeypatch) -> None:
 
     def weights(noise_seed, global_seed, root):
         torch.manual_seed(0)
-        model = DiffusionModule(GaussianProcess(30), MLPDenoiser(2, 30, hidden=32, depth=2), "eps", num_eval_samples=0, noise_seed=noise_seed)
+        model = DiffusionModule(
+            GaussianProcess(30),
+            MLPDenoiser(2, 30, hidden=32, depth=2),
+            "eps",
+            num_eval_samples=0,
+            noise_seed=noise_seed,
+        )
         torch.manual_seed(global_seed)
         make_trainer(root, max_steps=N, deterministic=True).fit(model, gaussian_rows())
         return model.denoiser.state_dict()

@@ -152,7 +152,11 @@ def test_non_int_num_steps_raises_type_error() -> None:
 
 
 def test_unknown_schedule_name_lists_valid_names() -> None:
-    for build in (lambda: make_schedule("quadratic", 10), lambda: GaussianProcess(10, schedule="quadratic"), lambda: CategoricalProcess(3, 10, schedule="quadratic")):
+    for build in (
+        lambda: make_schedule("quadratic", 10),
+        lambda: GaussianProcess(10, schedule="quadratic"),
+        lambda: CategoricalProcess(3, 10, schedule="quadratic"),
+    ):
         with pytest.raises(ValueError) as info:
             build()
         msg = str(info.value)

@@ -23,7 +23,11 @@ from diffkit.solvers import ddim_sample, dpmpp_2m_sample, time_grid
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-MIX = GaussianMixture(torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.5]]), stds=torch.tensor([0.3, 0.5, 0.4]), weights=torch.tensor([0.3, 0.3, 0.4]))
+MIX = GaussianMixture(
+    torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.5]]),
+    stds=torch.tensor([0.3, 0.5, 0.4]),
+    weights=torch.tensor([0.3, 0.3, 0.4]),
+)
 
 
 class MixtureOracle(nn.Module):
@@ -63,9 +67,13 @@ def test_one_ddim_step_is_the_closed_form(target, float64):
     got = ddim_sample(proc, MixtureOracle(proc, target), x, param, [t, s])
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
     # DPM-Solver++'s first step is first order: the same DDIM step
-    torch.testing.assert_close(dpmpp_2m_sample(proc, MixtureOracle(proc, target), x, param, [t, s]), want, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        dpmpp_2m_sample(proc, MixtureOracle(proc, target), x, param, [t, s]), want, rtol=1e-9, atol=1e-9
+    )
     # into t = 0 both return the x0 estimate itself
-    torch.testing.assert_close(ddim_sample(proc, oracle, x, param if target == "x0" else proc.get_parametrization("x0"), [t, 0]), x0)
+    torch.testing.assert_close(
+        ddim_sample(proc, oracle, x, param if target == "x0" else proc.get_parametrization("x0"), [t, 0]), x0
+    )
 
 
 def test_dpmpp_2m_second_order_step_by_hand(float64):
@@ -96,7 +104,15 @@ def _mean_log_density(samples):
 def test_solver_reproduces_the_mixture_log_density(sampler, steps):
     proc = GaussianProcess(1000)
     n = 4000
-    samples = diffkit.sample(proc, MixtureOracle(proc), (n, 2), "x0", num_steps=steps, sampler=sampler, generator=torch.Generator().manual_seed(2))
+    samples = diffkit.sample(
+        proc,
+        MixtureOracle(proc),
+        (n, 2),
+        "x0",
+        num_steps=steps,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(2),
+    )
     got, se_got = _mean_log_density(samples)
     want, se_want = _mean_log_density(MIX.sample(n, torch.Generator().manual_seed(3)))
     assert abs(got - want) < 4 * math.hypot(se_got, se_want), (got, want)
@@ -113,7 +129,15 @@ def test_dpmpp_2m_converges_faster_than_ddim_on_the_oracle():
     want, _ = _mean_log_density(MIX.sample(4000, torch.Generator().manual_seed(5)))
     err = {}
     for sampler in ("ddim", "dpmpp_2m"):
-        s = diffkit.sample(proc, MixtureOracle(proc), (4000, 2), "x0", num_steps=50, sampler=sampler, generator=torch.Generator().manual_seed(4))
+        s = diffkit.sample(
+            proc,
+            MixtureOracle(proc),
+            (4000, 2),
+            "x0",
+            num_steps=50,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(4),
+        )
         err[sampler] = abs(_mean_log_density(s)[0] - want)
     assert err["dpmpp_2m"] < err["ddim"]
 
@@ -125,7 +149,7 @@ def test_time_grids():
     assert time_grid(10, 3, "trailing") == [10, 7, 3, 0]
     for kind in ("linspace", "trailing", "leading"):
         ts = time_grid(200, 7, kind)
-        assert len(ts) == 8 and ts[-1] == 0 and all(a > b for a, b in zip(ts, ts[1:])) and ts[0] <= 200
+        assert len(ts) == 8 and ts[-1] == 0 and all(a > b for a, b in zip(ts, ts[1:], strict=False)) and ts[0] <= 200
     with pytest.raises(ValueError, match="leading.*linspace.*trailing"):
         time_grid(10, 5, "uniform")
     with pytest.raises(ValueError, match="steps"):

@@ -14,15 +14,15 @@ split in an order fixed by (seed, epoch) through a loader that resumes mid-epoch
 fresh true data.
 """
 
+from diffkit.data._base import EpochShuffleSampler, ResumableDataLoader, SampledDataModule, TensorDictDataset
 from diffkit.data.arrays import ArrayDataModule
 from diffkit.data.digits import DigitsDataModule
 from diffkit.data.graph_files import GraphFileDataModule
-from diffkit.data.table_files import TableFileDataModule
-from diffkit.data.token_files import TokenDataModule
-from diffkit.data._base import EpochShuffleSampler, ResumableDataLoader, SampledDataModule, TensorDictDataset
 from diffkit.data.graphs import GraphDataModule
 from diffkit.data.mixture import EntropyEstimate, GaussianMixture, GaussianMixtureDataModule, well_separated_mixture
+from diffkit.data.table_files import TableFileDataModule
 from diffkit.data.tables import TableDataModule, categorical_fields, numeric_fields, sample_table, table_class_marginals
+from diffkit.data.token_files import TokenDataModule
 from diffkit.data.tokens import MarkovChain, MarkovTokensDataModule, random_transition_matrix, stationary_distribution
 from diffkit.data.toy2d import TOY2D, Toy2DDataModule, checkerboard, eight_gaussians, swiss_roll, two_moons
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
-from typing import Any, Union
+from typing import Any
 
 import lightning
 import numpy as np
@@ -31,7 +31,7 @@ __all__ = [
     "stream_seed",
 ]
 
-Batch = Union[Tensor, dict[str, Tensor]]
+Batch = Tensor | dict[str, Tensor]
 
 # Stream ids under one seed; the "structure" stream seeds a distribution's own parameters.
 _STREAMS = {"structure": 0, "train": 1, "val": 2, "test": 3, "shuffle": 4}

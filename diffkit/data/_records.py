@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import abc
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning
 import numpy as np
@@ -28,7 +29,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from diffkit.data._base import EpochShuffleSampler, ResumableDataLoader, TensorDictDataset, check_positive, check_seed, stream_seed
+from diffkit.data._base import (
+    EpochShuffleSampler,
+    ResumableDataLoader,
+    TensorDictDataset,
+    check_positive,
+    check_seed,
+    stream_seed,
+)
 from diffkit.formats import SAMPLE_FORMAT_KEY, SampleFormat
 
 __all__ = ["split_indices", "check_path", "file_sha256", "RecordDataModule", "PairDataset"]
@@ -86,12 +94,13 @@ def split_indices(num_records: int, val_fraction: float, test_fraction: float, s
     sizes = [0 if f == 0 else max(1, round(num_records * f)) for f in (val_fraction, test_fraction)]
     if num_records - sum(sizes) < 1:
         raise ValueError(
-            f"val_fraction / test_fraction: {num_records} records leave no training row after {sizes[0]} val and {sizes[1]} test rows"
+            f"val_fraction / test_fraction: {num_records} records leave no training row after {sizes[0]} val and "
+            f"{sizes[1]} test rows"
         )
     order = np.random.default_rng(stream_seed(seed, "structure")).permutation(num_records)
     val, test = order[: sizes[0]], order[sizes[0] : sizes[0] + sizes[1]]
     train = order[sizes[0] + sizes[1] :]
-    return {name: np.sort(idx).astype(np.int64) for name, idx in zip(SPLITS, (train, val, test))}
+    return {name: np.sort(idx).astype(np.int64) for name, idx in zip(SPLITS, (train, val, test), strict=True)}
 
 
 class PairDataset(Dataset):
@@ -186,7 +195,9 @@ class RecordDataModule(lightning.LightningDataModule, abc.ABC):
         for name, idx in index.items():
             unknown = [_plain(v) for v in values[idx] if _plain(v) not in ids]
             if unknown:
-                raise ValueError(f"labels: the {name} split has labels absent from the training split, e.g. {unknown[:3]}")
+                raise ValueError(
+                    f"labels: the {name} split has labels absent from the training split, e.g. {unknown[:3]}"
+                )
             out[name] = torch.tensor([ids[_plain(v)] for v in values[idx]], dtype=torch.int64)
         return out
 
@@ -221,7 +232,12 @@ class RecordDataModule(lightning.LightningDataModule, abc.ABC):
         """Shuffled batches in an order fixed by (seed, epoch), resumable mid-epoch (``diffkit.data._base``).
         Batches are x0, or ``(x0, cond)`` pairs when labels are configured."""
         data = self._dataset("train")
-        return ResumableDataLoader(data, batch_size=self.batch_size, sampler=EpochShuffleSampler(len(data), self.seed), num_workers=self.num_workers)
+        return ResumableDataLoader(
+            data,
+            batch_size=self.batch_size,
+            sampler=EpochShuffleSampler(len(data), self.seed),
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         """Batches of the val split, in order."""
@@ -247,7 +263,8 @@ class RecordDataModule(lightning.LightningDataModule, abc.ABC):
         self.setup()
         if saved and self._source and saved.get("sha256") != self._source["sha256"]:
             raise ValueError(
-                f"path: {self._source['path']} differs from the file this checkpoint was trained on ({saved.get('path')}); "
+                f"path: {self._source['path']} differs from the file this checkpoint was trained on "
+                f"({saved.get('path')}); "
                 "its split and vocabularies would differ, so resuming is refused. Restore the file or start a new run"
             )
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import warnings
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -65,7 +66,9 @@ def read_array(path: str | Path, key: str | None = None) -> np.ndarray:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(loaded, dict):
             if key not in loaded:
-                raise ValueError(f"key: {path} holds a dict with keys {list(loaded)}; pass key= one of them (got {key!r})")
+                raise ValueError(
+                    f"key: {path} holds a dict with keys {list(loaded)}; pass key= one of them (got {key!r})"
+                )
             loaded = loaded[key]
         if not isinstance(loaded, Tensor):
             raise ValueError(f"path: expected {path} to hold a tensor, got {type(loaded).__name__}")
@@ -76,14 +79,16 @@ def read_array(path: str | Path, key: str | None = None) -> np.ndarray:
         except ValueError as err:
             raise ValueError(f"path: cannot read {path} as .npy ({err})") from err
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or array.ndim == 0:
-        raise ValueError(f"path: expected a numeric array of shape (N, ...) in {path}, got dtype {array.dtype}, shape {array.shape}")
+        raise ValueError(
+            f"path: expected a numeric array of shape (N, ...) in {path}, got dtype {array.dtype}, shape {array.shape}"
+        )
     return array
 
 
 def _csv_floats(path: Path, header: list[str], rows: list[list[str]], lines: list[int]) -> tuple[np.ndarray, list[str]]:
     """(N, D) float64 of the CSV cells (empty -> NaN) and the column names."""
     out = np.empty((len(rows), len(header)), dtype=np.float64)
-    for i, (row, line) in enumerate(zip(rows, lines)):
+    for i, (row, line) in enumerate(zip(rows, lines, strict=True)):
         for j, cell in enumerate(row):
             try:
                 out[i, j] = float(cell) if cell else np.nan
@@ -146,8 +151,8 @@ class ArrayDataModule(RecordDataModule):
     def __init__(
         self,
         path: str,
-        key: Optional[str] = None,
-        labels: Optional[str] = None,
+        key: str | None = None,
+        labels: str | None = None,
         standardize: bool = True,
         nonfinite: NonFinite = "error",
         val_fraction: float = 0.1,
@@ -171,11 +176,15 @@ class ArrayDataModule(RecordDataModule):
             label_col = None
             if self.label_source is not None:
                 if self.label_source not in header:
-                    raise ValueError(f"labels: no column {self.label_source!r} in {self.path}; its columns are {header}")
+                    raise ValueError(
+                        f"labels: no column {self.label_source!r} in {self.path}; its columns are {header}"
+                    )
                 label_col = header.index(self.label_source)
             labels = None if label_col is None else np.array([row[label_col] for row in rows], dtype=object)
             keep = [j for j in range(len(header)) if j != label_col]
-            data, self.columns = _csv_floats(self.path, [header[j] for j in keep], [[r[j] for j in keep] for r in rows], lines)
+            data, self.columns = _csv_floats(
+                self.path, [header[j] for j in keep], [[r[j] for j in keep] for r in rows], lines
+            )
             return data, labels, lines
         data = read_array(self.path, self.key)
         labels = None if self.label_source is None else self._read_labels()

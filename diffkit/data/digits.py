@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional, Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -136,8 +137,8 @@ class DigitsDataModule(RecordDataModule):
         batch_size: int = 128,
         seed: int = 0,
         labels: bool = False,
-        num_train: Optional[int] = None,
-        num_val: Optional[int] = None,
+        num_train: int | None = None,
+        num_val: int | None = None,
         num_workers: int = 0,
     ) -> None:
         super().__init__(val_fraction, test_fraction, batch_size, seed, num_workers)

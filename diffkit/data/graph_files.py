@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, ClassVar
 
 import networkx as nx
 import torch
@@ -34,7 +34,14 @@ from diffkit.data._records import RecordDataModule, check_path
 from diffkit.formats import SampleFormat, register_format
 from diffkit.graphs import node_count_distribution, to_dense, to_networkx, type_marginals
 
-__all__ = ["GraphFileDataModule", "GraphFormat", "GRAPH_READERS", "GRAPH_WRITERS", "read_graph_lines", "resolve_callable"]
+__all__ = [
+    "GraphFileDataModule",
+    "GraphFormat",
+    "GRAPH_READERS",
+    "GRAPH_WRITERS",
+    "read_graph_lines",
+    "resolve_callable",
+]
 
 _HEADERS = {".g6": b">>graph6<<", ".s6": b">>sparse6<<"}
 _PARSERS = {".g6": nx.from_graph6_bytes, ".s6": nx.from_sparse6_bytes}
@@ -58,7 +65,9 @@ def read_graph_lines(path: str | Path) -> list[nx.Graph]:
         try:
             graphs.append(_PARSERS[suffix](line))
         except Exception as err:  # networkx raises NetworkXError, ValueError or IndexError on bad bytes
-            raise ValueError(f"path: {path} line {number} is not a {suffix[1:]} graph ({type(err).__name__}: {err})") from None
+            raise ValueError(
+                f"path: {path} line {number} is not a {suffix[1:]} graph ({type(err).__name__}: {err})"
+            ) from None
     return graphs
 
 
@@ -92,11 +101,18 @@ def _write_pickle(graphs: Sequence[nx.Graph], path: Path, suffix: str) -> None:
 
 #: suffix -> reader(path) -> list of nx.Graph. Register a reader for another format here.
 GRAPH_READERS: dict[str, Callable[[Path], list[nx.Graph]]] = {
-    ".g6": read_graph_lines, ".s6": read_graph_lines, ".pkl": _read_pickle, ".pickle": _read_pickle, ".smi": _refuse_smiles,
+    ".g6": read_graph_lines,
+    ".s6": read_graph_lines,
+    ".pkl": _read_pickle,
+    ".pickle": _read_pickle,
+    ".smi": _refuse_smiles,
 }
 #: suffix -> writer(graphs, path, suffix). A reader's format without a writer has samples written as .g6.
 GRAPH_WRITERS: dict[str, Callable[[Sequence[nx.Graph], Path, str], None]] = {
-    ".g6": _write_lines, ".s6": _write_lines, ".pkl": _write_pickle, ".pickle": _write_pickle,
+    ".g6": _write_lines,
+    ".s6": _write_lines,
+    ".pkl": _write_pickle,
+    ".pickle": _write_pickle,
 }
 
 
@@ -133,10 +149,10 @@ class GraphFormat(SampleFormat):
 
     kind: ClassVar[str] = "graphs"
     file_suffix: str = ".g6"
-    node_attr: Optional[str] = None
-    edge_attr: Optional[str] = None
-    node_values: Optional[list] = None
-    edge_values: Optional[list] = None
+    node_attr: str | None = None
+    edge_attr: str | None = None
+    node_values: list | None = None
+    edge_values: list | None = None
 
     @property
     def suffix(self) -> str:
@@ -172,7 +188,9 @@ def _values(graphs: Sequence[nx.Graph], attr: str, nodes: bool) -> list:
             data = item[-1]
             if attr not in data:
                 where = f"node {item[0]!r}" if nodes else f"edge {item[:2]!r}"
-                raise ValueError(f"{'node' if nodes else 'edge'}_attr: {where} of training graph {b} has no attribute {attr!r}")
+                raise ValueError(
+                    f"{'node' if nodes else 'edge'}_attr: {where} of training graph {b} has no attribute {attr!r}"
+                )
             found.add(data[attr])
     return sorted(found, key=lambda v: (str(type(v)), v))
 
@@ -201,9 +219,9 @@ class GraphFileDataModule(RecordDataModule):
     def __init__(
         self,
         path: str,
-        node_attr: Optional[str] = None,
-        edge_attr: Optional[str] = None,
-        validity: Optional[str] = None,
+        node_attr: str | None = None,
+        edge_attr: str | None = None,
+        validity: str | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         batch_size: int = 32,
@@ -221,13 +239,18 @@ class GraphFileDataModule(RecordDataModule):
             raise ValueError(f"path: {self.path} holds no graph")
         for i, g in enumerate(graphs):
             if g.is_directed() or g.is_multigraph():
-                raise ValueError(f"path: graph {i} of {self.path} is {'directed' if g.is_directed() else 'a multigraph'}; expected undirected simple graphs")
+                raise ValueError(
+                    f"path: graph {i} of {self.path} is {'directed' if g.is_directed() else 'a multigraph'}; "
+                    "expected undirected simple graphs"
+                )
         self._max_nodes = max(g.number_of_nodes() for g in graphs)
         return graphs, None
 
     def build_format(self, train: Sequence[nx.Graph]) -> GraphFormat:
         return GraphFormat(
-            file_suffix=self.path.suffix.lower(), node_attr=self.node_attr, edge_attr=self.edge_attr,
+            file_suffix=self.path.suffix.lower(),
+            node_attr=self.node_attr,
+            edge_attr=self.edge_attr,
             node_values=None if self.node_attr is None else _values(train, self.node_attr, True),
             edge_values=None if self.edge_attr is None else _values(train, self.edge_attr, False),
         )
@@ -235,14 +258,29 @@ class GraphFileDataModule(RecordDataModule):
     def encode(self, records: Sequence[nx.Graph]) -> dict[str, Tensor]:
         fmt, n = self._format, self._max_nodes
         if not records:  # an empty split (its fraction is 0)
-            return {"X": torch.zeros(0, n, dtype=torch.int64), "E": torch.zeros(0, n, n, dtype=torch.int64), "mask": torch.zeros(0, n, dtype=torch.bool)}
+            return {
+                "X": torch.zeros(0, n, dtype=torch.int64),
+                "E": torch.zeros(0, n, n, dtype=torch.int64),
+                "mask": torch.zeros(0, n, dtype=torch.bool),
+            }
         typed = []
-        for b, g in enumerate(records):
+        for g in records:
             h = nx.Graph()
             for v, data in g.nodes(data=True):
-                h.add_node(v, _x=0 if fmt.node_attr is None else self._class(fmt.node_values, data.get(fmt.node_attr), "node_attr", 0))
+                h.add_node(
+                    v,
+                    _x=0
+                    if fmt.node_attr is None
+                    else self._class(fmt.node_values, data.get(fmt.node_attr), "node_attr", 0),
+                )
             for u, v, data in g.edges(data=True):
-                h.add_edge(u, v, _e=1 if fmt.edge_attr is None else self._class(fmt.edge_values, data.get(fmt.edge_attr), "edge_attr", 1))
+                h.add_edge(
+                    u,
+                    v,
+                    _e=1
+                    if fmt.edge_attr is None
+                    else self._class(fmt.edge_values, data.get(fmt.edge_attr), "edge_attr", 1),
+                )
             typed.append(h)
         return to_dense(typed, max_nodes=self._max_nodes, node_attr="_x", edge_attr="_e")
 
@@ -251,7 +289,9 @@ class GraphFileDataModule(RecordDataModule):
         try:
             return values.index(value) + offset
         except ValueError:
-            raise ValueError(f"{arg}: value {value!r} occurs outside the training split only (training values: {values[:10]})") from None
+            raise ValueError(
+                f"{arg}: value {value!r} occurs outside the training split only (training values: {values[:10]})"
+            ) from None
 
     # -- graph facts (GraphDataModule's, for GraphMetrics and evaluate-graphs)
     def _graphs(self, name: str) -> list[nx.Graph]:
@@ -318,7 +358,12 @@ class GraphFileDataModule(RecordDataModule):
         """The base's (sample format, file hash) plus ``init_args``: what rebuilds this data module
         (path, attributes, validity rule, split), so ``diffkit evaluate-graphs`` finds the run's test split."""
         init_args = {
-            "path": str(self.path), "node_attr": self.node_attr, "edge_attr": self.edge_attr, "validity": self.validity_path,
-            "val_fraction": self.val_fraction, "test_fraction": self.test_fraction, "seed": self.seed,
+            "path": str(self.path),
+            "node_attr": self.node_attr,
+            "edge_attr": self.edge_attr,
+            "validity": self.validity_path,
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+            "seed": self.seed,
         }
         return {**super().state_dict(), "init_args": init_args}

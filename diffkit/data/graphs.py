@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args
+from typing import Any, Literal, get_args
 
 import lightning
 import networkx as nx
@@ -51,7 +51,7 @@ __all__ = [
     "GraphDataModule",
 ]
 
-NodeCount = Union[int, tuple[int, int]]
+NodeCount = int | tuple[int, int]
 #: Bump when the cache file layout or a generator's output for given parameters changes.
 CACHE_VERSION = 1
 
@@ -89,7 +89,9 @@ def planar_graphs(n_graphs: int, n_nodes: NodeCount, seed: int) -> list[nx.Graph
         n = int(rng.integers(low, high, endpoint=True))
         simplices = Delaunay(rng.random((n, 2))).simplices  # (F, 3)
         g = nx.empty_graph(n)
-        g.add_edges_from((int(a), int(b)) for tri in simplices for a, b in ((tri[0], tri[1]), (tri[1], tri[2]), (tri[2], tri[0])))
+        g.add_edges_from(
+            (int(a), int(b)) for tri in simplices for a, b in ((tri[0], tri[1]), (tri[1], tri[2]), (tri[2], tri[0]))
+        )
         graphs.append(g)
     return graphs
 
@@ -138,7 +140,7 @@ def sbm_graphs(
         rows, cols = np.triu_indices(n, 1)
         keep = rng.random(rows.size) < prob[rows, cols]
         g = nx.empty_graph(n)
-        g.add_edges_from(zip(rows[keep].tolist(), cols[keep].tolist()))
+        g.add_edges_from(zip(rows[keep].tolist(), cols[keep].tolist(), strict=True))
         g.graph["blocks"] = block_sizes.tolist()
         graphs.append(g)
     return graphs
@@ -217,11 +219,13 @@ def community_small_graphs(
     for _ in range(n_graphs):
         half = int(rng.integers(low, high, endpoint=True)) // 2
         seeds = (0, 1) if fixed_community_seeds else tuple(int(s) for s in rng.integers(2**31, size=2))
-        g = nx.disjoint_union(nx.gnp_random_graph(half, p_intra, seed=seeds[0]), nx.gnp_random_graph(half, p_intra, seed=seeds[1]))
+        g = nx.disjoint_union(
+            nx.gnp_random_graph(half, p_intra, seed=seeds[0]), nx.gnp_random_graph(half, p_intra, seed=seeds[1])
+        )
         rows, cols = np.nonzero(rng.random((half, half)) < 2 * p_inter / half)
         if rows.size == 0:
             rows, cols = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
-        g.add_edges_from(zip(rows.tolist(), (cols + half).tolist()))
+        g.add_edges_from(zip(rows.tolist(), (cols + half).tolist(), strict=True))
         graphs.append(g)
     return graphs
 
@@ -237,16 +241,28 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def cache_path(cache_dir: str | os.PathLike | None, generator: Callable[..., list[nx.Graph]], params: dict[str, Any]) -> Path:
+def cache_path(
+    cache_dir: str | os.PathLike | None, generator: Callable[..., list[nx.Graph]], params: dict[str, Any]
+) -> Path:
     """The cache file of ``generator(**params)``: ``<cache_dir>/<generator name>_<key><value>..._v<version>.pt``.
 
     ``n_graphs`` is written ``n`` and ``seed`` comes last; a tuple (a, b) is written ``a-b``, so
     e.g. ``planar_graphs_n200_nodes64_seed0_v1.pt``. ``cache_dir`` None means ``~/.cache/diffkit/graphs``.
     """
     root = Path(cache_dir).expanduser() if cache_dir is not None else Path.home() / ".cache" / "diffkit" / "graphs"
-    short = {"n_graphs": "n", "n_nodes": "nodes", "p_intra": "pintra", "p_inter": "pinter", "fixed_community_seeds": "fixedseeds"}
+    short = {
+        "n_graphs": "n",
+        "n_nodes": "nodes",
+        "p_intra": "pintra",
+        "p_inter": "pinter",
+        "fixed_community_seeds": "fixedseeds",
+    }
     keys = [k for k in params if k not in ("n_graphs", "seed")]
-    parts = [f"n{params['n_graphs']}"] + [f"{short.get(k, k)}{_format(params[k])}" for k in keys] + [f"seed{params['seed']}"]
+    parts = (
+        [f"n{params['n_graphs']}"]
+        + [f"{short.get(k, k)}{_format(params[k])}" for k in keys]
+        + [f"seed{params['seed']}"]
+    )
     return root / f"{generator.__name__}_{'_'.join(parts)}_v{CACHE_VERSION}.pt"
 
 
@@ -278,7 +294,7 @@ def cached_graphs(
         }
         _atomic_save(data, path)
     graphs = []
-    for n, edges in zip(data["num_nodes"].tolist(), data["edges"]):
+    for n, edges in zip(data["num_nodes"].tolist(), data["edges"], strict=True):
         g = nx.empty_graph(n)
         g.add_edges_from(edges.tolist())
         graphs.append(g)
@@ -333,7 +349,9 @@ DATASETS: dict[str, GraphDatasetSpec] = {
     "tree": GraphDatasetSpec(tree_graphs, {"n_nodes": 64}, validity="tree"),
     "community_small": GraphDatasetSpec(community_small_graphs, {}, splits=(80, 20, 20), val_is_test=True),
     "planar_cpu": GraphDatasetSpec(planar_graphs, {"n_nodes": (16, 24)}, validity="planar", published=False),
-    "sbm_cpu": GraphDatasetSpec(sbm_graphs, {"communities": (2, 3), "sizes": (8, 16)}, validity="sbm_cpu", published=False),
+    "sbm_cpu": GraphDatasetSpec(
+        sbm_graphs, {"communities": (2, 3), "sizes": (8, 16)}, validity="sbm_cpu", published=False
+    ),
     "tree_cpu": GraphDatasetSpec(tree_graphs, {"n_nodes": (16, 24)}, validity="tree", published=False),
 }
 

@@ -63,7 +63,9 @@ class LabeledEightGaussiansDataModule(SampledDataModule):
         ((16, 2), torch.int64)
     """
 
-    def __init__(self, num_train: int = 20000, num_val: int = 2000, batch_size: int = 256, seed: int = 0, num_workers: int = 0) -> None:
+    def __init__(
+        self, num_train: int = 20000, num_val: int = 2000, batch_size: int = 256, seed: int = 0, num_workers: int = 0
+    ) -> None:
         super().__init__(num_train, num_val, batch_size, seed, num_workers)
 
     @property

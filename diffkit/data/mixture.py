@@ -69,7 +69,8 @@ class GaussianMixture:
         stds = _as_float64("stds", stds)
         if stds.ndim > 2 or (stds.ndim >= 1 and stds.shape != means.shape[: stds.ndim]):
             raise ValueError(
-                f"Expected `stds` of shape (), ({num_components},) or {tuple(means.shape)}, but got {tuple(stds.shape)}."
+                f"Expected `stds` of shape (), ({num_components},) or {tuple(means.shape)}, but got "
+                f"{tuple(stds.shape)}."
             )
         if not (stds > 0).all():
             raise ValueError(f"Expected `stds` > 0, but got a minimum of {stds.min().item()}.")

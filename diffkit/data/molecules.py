@@ -123,8 +123,15 @@ class MoleculeDataModule(SplitLoaders, lightning.LightningDataModule):
         self.skipped = train.skipped + test.skipped
         n_fit = len(train.smiles) - self.num_val
         if n_fit < 1:
-            raise ValueError(f"Expected more than num_val = {self.num_val} usable MOSES training molecules, but got {len(train.smiles)}.")
-        self._splits = {"train": _take(train.batch, slice(0, n_fit)), "val": _take(train.batch, slice(n_fit, None)), "test": test.batch}
+            raise ValueError(
+                f"Expected more than num_val = {self.num_val} usable MOSES training molecules, but got "
+                f"{len(train.smiles)}."
+            )
+        self._splits = {
+            "train": _take(train.batch, slice(0, n_fit)),
+            "val": _take(train.batch, slice(n_fit, None)),
+            "test": test.batch,
+        }
         self._smiles = {"train": train.smiles[:n_fit], "val": train.smiles[n_fit:], "test": test.smiles}
 
     def _setup_file(self) -> None:
@@ -138,7 +145,11 @@ class MoleculeDataModule(SplitLoaders, lightning.LightningDataModule):
                 f"but got {self.num_train}, {self.num_val}, {self.num_test}."
             )
         order = np.random.default_rng(stream_seed(self.seed, "structure")).permutation(m).tolist()
-        cuts = {"train": order[:n_train], "val": order[n_train : n_train + self.num_val], "test": order[n_train + self.num_val : n_train + self.num_val + self.num_test]}
+        cuts = {
+            "train": order[:n_train],
+            "val": order[n_train : n_train + self.num_val],
+            "test": order[n_train + self.num_val : n_train + self.num_val + self.num_test],
+        }
         self._splits = {k: _take(encoded.batch, idx) for k, idx in cuts.items()}
         self._smiles = {k: [encoded.smiles[i] for i in idx] for k, idx in cuts.items()}
 
@@ -158,9 +169,14 @@ class MoleculeDataModule(SplitLoaders, lightning.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint records of the data: enough to rebuild the splits for an evaluation."""
         return {
-            "source": self.source, "num_train": self.num_train, "num_val": self.num_val, "num_test": self.num_test,
-            "atom_types": None if self.vocab is None else list(self.vocab.names), "max_nodes": self.max_nodes_arg, "seed": self.seed,
-        }  # fmt: skip
+            "source": self.source,
+            "num_train": self.num_train,
+            "num_val": self.num_val,
+            "num_test": self.num_test,
+            "atom_types": None if self.vocab is None else list(self.vocab.names),
+            "max_nodes": self.max_nodes_arg,
+            "seed": self.seed,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Nothing to restore: the data are a function of the constructor's arguments."""
@@ -204,7 +220,13 @@ class MoleculeDataModule(SplitLoaders, lightning.LightningDataModule):
         module's training molecules (:class:`diffkit.metrics.molecules.MoleculeMetrics`)."""
         from diffkit.metrics.molecules import MoleculeMetrics
 
-        return MetricCollection({"molecules": MoleculeMetrics(self.atom_vocabulary, self.smiles("train"), self.split("train"), self.max_nodes, **kwargs)})
+        return MetricCollection(
+            {
+                "molecules": MoleculeMetrics(
+                    self.atom_vocabulary, self.smiles("train"), self.split("train"), self.max_nodes, **kwargs
+                )
+            }
+        )
 
     @property
     def atom_vocabulary(self) -> AtomVocabulary:

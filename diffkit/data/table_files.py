@@ -17,7 +17,7 @@ naming the first lines, or dropped with ``nonfinite="drop"`` (a warning gives th
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ class TableFileDataModule(RecordDataModule):
         self,
         path: str,
         categorical: Sequence[str] = (),
-        numeric: Optional[Sequence[str]] = None,
+        numeric: Sequence[str] | None = None,
         nonfinite: NonFinite = "error",
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
@@ -76,7 +76,9 @@ class TableFileDataModule(RecordDataModule):
         self.num_dropped = 0
         for name in self.categorical:
             if name == NUMERIC_FIELD or "." in name:
-                raise ValueError(f"categorical: column {name!r} cannot be a field name (not {NUMERIC_FIELD!r}, no '.'); rename it")
+                raise ValueError(
+                    f"categorical: column {name!r} cannot be a field name (not {NUMERIC_FIELD!r}, no '.'); rename it"
+                )
 
     def _columns(self, header: list[str]) -> list[str]:
         """The numeric columns, after checking every column is declared once."""
@@ -91,7 +93,10 @@ class TableFileDataModule(RecordDataModule):
             return [c for c in header if c not in self.categorical]
         neither = [c for c in header if c not in declared]
         if neither:
-            raise ValueError(f"columns: {neither} of {self.path} are neither numeric nor categorical; declare them in numeric= or categorical=")
+            raise ValueError(
+                f"columns: {neither} of {self.path} are neither numeric nor categorical; declare them in numeric= or "
+                "categorical="
+            )
         return list(self.numeric)
 
     def read_records(self) -> tuple[list[tuple], None]:
@@ -100,7 +105,7 @@ class TableFileDataModule(RecordDataModule):
         self.header, self.numeric_columns = header, numeric
         index = {c: header.index(c) for c in header}
         values = np.empty((len(rows), len(numeric)), dtype=np.float64)
-        for i, (row, line) in enumerate(zip(rows, lines)):
+        for i, (row, line) in enumerate(zip(rows, lines, strict=True)):
             for j, name in enumerate(numeric):
                 cell = row[index[name]]
                 try:
@@ -122,8 +127,11 @@ class TableFileDataModule(RecordDataModule):
         std = numeric.std(axis=0)
         categories = {c: sorted({r[1][j] for r in train}) for j, c in enumerate(self.categorical)}
         return TableFormat(
-            columns=list(self.header), numeric=list(self.numeric_columns), mean=numeric.mean(axis=0).tolist(),
-            std=np.where(std > 0, std, 1.0).tolist(), categories=categories,
+            columns=list(self.header),
+            numeric=list(self.numeric_columns),
+            mean=numeric.mean(axis=0).tolist(),
+            std=np.where(std > 0, std, 1.0).tolist(),
+            categories=categories,
         )
 
     def encode(self, records: Sequence[tuple]) -> dict[str, Tensor]:
@@ -137,7 +145,10 @@ class TableFileDataModule(RecordDataModule):
             ids = {v: i for i, v in enumerate(fmt.categories[name])}
             unseen = sorted({r[1][j] for r in records} - set(ids))
             if unseen:
-                raise ValueError(f"column {name!r}: values {unseen[:5]} occur outside the training split only; use more data or another seed")
+                raise ValueError(
+                    f"column {name!r}: values {unseen[:5]} occur outside the training split only; use more data or "
+                    "another seed"
+                )
             out[name] = torch.tensor([ids[r[1][j]] for r in records], dtype=torch.int64)
         return out
 

@@ -146,7 +146,9 @@ class TableDataModule(SampledDataModule):
         """``{"columns": ColumnwiseDistances}``: per-column W1 / TV and an MMD over the numeric columns."""
         from diffkit.metrics.samples import ColumnwiseDistances
 
-        return MetricCollection({"columns": ColumnwiseDistances(self.categorical_fields(), list(self.numeric_fields()))})
+        return MetricCollection(
+            {"columns": ColumnwiseDistances(self.categorical_fields(), list(self.numeric_fields()))}
+        )
 
     def categorical_fields(self) -> dict[str, int]:
         """Categorical field name -> number of classes K."""

@@ -18,7 +18,8 @@ padding. Batches are (B, seq_len) int64 Tensors. Blank lines are skipped (counte
 from __future__ import annotations
 
 import warnings
-from typing import Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -119,27 +120,35 @@ class TokenDataModule(RecordDataModule):
         else:
             ids = read_array(self.path)
             if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
-                raise ValueError(f"path: expected an (N, L) integer array of ids in {self.path}, got {ids.dtype} {ids.shape}")
+                raise ValueError(
+                    f"path: expected an (N, L) integer array of ids in {self.path}, got {ids.dtype} {ids.shape}"
+                )
             if (ids < -1).any():
                 raise ValueError(f"path: ids must be >= 0 (-1 = padding) in {self.path}, found {int(ids.min())}")
             seqs = [[int(i) for i in row if i >= 0] for row in ids]
             numbers = list(range(len(seqs)))
             self._max_id = int(ids.max())
-        long = [n for n, s in zip(numbers, seqs) if len(s) > self.seq_len]
+        long = [n for n, s in zip(numbers, seqs, strict=True) if len(s) > self.seq_len]
         if long and self.too_long == "error":
             what = "lines" if self.is_text else "rows"
             raise ValueError(
-                f"seq_len: {len(long)} sequences of {self.path} are longer than {self.seq_len}, first at {what} {long[:5]}; "
+                f"seq_len: {len(long)} sequences of {self.path} are longer than {self.seq_len}, first at {what} "
+                f"{long[:5]}; "
                 "raise seq_len or pass too_long='crop'"
             )
         if long:
-            warnings.warn(f"data: cropped {len(long)} of {len(seqs)} sequences to seq_len={self.seq_len} (too_long='crop')", stacklevel=2)
+            warnings.warn(
+                f"data: cropped {len(long)} of {len(seqs)} sequences to seq_len={self.seq_len} (too_long='crop')",
+                stacklevel=2,
+            )
         self.num_cropped = len(long)
         return [s[: self.seq_len] for s in seqs], None
 
     def build_format(self, train: Sequence[list]) -> TokenFormat:
         if not self.is_text:
-            return TokenFormat(vocab=None, tokenizer=None, pad_id=self._max_id + 1, file_suffix=self.path.suffix.lower())
+            return TokenFormat(
+                vocab=None, tokenizer=None, pad_id=self._max_id + 1, file_suffix=self.path.suffix.lower()
+            )
         vocab = sorted({tok for seq in train for tok in seq} - {UNK}) + [UNK]
         return TokenFormat(vocab=vocab, tokenizer=self.tokenizer, pad_id=len(vocab), file_suffix=".txt")
 

@@ -58,7 +58,7 @@ def _swiss_roll_moments() -> tuple[tuple[float, float], tuple[float, float]]:
 
     mean = (expect(lambda t: t * math.cos(t)), expect(lambda t: t * math.sin(t)))
     second = (expect(lambda t: (t * math.cos(t)) ** 2), expect(lambda t: (t * math.sin(t)) ** 2))
-    var = tuple(s - m**2 + SWISS_ROLL_NOISE**2 for s, m in zip(second, mean))
+    var = tuple(s - m**2 + SWISS_ROLL_NOISE**2 for s, m in zip(second, mean, strict=True))
     return mean, var
 
 
@@ -211,7 +211,12 @@ class Toy2DDataModule(SampledDataModule):
         updated with ``(samples, reference)``: k-NN precision / recall and density / coverage (k = 5),
         and for the sets with a known generating manifold the distance ratio to it (1 = as sharp as
         the data)."""
-        metrics: dict[str, Metric] = {"precision": KNNPrecision(), "recall": KNNRecall(), "density": Density(), "coverage": Coverage()}
+        metrics: dict[str, Metric] = {
+            "precision": KNNPrecision(),
+            "recall": KNNRecall(),
+            "density": Density(),
+            "coverage": Coverage(),
+        }
         if self.name in MANIFOLDS:
             metrics["manifold_ratio"] = ManifoldDistanceRatio(self.name)
         collection = super().sample_metrics()

@@ -30,6 +30,7 @@ from diffkit.metrics.manifold import (
     knn_recall,
     manifold_distance,
 )
+from diffkit.metrics.quality import default_sample_metrics
 from diffkit.metrics.samples import (
     MMD,
     ColumnwiseDistances,
@@ -38,7 +39,6 @@ from diffkit.metrics.samples import (
     TokenTotalVariation,
     metric_floor,
 )
-from diffkit.metrics.quality import default_sample_metrics
 
 __all__ = [
     "Coverage",

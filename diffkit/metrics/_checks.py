@@ -27,8 +27,7 @@ def check_points(name: str, x: object, min_rows: int = 1) -> None:
         raise ValueError(f"Expected `{name}` of shape (N, D), but got shape {tuple(x.shape)}.")
     if x.shape[0] < min_rows or x.shape[1] < 1:
         raise ValueError(
-            f"Expected `{name}` to have at least {min_rows} rows and 1 column, "
-            f"but got shape {tuple(x.shape)}."
+            f"Expected `{name}` to have at least {min_rows} rows and 1 column, but got shape {tuple(x.shape)}."
         )
 
 
@@ -51,9 +50,7 @@ def check_ids(name: str, ids: object, num_classes: int, ndim: int | None = None)
         raise ValueError(f"Expected `{name}` to hold at least one id, but got shape {tuple(ids.shape)}.")
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= num_classes:
-        raise ValueError(
-            f"Expected `{name}` to hold ids in [0, {num_classes}), but got values in [{low}, {high}]."
-        )
+        raise ValueError(f"Expected `{name}` to hold ids in [0, {num_classes}), but got values in [{low}, {high}].")
 
 
 def check_sequences(name: str, ids: Tensor, num_classes: int) -> None:

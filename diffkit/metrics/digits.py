@@ -27,7 +27,14 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-__all__ = ["DigitClassifier", "train_digit_classifier", "frechet_distance", "DigitScores", "digit_quality", "DigitQuality"]
+__all__ = [
+    "DigitClassifier",
+    "train_digit_classifier",
+    "frechet_distance",
+    "DigitScores",
+    "digit_quality",
+    "DigitQuality",
+]
 
 
 class DigitClassifier(nn.Module):
@@ -88,7 +95,10 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
     """
     a, b = a.double().cpu().numpy(), b.double().cpu().numpy()
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))  # (D, D), also for D = 1
+    cov_a, cov_b = (
+        np.atleast_2d(np.cov(a, rowvar=False)),
+        np.atleast_2d(np.cov(b, rowvar=False)),
+    )  # (D, D), also for D = 1
     root = scipy.linalg.sqrtm(cov_a @ cov_b)
     root = root.real if np.iscomplexobj(root) else root
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2.0 * root))
@@ -117,7 +127,9 @@ def _scores(classifier: DigitClassifier, features: Tensor, reference_features: T
 
 
 @torch.no_grad()
-def digit_quality(classifier: DigitClassifier, levels: Tensor | np.ndarray, reference: Tensor | np.ndarray) -> DigitScores:
+def digit_quality(
+    classifier: DigitClassifier, levels: Tensor | np.ndarray, reference: Tensor | np.ndarray
+) -> DigitScores:
     """The figures of ``levels`` against real ``reference`` digits (both (B, 8, 8) gray levels 0..16)."""
     return _scores(classifier, classifier.features(levels), classifier.features(reference))
 

@@ -113,8 +113,7 @@ def mmd_rbf(x: Tensor, y: Tensor, bandwidth: float | None = None) -> Tensor:
         h = _median_of_pairs(sq_dist)
         if h == 0:
             raise ValueError(
-                "The median pairwise distance of cat(x, y) is 0 (most points coincide): "
-                "pass `bandwidth` explicitly."
+                "The median pairwise distance of cat(x, y) is 0 (most points coincide): pass `bandwidth` explicitly."
             )
     else:
         h = torch.tensor(float(bandwidth), dtype=torch.float64)
@@ -297,9 +296,7 @@ def _check_distribution_pair(p: Tensor, q: Tensor) -> None:
     check_probabilities("p", p)
     check_probabilities("q", q)
     if p.shape != q.shape:
-        raise ValueError(
-            f"Expected `p` and `q` of the same shape, but got {tuple(p.shape)} and {tuple(q.shape)}."
-        )
+        raise ValueError(f"Expected `p` and `q` of the same shape, but got {tuple(p.shape)} and {tuple(q.shape)}.")
 
 
 def total_variation(p: Tensor, q: Tensor) -> Tensor:

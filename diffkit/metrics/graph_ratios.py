@@ -20,7 +20,8 @@ __all__ = ["RoundedRatios", "rounded_ratios"]
 
 
 class RoundedRatios(NamedTuple):
-    """Per-descriptor ratios kept (descriptor -> ratio), their mean (NaN if none is kept) and the dropped descriptors."""
+    """Per-descriptor ratios kept (descriptor -> ratio), their mean (NaN if none is kept) and the dropped
+    descriptors."""
 
     ratios: dict[str, float]
     mean: float

@@ -86,7 +86,9 @@ class GraphSampleMetrics(Metric):
         """
         for name, batch in (("samples", samples), ("reference", reference)):
             if not isinstance(batch, Mapping):
-                raise TypeError(f"{name}: expected a dense graph batch (dict with 'X', 'E', 'mask'), got {type(batch).__name__}")
+                raise TypeError(
+                    f"{name}: expected a dense graph batch (dict with 'X', 'E', 'mask'), got {type(batch).__name__}"
+                )
         self._store("samples", samples)
         self._store("reference", reference)
 

@@ -207,7 +207,9 @@ def gaussian_tv_mmd(
         ValueError: if a set is empty or ``sigma`` <= 0.
     """
     if len(samples1) == 0 or len(samples2) == 0:
-        raise ValueError(f"Expected two non-empty sets of descriptors, but got sizes {len(samples1)} and {len(samples2)}.")
+        raise ValueError(
+            f"Expected two non-empty sets of descriptors, but got sizes {len(samples1)} and {len(samples2)}."
+        )
     if not sigma > 0:
         raise ValueError(f"Expected `sigma` > 0, but got {sigma}.")
     length = max(len(v) for v in [*samples1, *samples2])
@@ -419,7 +421,9 @@ class GraphMetrics(Metric):
         **kwargs: Any,
     ) -> None:
         if isinstance(validity, str) and validity not in VALIDITY:
-            raise ValueError(f"Expected `validity` to be one of {sorted(VALIDITY)}, a callable or None, but got {validity!r}.")
+            raise ValueError(
+                f"Expected `validity` to be one of {sorted(VALIDITY)}, a callable or None, but got {validity!r}."
+            )
         if not reference_graphs or not train_graphs:
             raise ValueError("Expected non-empty `reference_graphs` and `train_graphs`.")
         if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1:

@@ -90,7 +90,10 @@ def _check_knn(samples: Tensor, reference: Tensor, k: int) -> None:
     check_points("samples", samples, min_rows=k + 1)
     check_points("reference", reference, min_rows=k + 1)
     if samples.shape[1] != reference.shape[1]:
-        raise ValueError(f"Expected `samples` and `reference` to have the same D, but got {tuple(samples.shape)} and {tuple(reference.shape)}.")
+        raise ValueError(
+            f"Expected `samples` and `reference` to have the same D, but got {tuple(samples.shape)} and "
+            f"{tuple(reference.shape)}."
+        )
 
 
 def knn_precision(samples: Tensor, reference: Tensor, k: int = 5) -> Tensor:

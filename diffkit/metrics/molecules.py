@@ -44,7 +44,18 @@ from torchmetrics import Metric
 
 from diffkit.molecules import BOND_TYPES, AtomVocabulary, _rdkit, canonical_smiles, dense_to_mols
 
-__all__ = ["MoleculeStats", "fragments", "moses_filter_patterns", "passes_moses_filters", "filters_fraction", "molecule_stats", "canonical_set", "type_frequencies", "total_variation", "MoleculeMetrics"]
+__all__ = [
+    "MoleculeStats",
+    "fragments",
+    "moses_filter_patterns",
+    "passes_moses_filters",
+    "filters_fraction",
+    "molecule_stats",
+    "canonical_set",
+    "type_frequencies",
+    "total_variation",
+    "MoleculeMetrics",
+]
 
 
 class MoleculeStats(NamedTuple):
@@ -137,7 +148,11 @@ def type_frequencies(batch: Mapping[str, Tensor], num_atom_types: int) -> tuple[
     pairs = mask[:, :, None] & mask[:, None, :] & upper
     atoms = torch.bincount(X[mask].long(), minlength=num_atom_types).double()
     bonds = E[pairs & (E > 0)].long()
-    bond_counts = torch.bincount(bonds - 1, minlength=len(BOND_TYPES) - 1).double() if bonds.numel() else atoms.new_zeros(len(BOND_TYPES) - 1)
+    bond_counts = (
+        torch.bincount(bonds - 1, minlength=len(BOND_TYPES) - 1).double()
+        if bonds.numel()
+        else atoms.new_zeros(len(BOND_TYPES) - 1)
+    )
     return atoms / atoms.sum().clamp_min(1), bond_counts / bond_counts.sum().clamp_min(1)
 
 
@@ -163,11 +178,15 @@ def moses_filter_patterns() -> tuple[Any, ...] | None:
 
 
 def passes_moses_filters(mol: Any, patterns: Sequence[Any]) -> bool:
-    """MOSES's ``mol_passes_filters`` on a sanitized molecule (module docstring), with ``patterns`` from :func:`moses_filter_patterns`."""
+    """MOSES's ``mol_passes_filters`` on a sanitized molecule (module docstring), with ``patterns`` from
+    :func:`moses_filter_patterns`."""
     Chem = _rdkit()
     if any(len(ring) >= 8 for ring in mol.GetRingInfo().AtomRings()):
         return False
-    if any(a.GetFormalCharge() != 0 or a.GetSymbol() not in {"C", "N", "S", "O", "F", "Cl", "Br", "H"} for a in mol.GetAtoms()):
+    if any(
+        a.GetFormalCharge() != 0 or a.GetSymbol() not in {"C", "N", "S", "O", "F", "Cl", "Br", "H"}
+        for a in mol.GetAtoms()
+    ):
         return False
     with_h = Chem.AddHs(mol)
     return not any(with_h.HasSubstructMatch(p) for p in patterns)
@@ -210,7 +229,14 @@ class MoleculeMetrics(Metric):
     #: Updated with the samples alone (its reference, the training molecules, is built in).
     two_sample = False
 
-    def __init__(self, vocab: AtomVocabulary, train_smiles: Sequence[str], train_batch: Mapping[str, Tensor], max_nodes: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        vocab: AtomVocabulary,
+        train_smiles: Sequence[str],
+        train_batch: Mapping[str, Tensor],
+        max_nodes: int,
+        **kwargs: Any,
+    ) -> None:
         if not isinstance(vocab, AtomVocabulary):
             raise TypeError(f"Expected `vocab` to be an AtomVocabulary, but got {type(vocab).__name__}.")
         if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1:
@@ -236,8 +262,12 @@ class MoleculeMetrics(Metric):
         self.mask.append(torch.nn.functional.pad(mask, (0, pad)).to(self.device))
 
     def _batch(self) -> dict[str, Tensor]:
-        cat = (lambda v: torch.cat(v) if isinstance(v, list) else v)  # noqa: E731 (states are tensors after a DDP sync)
-        return {"X": cat(self.atoms).long().cpu(), "E": cat(self.bonds).long().cpu(), "mask": cat(self.mask).bool().cpu()}
+        cat = lambda v: torch.cat(v) if isinstance(v, list) else v  # noqa: E731 (states are tensors after a DDP sync)
+        return {
+            "X": cat(self.atoms).long().cpu(),
+            "E": cat(self.bonds).long().cpu(),
+            "mask": cat(self.mask).bool().cpu(),
+        }
 
     def compute(self) -> dict[str, Tensor]:
         """The fractions and distances (module docstring) as float64 scalar tensors."""
@@ -247,8 +277,13 @@ class MoleculeMetrics(Metric):
         mols = dense_to_mols(batch, self.vocab)
         stats = molecule_stats(mols, self.train_canonical)
         atoms, bonds = type_frequencies(batch, len(self.vocab))
-        out = {k: torch.tensor(float(getattr(stats, k)), dtype=torch.float64) for k in ("valid", "valid_connected", "relaxed_valid", "connected", "unique", "novel", "vun")}
-        largest = [canonical_smiles(fragments(m)[0]) for m in mols if m.GetNumAtoms() and canonical_smiles(m) is not None]
+        out = {
+            k: torch.tensor(float(getattr(stats, k)), dtype=torch.float64)
+            for k in ("valid", "valid_connected", "relaxed_valid", "connected", "unique", "novel", "vun")
+        }
+        largest = [
+            canonical_smiles(fragments(m)[0]) for m in mols if m.GetNumAtoms() and canonical_smiles(m) is not None
+        ]
         out["filters"] = torch.tensor(filters_fraction(largest), dtype=torch.float64)
         out["atom_tv"] = total_variation(atoms, self.train_atoms)
         out["bond_tv"] = total_variation(bonds, self.train_bonds)

@@ -52,7 +52,9 @@ def default_sample_metrics(example: Any, num_classes: int | Mapping[str, int] | 
     if isinstance(example, Tensor):
         if example.is_floating_point():
             return MetricCollection({"mmd": MMD(), "swd": SlicedWasserstein()})
-        return MetricCollection({"tokens": TokenFrequencyDistance(num_classes if isinstance(num_classes, int) else None)})
+        return MetricCollection(
+            {"tokens": TokenFrequencyDistance(num_classes if isinstance(num_classes, int) else None)}
+        )
     if not isinstance(example, Mapping):
         raise TypeError(f"example: expected a Tensor or a dict of Tensors, got {type(example).__name__}")
     odd = [k for k, v in example.items() if k == "mask" or not isinstance(v, Tensor) or v.ndim > 2]
@@ -62,5 +64,7 @@ def default_sample_metrics(example: Any, num_classes: int | Mapping[str, int] | 
             "module a sample_metrics() that returns metrics for this data"
         )
     numeric = [k for k, v in example.items() if v.is_floating_point()]
-    categorical = {k: _num_classes(f"field {k!r}", num_classes, k) for k, v in example.items() if not v.is_floating_point()}
+    categorical = {
+        k: _num_classes(f"field {k!r}", num_classes, k) for k, v in example.items() if not v.is_floating_point()
+    }
     return MetricCollection({"columns": ColumnwiseDistances(categorical, numeric)})

@@ -41,7 +41,14 @@ from diffkit.metrics.functional import (
     wasserstein_1d,
 )
 
-__all__ = ["MMD", "SlicedWasserstein", "TokenTotalVariation", "TokenFrequencyDistance", "ColumnwiseDistances", "metric_floor"]
+__all__ = [
+    "MMD",
+    "SlicedWasserstein",
+    "TokenTotalVariation",
+    "TokenFrequencyDistance",
+    "ColumnwiseDistances",
+    "metric_floor",
+]
 
 
 def _concat(state: list[Tensor] | Tensor, what: str) -> Tensor:
@@ -288,7 +295,11 @@ class TokenFrequencyDistance(Metric):
         """The distances named in the class docstring, as () float64 tensors."""
         x, y = _concat(self.samples, "samples"), _concat(self.reference, "reference")  # (N, L), (M, L)
         k = self.num_classes if self.num_classes is not None else int(max(x.max(), y.max())) + 1
-        result = {"unigram_tv": total_variation(_normalized(_token_counts(x, k), "tokens"), _normalized(_token_counts(y, k), "tokens"))}
+        result = {
+            "unigram_tv": total_variation(
+                _normalized(_token_counts(x, k), "tokens"), _normalized(_token_counts(y, k), "tokens")
+            )
+        }
         if x.shape[1] > 1:
             p, q = (_normalized(_bigram_counts(z, k), "token pairs").reshape(-1) for z in (x, y))
             result["bigram_tv"] = total_variation(p, q)
@@ -387,9 +398,7 @@ class ColumnwiseDistances(Metric):
             check_ids(f"{side}[{name!r}]", table[name], num_classes, ndim=1)
         rows = {name: table[name].shape[0] for name in [*self.numeric, *self.categorical]}
         if len(set(rows.values())) > 1:
-            raise ValueError(
-                f"Expected every field of `{side}` to have the same number of rows, but got {rows}."
-            )
+            raise ValueError(f"Expected every field of `{side}` to have the same number of rows, but got {rows}.")
 
     def compute(self) -> dict[str, Tensor]:
         """The per-column distances (and numeric-block MMD) named in the class docstring."""

@@ -43,7 +43,9 @@ def _block_description_length(M: np.ndarray, sizes: np.ndarray, n: int) -> np.nd
     e, total = edges[..., rows, cols], pairs[..., rows, cols]  # (..., B (B + 1) / 2)
     log_likelihood = betaln(e + 1, total - e + 1).sum(-1)
     used = (sizes > 0).sum(-1)
-    log_prior = -np.log(n) - (gammaln(n) - gammaln(used) - gammaln(n - used + 1)) + gammaln(sizes + 1).sum(-1) - gammaln(n + 1)
+    log_prior = (
+        -np.log(n) - (gammaln(n) - gammaln(used) - gammaln(n - used + 1)) + gammaln(sizes + 1).sum(-1) - gammaln(n + 1)
+    )
     return -(log_likelihood + log_prior)
 
 
@@ -86,7 +88,9 @@ def _refine_blocks(A: np.ndarray, labels: np.ndarray, max_size: float, sweeps: i
         for v in range(n):
             r, k = labels[v], K[v]
             removed = M - eye[r][:, None] * k[None, :] - k[:, None] * eye[r][None, :]  # (B, B)
-            Ms = removed[None] + eye[:, :, None] * k[None, None, :] + k[None, :, None] * eye[:, None, :]  # (B, B, B): v into s
+            Ms = (
+                removed[None] + eye[:, :, None] * k[None, None, :] + k[None, :, None] * eye[:, None, :]
+            )  # (B, B, B): v into s
             Ss = sizes[None] - eye[r][None] + eye  # (B, B)
             lengths = _block_description_length(Ms, Ss, n)  # (B,)
             lengths[(sizes == 0) | (sizes >= max_size)] = np.inf

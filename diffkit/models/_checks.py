@@ -38,7 +38,10 @@ def check_timesteps(t: Tensor, batch_size: int, continuous: bool = False) -> Non
     if not isinstance(t, Tensor):
         raise TypeError(f"Expected `t` to be an int64 Tensor of shape (B,), but got {type(t).__name__}.")
     if continuous and not t.is_floating_point():
-        raise TypeError(f"Expected `t` to be a floating-point tensor of continuous times in [0, 1] (num_steps=None), but got {t.dtype}.")
+        raise TypeError(
+            "Expected `t` to be a floating-point tensor of continuous times in [0, 1] (num_steps=None), but got "
+            f"{t.dtype}."
+        )
     if not continuous and t.dtype != torch.int64:
         raise TypeError(f"Expected `t` to have dtype torch.int64 (integer steps in 0..T), but got {t.dtype}.")
     if t.shape != (batch_size,):

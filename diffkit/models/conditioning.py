@@ -43,7 +43,8 @@ class ConditionSpec:
     def __post_init__(self) -> None:
         if (self.num_classes is None) == (self.cond_dim is None):
             raise ValueError(
-                f"num_classes, cond_dim: expected exactly one of them, got num_classes={self.num_classes!r}, cond_dim={self.cond_dim!r}"
+                f"num_classes, cond_dim: expected exactly one of them, got num_classes={self.num_classes!r}, "
+                f"cond_dim={self.cond_dim!r}"
             )
         for name, value in (("num_classes", self.num_classes), ("cond_dim", self.cond_dim)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -114,9 +115,14 @@ class ConditionEmbedding(nn.Module):
         if cond is None:
             return self.null.expand(batch_size, self.dim)
         if not cond.is_floating_point():
-            raise TypeError(f"cond: expected float features (B, {spec.cond_dim}) for cond_dim={spec.cond_dim}, got dtype {cond.dtype}")
+            raise TypeError(
+                f"cond: expected float features (B, {spec.cond_dim}) for cond_dim={spec.cond_dim}, got dtype "
+                f"{cond.dtype}"
+            )
         if cond.shape != (batch_size, spec.cond_dim):
-            raise ValueError(f"cond: expected features of shape ({batch_size}, {spec.cond_dim}), got {tuple(cond.shape)}")
+            raise ValueError(
+                f"cond: expected features of shape ({batch_size}, {spec.cond_dim}), got {tuple(cond.shape)}"
+            )
         dropped = torch.isnan(cond).all(-1, keepdim=True)  # (B, 1)
         out = self.features(torch.nan_to_num(cond, nan=0.0).to(self.features.weight.dtype))
         return torch.where(dropped, self.null.to(out.dtype), out)

@@ -120,7 +120,9 @@ class TimeEmbedding(nn.Module):
         max_period: as in ``timestep_embedding``.
     """
 
-    def __init__(self, num_steps: int, dim: int, sinusoidal_dim: int | None = None, max_period: float = 10000.0) -> None:
+    def __init__(
+        self, num_steps: int, dim: int, sinusoidal_dim: int | None = None, max_period: float = 10000.0
+    ) -> None:
         super().__init__()
         sinusoidal_dim = dim if sinusoidal_dim is None else sinusoidal_dim
         self.sinusoid = SinusoidalEmbedding(num_steps, sinusoidal_dim, max_period)

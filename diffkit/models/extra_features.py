@@ -77,10 +77,15 @@ class MolecularFeatures(nn.Module):
         super().__init__()
         if len(valences) == 0 or len(valences) != len(weights):
             raise ValueError(
-                f"Expected `atom_valences` and `atom_weights` of one non-zero length, but got {len(valences)} and {len(weights)}."
+                f"Expected `atom_valences` and `atom_weights` of one non-zero length, but got {len(valences)} and "
+                f"{len(weights)}."
             )
-        self.register_buffer("valences", torch.tensor([float(v) for v in valences], dtype=torch.float64), persistent=False)
-        self.register_buffer("weights", torch.tensor([float(w) for w in weights], dtype=torch.float64), persistent=False)
+        self.register_buffer(
+            "valences", torch.tensor([float(v) for v in valences], dtype=torch.float64), persistent=False
+        )
+        self.register_buffer(
+            "weights", torch.tensor([float(w) for w in weights], dtype=torch.float64), persistent=False
+        )
 
     def forward(self, X_ids: Tensor, E_ids: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
         """(B, N), (B, N, N), (B, N) -> node (B, N, 2), graph (B, 1), float64."""

@@ -115,7 +115,9 @@ def cycle_counts(adj: Tensor) -> tuple[Tensor, Tensor]:
     diag3, diag4, diag5 = (m.diagonal(dim1=-2, dim2=-1) for m in (a3, a4, a5))  # each (B, N)
     c3 = diag3 / 2
     c4 = (diag4 - d * (d - 1) - (adj @ d[..., None])[..., 0]) / 2
-    c5 = (diag5 - 2 * d * diag3 - 2 * ((adj * a2) @ d[..., None])[..., 0] - (adj @ diag3[..., None])[..., 0] + 5 * diag3) / 2
+    c5 = (
+        diag5 - 2 * d * diag3 - 2 * ((adj * a2) @ d[..., None])[..., 0] - (adj @ diag3[..., None])[..., 0] + 5 * diag3
+    ) / 2
     node = torch.stack([c3, c4, c5], dim=-1)  # (B, N, 3)
     c6 = (
         _trace(a6)
@@ -332,7 +334,9 @@ class GraphTransformer(nn.Module):
         if hidden % heads:
             raise ValueError(f"Expected `heads` to divide `hidden`, but got hidden={hidden}, heads={heads}.")
         if not isinstance(structural_features, bool):
-            raise TypeError(f"Expected `structural_features` to be a bool, but got {type(structural_features).__name__}.")
+            raise TypeError(
+                f"Expected `structural_features` to be a bool, but got {type(structural_features).__name__}."
+            )
         if not isinstance(eigen_features, int) or isinstance(eigen_features, bool):
             raise TypeError(f"Expected `eigen_features` to be an int, but got {type(eigen_features).__name__}.")
         if eigen_features < 0:
@@ -348,14 +352,18 @@ class GraphTransformer(nn.Module):
             raise ValueError("Expected `atom_valences` and `atom_weights` both given or both None.")
         self.molecular = None if atom_valences is None else MolecularFeatures(atom_valences, atom_weights)
         node_extra = 3 * structural_features + eigen_features + (2 if self.molecular is not None else 0)
-        global_extra = 4 * structural_features + (1 + eigen_features if eigen_features else 0) + (self.molecular is not None)
+        global_extra = (
+            4 * structural_features + (1 + eigen_features if eigen_features else 0) + (self.molecular is not None)
+        )
         self.time_embed = SinusoidalEmbedding(num_steps, global_hidden)
         conditional = num_classes is not None or cond_dim is not None
         self.cond_embed = ConditionEmbedding(num_classes, cond_dim, dim=global_hidden) if conditional else None
         self.node_in = _mlp(num_node_states + node_extra, hidden, hidden, act_out=True)
         self.edge_in = _mlp(num_edge_states + 1, edge_hidden, edge_hidden, act_out=True)  # + 1: the self indicator
         self.global_in = _mlp(global_hidden + global_extra, global_hidden, global_hidden, act_out=True)
-        self.blocks = nn.ModuleList(GraphTransformerBlock(hidden, edge_hidden, global_hidden, heads) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            GraphTransformerBlock(hidden, edge_hidden, global_hidden, heads) for _ in range(depth)
+        )
         self.node_out = _mlp(hidden, hidden, num_node_outputs)
         self.edge_out = _mlp(edge_hidden, edge_hidden, num_edge_outputs)
 
@@ -436,7 +444,9 @@ class GraphTransformer(nn.Module):
     def _check_inputs(self, x_t: Mapping[str, Tensor], t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Check the fields and t; return X, E and the node mask (all True when absent)."""
         if not isinstance(x_t, Mapping):
-            raise TypeError(f"Expected `x_t` to be a dict with keys 'X', 'E' (and 'mask'), but got {type(x_t).__name__}.")
+            raise TypeError(
+                f"Expected `x_t` to be a dict with keys 'X', 'E' (and 'mask'), but got {type(x_t).__name__}."
+            )
         missing = [key for key in ("X", "E") if key not in x_t]
         if missing:
             raise ValueError(
@@ -449,7 +459,9 @@ class GraphTransformer(nn.Module):
             raise ValueError(f"Expected `x_t['X']` of shape (B, N) with N >= 1, but got {tuple(X.shape)}.")
         B, N = X.shape
         if E.shape != (B, N, N):
-            raise ValueError(f"Expected `x_t['E']` of shape ({B}, {N}, {N}) to match `x_t['X']`, but got {tuple(E.shape)}.")
+            raise ValueError(
+                f"Expected `x_t['E']` of shape ({B}, {N}, {N}) to match `x_t['X']`, but got {tuple(E.shape)}."
+            )
         mask = x_t.get("mask")
         if mask is None:
             mask = torch.ones(B, N, dtype=torch.bool, device=X.device)
@@ -457,6 +469,8 @@ class GraphTransformer(nn.Module):
             found = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
             raise TypeError(f"Expected `x_t['mask']` to be a bool Tensor, but got {found}.")
         elif mask.shape != (B, N):
-            raise ValueError(f"Expected `x_t['mask']` of shape ({B}, {N}) to match `x_t['X']`, but got {tuple(mask.shape)}.")
+            raise ValueError(
+                f"Expected `x_t['mask']` of shape ({B}, {N}) to match `x_t['X']`, but got {tuple(mask.shape)}."
+            )
         check_timesteps(t, B)
         return X, E, mask

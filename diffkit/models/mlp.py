@@ -47,8 +47,15 @@ class MLPDenoiser(nn.Module):
     """
 
     def __init__(
-        self, dim: int, num_steps: int, hidden: int = 256, depth: int = 3, time_dim: int = 128,
-        num_classes: int | None = None, cond_dim: int | None = None, learn_variance: bool = False,
+        self,
+        dim: int,
+        num_steps: int,
+        hidden: int = 256,
+        depth: int = 3,
+        time_dim: int = 128,
+        num_classes: int | None = None,
+        cond_dim: int | None = None,
+        learn_variance: bool = False,
     ) -> None:
         super().__init__()
         for name, value in dict(dim=dim, hidden=hidden, depth=depth, time_dim=time_dim).items():

@@ -115,7 +115,9 @@ class TableDenoiser(nn.Module):
         check_timesteps(t, batch_size)
         dtype = self.trunk[0].weight.dtype
         parts = [x_t[name].to(dtype) for name in self.numeric]  # each (B, D_f)
-        parts += [embed(x_t[name]) for name, embed in zip(self.categorical, self.embeds)]  # each (B, embed_dim)
+        parts += [
+            embed(x_t[name]) for name, embed in zip(self.categorical, self.embeds, strict=True)
+        ]  # each (B, embed_dim)
         emb = self.time_embed(t).to(dtype)  # (B, time_dim)
         if self.cond_embed is not None:
             emb = emb + self.cond_embed(cond, batch_size).to(dtype)
@@ -123,8 +125,10 @@ class TableDenoiser(nn.Module):
             raise ValueError("cond: this TableDenoiser is unconditional; build it with num_classes=K or cond_dim=C")
         parts.append(emb)
         h = self.trunk(torch.cat(parts, dim=-1))  # (B, hidden)
-        out = {name: head(h) for name, head in zip(self.numeric, self.numeric_heads)}  # each (B, D_f)
-        out.update({name: head(h) for name, head in zip(self.categorical, self.categorical_heads)})  # each (B, K_out)
+        out = {name: head(h) for name, head in zip(self.numeric, self.numeric_heads, strict=True)}  # each (B, D_f)
+        out.update(
+            {name: head(h) for name, head in zip(self.categorical, self.categorical_heads, strict=True)}
+        )  # each (B, K_out)
         return out
 
     def _check_batch(self, x_t: Mapping[str, Tensor]) -> int:
@@ -148,7 +152,9 @@ class TableDenoiser(nn.Module):
         for name, (num_states, _) in self.categorical.items():
             check_ids(f"x_t[{name!r}]", x_t[name], num_states)
             if tuple(x_t[name].shape) != (batch_size,):
-                raise ValueError(f"Expected `x_t[{name!r}]` of shape ({batch_size},), but got {tuple(x_t[name].shape)}.")
+                raise ValueError(
+                    f"Expected `x_t[{name!r}]` of shape ({batch_size},), but got {tuple(x_t[name].shape)}."
+                )
         return batch_size
 
 

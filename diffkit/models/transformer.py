@@ -75,7 +75,10 @@ class AdaLNBlock(nn.Module):
         self.attn = SelfAttention(d_model, heads, dropout)
         self.norm_mlp = nn.LayerNorm(d_model, elementwise_affine=False)
         self.mlp = nn.Sequential(
-            nn.Linear(d_model, 4 * d_model), nn.GELU(approximate="tanh"), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout)
+            nn.Linear(d_model, 4 * d_model),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(4 * d_model, d_model),
+            nn.Dropout(dropout),
         )
         self.modulation = nn.Sequential(nn.SiLU(), _zero_linear(d_model, 6 * d_model))
 
@@ -137,7 +140,9 @@ class TokenTransformer(nn.Module):
         time_conditioning: bool = True,
     ) -> None:
         super().__init__()
-        sizes = dict(num_states=num_states, num_outputs=num_outputs, seq_len=seq_len, d_model=d_model, depth=depth, heads=heads)
+        sizes = dict(
+            num_states=num_states, num_outputs=num_outputs, seq_len=seq_len, d_model=d_model, depth=depth, heads=heads
+        )
         for name, value in sizes.items():
             check_positive(name, value)
         if d_model % heads:

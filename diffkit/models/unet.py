@@ -86,7 +86,9 @@ class UNet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        for name, value in dict(num_steps=num_steps, in_channels=in_channels, blocks=blocks, embed_dim=embed_dim, time_dim=time_dim).items():
+        for name, value in dict(
+            num_steps=num_steps, in_channels=in_channels, blocks=blocks, embed_dim=embed_dim, time_dim=time_dim
+        ).items():
             check_positive(name, value)
         channels = [int(c) for c in channels]
         if not channels or min(channels) < 1:
@@ -104,7 +106,9 @@ class UNet(nn.Module):
         self.down, self.downsample, skips = nn.ModuleList(), nn.ModuleList(), []
         width = channels[0]
         for i, c in enumerate(channels):
-            self.down.append(nn.ModuleList(ResBlock(width if b == 0 else c, c, time_dim, dropout) for b in range(blocks)))
+            self.down.append(
+                nn.ModuleList(ResBlock(width if b == 0 else c, c, time_dim, dropout) for b in range(blocks))
+            )
             width = c
             skips.append(c)
             if i < self.levels - 1:
@@ -112,10 +116,18 @@ class UNet(nn.Module):
         self.mid = nn.ModuleList([ResBlock(width, width, time_dim, dropout), ResBlock(width, width, time_dim, dropout)])
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i, c in reversed(list(enumerate(channels))):
-            self.up.append(nn.ModuleList(ResBlock((width + skips[i]) if b == 0 else c, c, time_dim, dropout) for b in range(blocks)))
+            self.up.append(
+                nn.ModuleList(
+                    ResBlock((width + skips[i]) if b == 0 else c, c, time_dim, dropout) for b in range(blocks)
+                )
+            )
             width = c
             if i > 0:
-                self.upsample.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, channels[i - 1], 3, padding=1)))
+                self.upsample.append(
+                    nn.Sequential(
+                        nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, channels[i - 1], 3, padding=1)
+                    )
+                )
                 width = channels[i - 1]
         self.norm_out, self.act = _norm(width), nn.SiLU()
         self.conv_out = nn.Conv2d(width, c_out, 3, padding=1)
@@ -143,7 +155,9 @@ class UNet(nn.Module):
             h = x_t
         size = 2 ** (self.levels - 1)
         if h.shape[-1] % size or h.shape[-2] % size:
-            raise ValueError(f"x_t: height and width must be divisible by {size} (2 ** (levels - 1)), got {tuple(h.shape[-2:])}")
+            raise ValueError(
+                f"x_t: height and width must be divisible by {size} (2 ** (levels - 1)), got {tuple(h.shape[-2:])}"
+            )
         c = self.time_embed(t)
         h = self.conv_in(h)
         skips = []

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from diffkit._checks import check_values, trusted_values
 from diffkit.parametrizations import (
     Parametrization,
+    ParametrizationLike,
     resolve_parametrization,
     withdraw_capabilities,
 )
@@ -73,7 +74,9 @@ def expand_to(values: Tensor, ndim: int) -> Tensor:
     return values.reshape(values.shape[0], *([1] * (ndim - 1)))
 
 
-def as_timesteps(t: Tensor | int, batch_size: int, num_steps: int, device: torch.device | None, name: str = "t") -> Tensor:
+def as_timesteps(
+    t: Tensor | int, batch_size: int, num_steps: int, device: torch.device | None, name: str = "t"
+) -> Tensor:
     """Validate a time argument and return it as an int64 tensor of shape (B,).
 
     Type, dtype and shape are always checked; the values (0 <= t <= T) too, except inside
@@ -161,6 +164,7 @@ class ForwardProcess(nn.Module, abc.ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         withdraw_capabilities(cls, PROCESS_CAPABILITY_METHODS)
+
     #: Whether infilling may keep known elements at their clean values at every step (absorbing
     #: noise: known tokens are simply never masked) instead of re-noising them (``diffkit.infill``).
     exact_infill: ClassVar[bool] = False
@@ -195,11 +199,20 @@ class ForwardProcess(nn.Module, abc.ABC):
         """q(x_s | x_t, x0) for 0 <= s < t (s defaults to t - 1)."""
 
     @abc.abstractmethod
-    def q_sample(self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
+    def q_sample(
+        self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Noised:
         """Draw x_t ~ q(x_t | x0); returns (x_t, noise)."""
 
     @abc.abstractmethod
-    def prior_sample(self, shape: Any, *, device: torch.device | str | None = None, generator: torch.Generator | None = None, mask: Tensor | None = None) -> Any:
+    def prior_sample(
+        self,
+        shape: Any,
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
+    ) -> Any:
         """Draw x_T from the prior p(x_T) for data of the given shape."""
 
     @abc.abstractmethod
@@ -232,11 +245,20 @@ class ForwardProcess(nn.Module, abc.ABC):
                 start from noise the network was not trained to see at that t).
         """
         ts = [int(t) for t in times]
-        if len(ts) < 2 or ts[0] != self.num_steps or ts[-1] != 0 or any(a <= b for a, b in zip(ts, ts[1:])):
-            raise ValueError(f"timesteps: expected a strictly decreasing list of ints from T = {self.num_steps} down to 0, got {ts}")
+        if (
+            len(ts) < 2
+            or ts[0] != self.num_steps
+            or ts[-1] != 0
+            or any(a <= b for a, b in zip(ts, ts[1:], strict=False))
+        ):
+            raise ValueError(
+                f"timesteps: expected a strictly decreasing list of ints from T = {self.num_steps} down to 0, got {ts}"
+            )
         return ts
 
-    def sample_timesteps(self, batch_size: int, device: torch.device | str | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def sample_timesteps(
+        self, batch_size: int, device: torch.device | str | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Uniform training times t ~ U{1, ..., T}: (B,) int64."""
         if generator is not None and device is None:
             device = generator.device
@@ -248,15 +270,19 @@ class ForwardProcess(nn.Module, abc.ABC):
         with ``is_continuous_time`` returns floats [1.0, ..., 0.0] instead."""
         return sampling_timesteps(self.num_steps, steps)
 
-    def get_parametrization(self, parametrization: str | Parametrization) -> Parametrization:
+    def get_parametrization(self, parametrization: ParametrizationLike) -> Parametrization:
         """Resolve a name (or check an object) against :attr:`parametrizations`."""
         return resolve_parametrization(self, parametrization)
 
-    def timesteps(self, t: Tensor | int, batch_size: int, device: torch.device | None = None, name: str = "t") -> Tensor:
+    def timesteps(
+        self, t: Tensor | int, batch_size: int, device: torch.device | None = None, name: str = "t"
+    ) -> Tensor:
         """Validate ``t`` and return it as (B,) int64 (see :func:`as_timesteps`)."""
         return as_timesteps(t, batch_size, self.num_steps, device, name)
 
-    def step_pair(self, t: Tensor | int, s: Tensor | int | None, batch_size: int, device: torch.device | None) -> tuple[Tensor, Tensor]:
+    def step_pair(
+        self, t: Tensor | int, s: Tensor | int | None, batch_size: int, device: torch.device | None
+    ) -> tuple[Tensor, Tensor]:
         """Validate a reverse jump t -> s (s defaults to t - 1) and return both as (B,) int64.
 
         Ints are checked for free; tensor values (a host sync) unless inside ``trusted_values``.
@@ -264,14 +290,20 @@ class ForwardProcess(nn.Module, abc.ABC):
         Raises:
             ValueError: if any s >= t, s < 0 or t > T.
         """
-        if isinstance(t, int) and not isinstance(t, bool) and (s is None or (isinstance(s, int) and not isinstance(s, bool))):
+        if (
+            isinstance(t, int)
+            and not isinstance(t, bool)
+            and (s is None or (isinstance(s, int) and not isinstance(s, bool)))
+        ):
             s_i = t - 1 if s is None else s
             if not 0 <= s_i < t:
                 raise ValueError(f"s: expected 0 <= s < t for a reverse jump, got s = {s_i} and t = {t}")
         t_v = self.timesteps(t, batch_size, device, "t")
         s_v = t_v - 1 if s is None else self.timesteps(s, batch_size, device, "s")
         if check_values() and batch_size and bool(((s_v < 0) | (s_v >= t_v)).any()):
-            raise ValueError(f"s: expected 0 <= s < t for a reverse jump, got s = {s_v.tolist()} and t = {t_v.tolist()}")
+            raise ValueError(
+                f"s: expected 0 <= s < t for a reverse jump, got s = {s_v.tolist()} and t = {t_v.tolist()}"
+            )
         return t_v, s_v
 
     @staticmethod
@@ -306,7 +338,15 @@ class ForwardProcess(nn.Module, abc.ABC):
         """Shape of the per-element terms for data x0 (default: x0's own shape)."""
         return tuple(x0.shape)
 
-    def reverse(self, output: Tensor, x_t: Tensor, t: Tensor | int, s: Tensor | int | None = None, parametrization: str | Parametrization = "x0", eta: float | None = None) -> Any:
+    def reverse(
+        self,
+        output: Tensor,
+        x_t: Tensor,
+        t: Tensor | int,
+        s: Tensor | int | None = None,
+        parametrization: str | Parametrization = "x0",
+        eta: float | None = None,
+    ) -> Any:
         """p(x_s | x_t) from a network output through a parametrization (s defaults to t - 1):
         ``parametrization.reverse``, which for x0-based ones is :meth:`reverse_from_x0` of the
         parametrization's ``x0_from_output``."""
@@ -314,7 +354,16 @@ class ForwardProcess(nn.Module, abc.ABC):
         t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
         return param.reverse(self, output, x_t, t, s, eta=eta)
 
-    def step(self, output: Tensor, x_t: Tensor, t: Tensor | int, s: Tensor | int | None = None, parametrization: str | Parametrization = "x0", generator: torch.Generator | None = None, eta: float | None = None) -> Tensor:
+    def step(
+        self,
+        output: Tensor,
+        x_t: Tensor,
+        t: Tensor | int,
+        s: Tensor | int | None = None,
+        parametrization: str | Parametrization = "x0",
+        generator: torch.Generator | None = None,
+        eta: float | None = None,
+    ) -> Tensor:
         """One reverse step, x_s ~ p(x_s | x_t) from a network output (s defaults to t - 1):
         ``reverse_sample(reverse(...))``. :func:`~diffkit.sample` calls it with ints t and s."""
         param = self.get_parametrization(parametrization)
@@ -373,13 +422,22 @@ class ForwardProcess(nn.Module, abc.ABC):
             weight = 1.0 if kind == "kl" else hybrid_weight
             vlb = self.reduce(self.vlb_terms(output, x0, x_t, t, param), mask, "mean") * self.num_steps
             total = weight * vlb if total is None else total + weight * vlb
+        assert total is not None  # check_loss_kind admits only "simple", "kl" and "hybrid"
         return at_least_float32(total)
 
     def prior_term(self, x0: Tensor, mask: Tensor | None = None) -> Tensor:
         """L_T = KL(q(x_T | x0) || p(x_T)) summed over elements: (B,) nats."""
         return self.reduce(self.prior_kl(x0), mask)
 
-    def vlb(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor | int, parametrization: str | Parametrization, mask: Tensor | None = None) -> Tensor:
+    def vlb(
+        self,
+        output: Tensor,
+        x0: Tensor,
+        x_t: Tensor,
+        t: Tensor | int,
+        parametrization: str | Parametrization,
+        mask: Tensor | None = None,
+    ) -> Tensor:
         """L_{t-1} summed over elements: (B,) nats."""
         param = self.get_parametrization(parametrization)
         self.check_loss_inputs(param, output, x0, x_t)

@@ -9,11 +9,11 @@ The formulas (C1)-(C4) live in :mod:`diffkit.processes.categorical_formulas`, th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Union
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from diffkit._checks import all_finite, check_values
 from diffkit.parametrizations import PreviousStepParametrization, X0BasedParametrization
@@ -99,7 +99,9 @@ class CategoricalPreviousStep(PreviousStepParametrization):
         probs = at_least_float32(output).softmax(-1)
         if process.num_states > process.num_classes:
             # x_0 is data: the absorbing mask state has probability 0 at s = 0.
-            final = expand_to(s == 0, probs.ndim) & (torch.arange(process.num_states, device=probs.device) >= process.num_classes)
+            final = expand_to(s == 0, probs.ndim) & (
+                torch.arange(process.num_states, device=probs.device) >= process.num_classes
+            )
             probs = _normalize(probs.masked_fill(final, 0.0))
         return probs
 
@@ -139,9 +141,9 @@ class CategoricalProcess(ForwardProcess):
         self,
         num_classes: int,
         num_steps: int = 500,
-        transition: Union[TransitionName, Tensor] = "uniform",
+        transition: TransitionName | Tensor = "uniform",
         schedule: ScheduleLike = "cosine",
-        marginals: Union[Sequence[float], Tensor, None] = None,
+        marginals: Sequence[float] | Tensor | None = None,
     ) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -150,16 +152,19 @@ class CategoricalProcess(ForwardProcess):
         if isinstance(transition, (Tensor, list, tuple)):
             Q = self._check_matrices(torch.as_tensor(transition, dtype=torch.float64), num_classes, num_steps)
             self.kind, self.num_states = "matrix", num_classes
-            self.kernel: nn.Module = MatrixTransition(Q)
+            self.kernel: MatrixTransition | MixingTransition = MatrixTransition(Q)
             self._num_steps = num_steps
             return
         kinds = ("absorbing", "marginal", "uniform")
         if transition not in kinds:
-            raise ValueError(f"transition: unknown kind {transition!r}; expected one of {list(kinds)} or a (T, K, K) tensor")
+            raise ValueError(
+                f"transition: unknown kind {transition!r}; expected one of {list(kinds)} or a (T, K, K) tensor"
+            )
         self.kind = transition
         self.num_states = num_classes + 1 if transition == "absorbing" else num_classes
         alpha_bar = make_schedule(schedule, num_steps).alpha_bar
         self._num_steps = num_steps
+        pi: Tensor | None
         if transition == "uniform":
             pi = torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float64)
         elif transition == "absorbing":
@@ -171,28 +176,34 @@ class CategoricalProcess(ForwardProcess):
         self.kernel = MixingTransition(alpha_bar, pi, self.num_states, persistent=transition == "marginal")
 
     # -- construction helpers
-    def _check_marginals(self, marginals) -> Tensor:
+    def _check_marginals(self, marginals: Sequence[float] | Tensor) -> Tensor:
         m = torch.as_tensor(marginals, dtype=torch.float64).flatten()
         if m.numel() != self.num_classes:
             raise ValueError(f"marginals: expected {self.num_classes} class frequencies, got {m.numel()}")
         if not torch.isfinite(m).all() or (m < 0).any() or m.sum() <= 0:
-            raise ValueError(f"marginals: expected non-negative finite frequencies with a positive sum, got {m.tolist()}")
+            raise ValueError(
+                f"marginals: expected non-negative finite frequencies with a positive sum, got {m.tolist()}"
+            )
         return m / m.sum()
 
     @staticmethod
     def _check_matrices(Q: Tensor, K: int, T: int) -> Tensor:
         if Q.shape != (T, K, K):
-            raise ValueError(f"transition: expected a (T, K, K) = ({T}, {K}, {K}) tensor of matrices, got {tuple(Q.shape)}")
+            raise ValueError(
+                f"transition: expected a (T, K, K) = ({T}, {K}, {K}) tensor of matrices, got {tuple(Q.shape)}"
+            )
         if not torch.isfinite(Q).all() or (Q < 0).any():
             raise ValueError("transition: matrices must hold finite non-negative probabilities")
         err = (Q.sum(-1) - 1).abs().max().item()
         if err > 1e-6:
-            raise ValueError(f"transition: every row of Q_t must sum to 1 (row-vector convention), max deviation {err:.2e}")
+            raise ValueError(
+                f"transition: every row of Q_t must sum to 1 (row-vector convention), max deviation {err:.2e}"
+            )
         return Q
 
     def set_marginals(self, marginals: Sequence[float] | Tensor) -> None:
         """Fill pi for transition='marginal' (normalized); stored in the state dict."""
-        if self.kind != "marginal":
+        if self.kind != "marginal" or not isinstance(self.kernel, MixingTransition):
             raise ValueError(f"set_marginals: only for transition='marginal', this process uses {self.kind!r}")
         self.kernel.set_pi(self._check_marginals(marginals))
 
@@ -226,7 +237,7 @@ class CategoricalProcess(ForwardProcess):
         return self.kernel.prior(self.num_classes)
 
     # -- validation and conversion
-    def validate_x0(self, x0, name: str = "x0") -> None:
+    def validate_x0(self, x0: Any, name: str = "x0") -> None:
         self._check_ids(x0, name, self.num_classes)
 
     def _check_ids(self, x: Tensor, name: str, high: int) -> None:
@@ -244,7 +255,11 @@ class CategoricalProcess(ForwardProcess):
         low, top = (int(v) for v in torch.aminmax(x))
         if low < 0 or top >= high:
             bad = top if top >= high else low
-            hint = f" (id {self.num_classes} is the absorbing mask state, never valid in data)" if self.kind == "absorbing" and bad == self.num_classes else ""
+            hint = (
+                f" (id {self.num_classes} is the absorbing mask state, never valid in data)"
+                if self.kind == "absorbing" and bad == self.num_classes
+                else ""
+            )
             raise ValueError(f"{name}: found class id {bad}, expected ids in [0, {high}){hint}")
 
     def _probs(self, x: Tensor, name: str = "x0") -> Tensor:
@@ -255,7 +270,10 @@ class CategoricalProcess(ForwardProcess):
         """
         if x.is_floating_point():
             if x.shape[-1] not in (self.num_classes, self.num_states):
-                raise ValueError(f"{name}: probabilities need a last dim of {self.num_classes} (or {self.num_states}), got {x.shape[-1]}")
+                raise ValueError(
+                    f"{name}: probabilities need a last dim of {self.num_classes} (or {self.num_states}), got "
+                    f"{x.shape[-1]}"
+                )
             self._check_distribution(x, name)
             return F.pad(x, (0, self.num_states - x.shape[-1]))
         self.validate_x0(x, name)
@@ -272,7 +290,9 @@ class CategoricalProcess(ForwardProcess):
         if x.numel() == 0 or not check_values():
             return
         if not all_finite(x):
-            raise ValueError(f"{name}: expected probabilities over the {K} classes in the last dim, found NaN or inf (not finite)")
+            raise ValueError(
+                f"{name}: expected probabilities over the {K} classes in the last dim, found NaN or inf (not finite)"
+            )
         low = float(x.min())
         if low < 0:
             raise ValueError(f"{name}: expected probabilities >= 0 in the last dim, found a negative value {low:.4g}")
@@ -295,7 +315,8 @@ class CategoricalProcess(ForwardProcess):
         if bool(bad.any()):
             first = tuple(int(i) for i in bad.nonzero()[0])
             raise ValueError(
-                f"x_t: id {int(x_t[first])} at index {first} cannot come from x0 = {int(x0[first])} at t = {int(t[first[0]])} "
+                f"x_t: id {int(x_t[first])} at index {first} cannot come from x0 = {int(x0[first])} at t = "
+                f"{int(t[first[0]])} "
                 f"(q(x_t | x0) = 0 under transition={self.kind!r}; {int(bad.sum())} element(s) like this), so "
                 "q(x_s | x_t, x0) is undefined; pass an x_t that q(x_t | x0) can produce, or x0 as probabilities"
             )
@@ -344,7 +365,9 @@ class CategoricalProcess(ForwardProcess):
             self._check_reachable(x_t, x0, t)
         return self.kernel.posterior(x_t, x0_probs, t, s)
 
-    def q_sample(self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
+    def q_sample(
+        self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Noised:
         """x_t ~ Cat(x0 Qbar_t).
 
         Mixing transitions (uniform, absorbing, marginal) draw one uniform u per element: x_t = x0
@@ -379,7 +402,14 @@ class CategoricalProcess(ForwardProcess):
         x_t, noise = gumbel_sample(_log(probs), noise, generator)
         return Noised(x_t, noise)
 
-    def prior_sample(self, shape, *, device=None, generator=None, mask=None) -> Tensor:
+    def prior_sample(
+        self,
+        shape: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
         """x_T ~ p(x_T) (see :attr:`prior_probs`): (B, ...) int64; masked-out elements are 0."""
         log_p = _log(self.prior_probs.to(device=device, dtype=torch.float32))
         ids, _ = gumbel_sample(log_p.expand(*shape, self.num_states), generator=generator)
@@ -419,16 +449,17 @@ class CategoricalProcess(ForwardProcess):
             eta is None
             and self.fuses_reverse_step
             and param.x0_is_softmax
-            and isinstance(self.kernel, MixingTransition)
             and self.num_classes >= FUSED_MIN_CLASSES
             and isinstance(output, Tensor)
             and output.shape == (*x_t.shape, self.num_classes)
         )
-        if fused:
+        if fused and isinstance(self.kernel, MixingTransition):
             t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
             nd = output.ndim
             alpha_bar = self.kernel.alpha_bar
-            ids = _mixing_step_sample(output, x_t, expand_to(alpha_bar[t], nd), expand_to(alpha_bar[s], nd), self.kernel.pi, generator)
+            ids = _mixing_step_sample(
+                output, x_t, expand_to(alpha_bar[t], nd), expand_to(alpha_bar[s], nd), self.kernel.pi, generator
+            )
             if ids is not None:
                 return ids
         return super().step(output, x_t, t, s, param, generator, eta)

@@ -77,7 +77,9 @@ def mixing_posterior(x_t: Tensor, x0_probs: Tensor, alpha_bar_t: Tensor, alpha_b
     return u / total
 
 
-def _mixing_posterior_unnormalized(x_t: Tensor, x0_probs: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor) -> Tensor | None:
+def _mixing_posterior_unnormalized(
+    x_t: Tensor, x0_probs: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor
+) -> Tensor | None:
     """:func:`mixing_posterior` up to a positive factor per element, in two passes over (B, ..., K).
 
     With n = x_t, the likelihood Qbar_t[x0, n] = alpha_bar_t [x0 = n] + base_t, base_t = (1 - alpha_bar_t) pi[n],
@@ -106,7 +108,9 @@ def _mixing_posterior_unnormalized(x_t: Tensor, x0_probs: Tensor, alpha_bar_t: T
     return torch.addcmul(x0_probs * coef_p, coef_pi, pi_dt).scatter(-1, ids, u_n)
 
 
-def _mixing_coefficients(x_t: Tensor, p_n: Tensor, mass: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor, dt: torch.dtype) -> tuple[Tensor, Tensor, Tensor] | None:
+def _mixing_coefficients(
+    x_t: Tensor, p_n: Tensor, mass: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor, dt: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor] | None:
     """The per-element float64 scalars of :func:`_mixing_posterior_unnormalized`'s weights
     u = coef_p p + coef_pi pi, with u[x_t] = u_n (see there for the formulas).
 
@@ -148,7 +152,9 @@ def _mixing_coefficients(x_t: Tensor, p_n: Tensor, mass: Tensor, alpha_bar_t: Te
     return coef_p, coef_pi, u_n
 
 
-def _mixing_posterior_dense(x_t: Tensor, x0_probs: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor) -> Tensor:
+def _mixing_posterior_dense(
+    x_t: Tensor, x0_probs: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor
+) -> Tensor:
     """:func:`mixing_posterior` term by term over (B, ..., K): the reference the fast path is tested
     against, and the fallback for its 0 / 0 cases."""
     dt = x0_probs.dtype
@@ -174,7 +180,9 @@ def _consistent_weights(x0_probs: Tensor, like_t: Tensor) -> Tensor:
     p = torch.where(consistent, x0_probs, torch.zeros_like(x0_probs))
     mass = p.sum(-1, keepdim=True)
     uniform = consistent.to(p.dtype)
-    p = torch.where(mass > 0, p / torch.where(mass > 0, mass, torch.ones_like(mass)), uniform / uniform.sum(-1, keepdim=True))
+    p = torch.where(
+        mass > 0, p / torch.where(mass > 0, mass, torch.ones_like(mass)), uniform / uniform.sum(-1, keepdim=True)
+    )
     return torch.where(consistent, p / torch.where(consistent, like_t, torch.ones_like(like_t)), torch.zeros_like(p))
 
 

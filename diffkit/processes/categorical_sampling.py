@@ -17,7 +17,9 @@ from diffkit.processes.categorical_formulas import _mixing_coefficients
 __all__ = ["gumbel_sample", "inverse_cdf_sample", "check_rows_drawable", "FUSED_MIN_CLASSES"]
 
 
-def gumbel_sample(log_probs: Tensor, noise: Tensor | None = None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def gumbel_sample(
+    log_probs: Tensor, noise: Tensor | None = None, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Gumbel-max draw from Cat(exp(log_probs)): argmax(log_probs + g), g ~ Gumbel(0, 1).
 
     Returns:
@@ -94,7 +96,14 @@ def _block_sums(w: Tensor, size: int) -> Tensor:
     return torch.cat([sums, w[:, full * size :].sum(-1, keepdim=True)], 1) if full * size < K else sums
 
 
-def _mixing_step_sample(logits: Tensor, x_t: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, pi: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
+def _mixing_step_sample(
+    logits: Tensor,
+    x_t: Tensor,
+    alpha_bar_t: Tensor,
+    alpha_bar_s: Tensor,
+    pi: Tensor,
+    generator: torch.Generator | None = None,
+) -> Tensor | None:
     """x_s ~ Cat(:func:`mixing_posterior` of softmax(logits)) without forming the (B, ..., S)
     posterior weights, nor the probabilities where they do not enter.
 
@@ -131,7 +140,7 @@ def _mixing_step_sample(logits: Tensor, x_t: Tensor, alpha_bar_t: Tensor, alpha_
     every = bool(uses_p.all())
     rows = None if every else uses_p.nonzero().squeeze(1)  # (R',)
     flat = logits.reshape(R, K)
-    sel = flat if every else flat.index_select(0, rows)  # (R', K)
+    sel = flat if rows is None else flat.index_select(0, rows)  # (R', K)
     w = at_least_float32(sel).softmax(-1)  # (R', K) probabilities
     Rs = w.shape[0]
     lay = _BlockLayout(pi, K, dt)
@@ -139,9 +148,9 @@ def _mixing_step_sample(logits: Tensor, x_t: Tensor, alpha_bar_t: Tensor, alpha_
     if S > K:
         P = torch.cat([P, w.new_zeros(Rs, 1)], 1)  # the extra states: p = 0
     P = P.to(f64)  # (R', blocks)
-    n_sel = n if every else n[rows]
+    n_sel = n if rows is None else n[rows]
     p_n_sel = torch.where(n_sel < K, w.gather(1, n_sel.clamp_max(K - 1).unsqueeze(1)).squeeze(1).to(f64), 0.0)
-    if every:
+    if rows is None:  # every element
         p_n, mass = p_n_sel, P.sum(-1)
     else:  # p_n, mass are unused where p does not enter
         p_n = torch.zeros(R, dtype=f64, device=device).index_copy_(0, rows, p_n_sel)
@@ -159,7 +168,9 @@ def _mixing_step_sample(logits: Tensor, x_t: Tensor, alpha_bar_t: Tensor, alpha_
         return None
     ids = n.clone()
     if Rs:
-        ids[rows] = _mixing_block_draw(lay, w, P, n_sel, p_n_sel.unsqueeze(1), coef_p[rows], coef_pi[rows], u_n[rows], u[rows])
+        ids[rows] = _mixing_block_draw(
+            lay, w, P, n_sel, p_n_sel.unsqueeze(1), coef_p[rows], coef_pi[rows], u_n[rows], u[rows]
+        )
     return ids.reshape(lead)
 
 
@@ -198,7 +209,17 @@ class _BlockLayout:
         self.zero = torch.zeros((), dtype=f64, device=device)
 
 
-def _mixing_block_draw(lay: _BlockLayout, w: Tensor, P: Tensor, n: Tensor, p_n: Tensor, coef_p: Tensor, coef_pi: Tensor, u_n: Tensor, u: Tensor) -> Tensor:
+def _mixing_block_draw(
+    lay: _BlockLayout,
+    w: Tensor,
+    P: Tensor,
+    n: Tensor,
+    p_n: Tensor,
+    coef_p: Tensor,
+    coef_pi: Tensor,
+    u_n: Tensor,
+    u: Tensor,
+) -> Tensor:
     """The two-level inverse-CDF draw of :func:`_mixing_step_sample` for R rows of weights
     coef_p p + coef_pi pi with weight u_n at n, given the block sums of p.
 
@@ -221,7 +242,7 @@ def _mixing_block_draw(lay: _BlockLayout, w: Tensor, P: Tensor, n: Tensor, p_n: 
     own = lay.col_block[n].unsqueeze(1)  # (R, 1)
     W = torch.addcmul(coef_pi * lay.Pi, coef_p, P)  # (R, nb) block sums of the weights
     rest_p = P.gather(1, own) - p_n
-    rest_pi = (lay.Pi[own] - lay.pi64[n].unsqueeze(1))
+    rest_pi = lay.Pi[own] - lay.pi64[n].unsqueeze(1)
     W.scatter_(1, own, torch.addcmul(torch.addcmul(u_n, coef_p, rest_p), coef_pi, rest_pi))
     cdf = W.cumsum(-1)
     total = cdf[:, -1:]

@@ -30,6 +30,9 @@ class MixingTransition(nn.Module):
             ``persistent`` (it is data-derived, not a hyperparameter).
     """
 
+    alpha_bar: Tensor  # (T + 1,) float64 buffer
+    pi: Tensor  # (K,) float64 buffer, NaN until filled
+
     def __init__(self, alpha_bar: Tensor, pi: Tensor | None, num_states: int, persistent: bool = False) -> None:
         super().__init__()
         self.register_buffer("alpha_bar", alpha_bar, persistent=False)
@@ -69,7 +72,9 @@ class MixingTransition(nn.Module):
 
     def posterior(self, x_t: Tensor, x0_probs: Tensor, t: Tensor, s: Tensor) -> Tensor:
         nd = x0_probs.ndim
-        return mixing_posterior(x_t, x0_probs, expand_to(self.alpha_bar[t], nd), expand_to(self.alpha_bar[s], nd), self.pi)
+        return mixing_posterior(
+            x_t, x0_probs, expand_to(self.alpha_bar[t], nd), expand_to(self.alpha_bar[s], nd), self.pi
+        )
 
     def prior(self, num_classes: int) -> Tensor:
         """(K,) u Qbar_T with u uniform over the data classes: p(x_T), finite KL for every kind."""
@@ -86,6 +91,9 @@ class MatrixTransition(nn.Module):
     Q_{s+1} ... Q_t, computed once per distinct (s, t) pair in the batch.
     """
 
+    Q: Tensor  # (T, K, K) float64 buffer
+    Qbar: Tensor  # (T + 1, K, K) float64 buffer
+
     def __init__(self, Q: Tensor) -> None:
         super().__init__()
         Q = Q.to(torch.float64)
@@ -96,7 +104,7 @@ class MatrixTransition(nn.Module):
         self.register_buffer("Q", Q, persistent=False)
         self.register_buffer("Qbar", torch.stack(Qbar), persistent=False)
 
-    ready = True
+    ready: bool = True
 
     def Q_ts(self, t: Tensor, s: Tensor) -> Tensor:
         """(B, K, K) Q_{t|s} = Q_{s+1} ... Q_t."""

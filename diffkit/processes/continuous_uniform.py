@@ -31,10 +31,14 @@ large T.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffkit.parametrizations import Parametrization, X0BasedParametrization
 from diffkit.processes.base import Noised, expand_to
 from diffkit.processes.categorical import CategoricalX0, categorical_kl, inverse_cdf_sample, mixing_posterior
 from diffkit.processes.ctime import ContinuousScheduleName, ContinuousTimeProcess, make_continuous_schedule
@@ -61,7 +65,9 @@ def uniform_rate_divergence(x_t: Tensor, x0: Tensor, x0_probs: Tensor, alpha: Te
     r_hat = (a / b) * p + (1 - p_x) + b * p_x / (a + b)  # (B, ..., K)
     same = (x0 == x_t).unsqueeze(-1)
     at_x0 = F.one_hot(x0, K).bool()
-    r = torch.where(same, (b / (a + b)).expand_as(p), torch.where(at_x0, ((a + b) / b).expand_as(p), torch.ones_like(p)))
+    r = torch.where(
+        same, (b / (a + b)).expand_as(p), torch.where(at_x0, ((a + b) / b).expand_as(p), torch.ones_like(p))
+    )
     tiny = torch.finfo(torch.float64).tiny
     terms = r_hat - r - r * (r_hat.clamp_min(tiny).log() - r.log())
     others = ~F.one_hot(x_t, K).bool()
@@ -80,6 +86,8 @@ class UniformProcess(ContinuousTimeProcess):
     """
 
     parametrizations = {"x0": CategoricalX0}
+
+    pi: Tensor  # (K,) float64 buffer, uniform
 
     def __init__(self, num_classes: int, schedule: ContinuousScheduleName = "loglinear") -> None:
         super().__init__()
@@ -102,7 +110,10 @@ class UniformProcess(ContinuousTimeProcess):
         if x0.numel():
             lo, hi = (int(v) for v in torch.aminmax(x0))
             if lo < 0 or hi >= self.num_classes:
-                raise ValueError(f"{name}: found class id {hi if hi >= self.num_classes else lo}, expected ids in [0, {self.num_classes})")
+                raise ValueError(
+                    f"{name}: found class id {hi if hi >= self.num_classes else lo}, expected ids in [0, "
+                    f"{self.num_classes})"
+                )
 
     def _mix(self, ids: Tensor, a: Tensor) -> Tensor:
         """a e_ids + (1 - a) pi in float64, a (B, 1, ..., 1)."""
@@ -133,7 +144,9 @@ class UniformProcess(ContinuousTimeProcess):
         nd = x0_probs.ndim
         return mixing_posterior(x_t, x0_probs, expand_to(self.alpha(t), nd), expand_to(self.alpha(s), nd), self.pi)
 
-    def q_sample(self, x0: Tensor, t: Tensor | float, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
+    def q_sample(
+        self, x0: Tensor, t: Tensor | float, noise: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Noised:
         """x_t ~ (U1) from one uniform u per token: x0 where u < alpha(t), else the class
         floor(K (u - alpha) / (1 - alpha)) (uniform given u >= alpha).
 
@@ -145,13 +158,27 @@ class UniformProcess(ContinuousTimeProcess):
         if noise is None:
             noise = torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=generator)
         elif noise.shape != x0.shape or not noise.is_floating_point():
-            raise ValueError(f"noise: expected float uniforms of shape {tuple(x0.shape)}, got {tuple(noise.shape)} {noise.dtype}")
+            raise ValueError(
+                f"noise: expected float uniforms of shape {tuple(x0.shape)}, got {tuple(noise.shape)} {noise.dtype}"
+            )
         u = noise.to(torch.float64)
         a = expand_to(self.alpha(t), x0.ndim)
-        draw = ((u - a) / (1 - a).clamp_min(torch.finfo(torch.float64).tiny) * self.num_classes).floor().clamp(0, self.num_classes - 1).long()
+        draw = (
+            ((u - a) / (1 - a).clamp_min(torch.finfo(torch.float64).tiny) * self.num_classes)
+            .floor()
+            .clamp(0, self.num_classes - 1)
+            .long()
+        )
         return Noised(torch.where(u < a, x0, draw), noise)
 
-    def prior_sample(self, shape, *, device=None, generator=None, mask=None) -> Tensor:
+    def prior_sample(
+        self,
+        shape: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
         """x_1 ~ Uniform(K): (B, ...) int64; masked-out elements are 0."""
         ids = torch.randint(0, self.num_classes, tuple(shape), device=device, generator=generator)
         return ids if mask is None else ids * mask.long()
@@ -177,12 +204,17 @@ class UniformProcess(ContinuousTimeProcess):
     def reverse_sample(self, p: Tensor, s: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return inverse_cdf_sample(p, generator)
 
-    def elbo_integrand_terms(self, output, x0, x_t, t, parametrization) -> Tensor:
+    def elbo_integrand_terms(
+        self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, parametrization: Parametrization
+    ) -> Tensor:
         """(U4) per token, nats per unit time: lambda(t) / K * the rate divergence (0 where alpha(t) = 0)."""
-        x0_hat = parametrization.x0_from_output(self, output, x_t, t)  # (B, ..., K)
+        # parametrizations = {"x0": CategoricalX0}: get_parametrization admits nothing else
+        x0_hat = cast(X0BasedParametrization, parametrization).x0_from_output(self, output, x_t, t)  # (B, ..., K)
         a = self.alpha(t)
         ok = a > 0
         a_safe = torch.where(ok, a, torch.ones_like(a))
         lam = torch.where(ok, -self.alpha_prime(t) / a_safe, torch.zeros_like(a)) / self.num_classes
-        div = uniform_rate_divergence(x_t, x0, x0_hat, expand_to(torch.where(ok, a, torch.full_like(a, 0.5)), x0.ndim + 1))
+        div = uniform_rate_divergence(
+            x_t, x0, x0_hat, expand_to(torch.where(ok, a, torch.full_like(a, 0.5)), x0.ndim + 1)
+        )
         return (expand_to(lam, x0.ndim) * div).to(x0_hat.dtype)

@@ -70,7 +70,11 @@ def _cosine() -> ContinuousSchedule:
     return ContinuousSchedule("cosine", lambda t: torch.cos(h * t), lambda t: -h * torch.sin(h * t))
 
 
-_SCHEDULES: dict[str, Callable[[], ContinuousSchedule]] = {"loglinear": _loglinear, "linear": _linear, "cosine": _cosine}
+_SCHEDULES: dict[str, Callable[[], ContinuousSchedule]] = {
+    "loglinear": _loglinear,
+    "linear": _linear,
+    "cosine": _cosine,
+}
 
 
 def make_continuous_schedule(name: ContinuousScheduleName) -> ContinuousSchedule:
@@ -136,7 +140,9 @@ def continuous_time_grid(steps: int) -> list[float]:
         ValueError: steps is not an int >= 1.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"num_steps: expected a number of sampling steps >= 1 for a continuous-time process, got {steps!r}")
+        raise ValueError(
+            f"num_steps: expected a number of sampling steps >= 1 for a continuous-time process, got {steps!r}"
+        )
     grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).tolist()
     grid[0], grid[-1] = 1.0, 0.0
     return grid
@@ -153,12 +159,14 @@ def check_time_grid(times: Sequence[float]) -> list[float]:
     if any(isinstance(v, (bool, int)) or (isinstance(v, Tensor) and not v.is_floating_point()) for v in values):
         raise TypeError(f"timesteps: a continuous-time process takes float times in [0, 1], got {values}")
     ts = [float(v) for v in values]
-    if len(ts) < 2 or ts[-1] != 0.0 or ts[0] > 1.0 or any(a <= b for a, b in zip(ts, ts[1:])):
+    if len(ts) < 2 or ts[-1] != 0.0 or ts[0] > 1.0 or any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
         raise ValueError(f"timesteps: expected a strictly decreasing list of floats from <= 1 down to 0.0, got {ts}")
     return ts
 
 
-def stratified_times(batch_size: int, device: torch.device | str | None = None, generator: torch.Generator | None = None) -> Tensor:
+def stratified_times(
+    batch_size: int, device: torch.device | str | None = None, generator: torch.Generator | None = None
+) -> Tensor:
     """Low-discrepancy training times: t_i = (i + 1 - u) / B for one u ~ U[0, 1) per batch.
 
     Each t_i is uniform on ((i) / B, (i + 1) / B], so every t_i is marginally U(0, 1] and the batch
@@ -198,7 +206,7 @@ class ContinuousTimeProcess(ForwardProcess):
     schedule: ContinuousSchedule
 
     @property
-    def num_steps(self) -> None:
+    def num_steps(self) -> None:  # type: ignore[override]  # the documented exception: no T in continuous time
         """None: a continuous-time process has no T."""
         return None
 
@@ -212,11 +220,15 @@ class ContinuousTimeProcess(ForwardProcess):
         return self.schedule.alpha_prime(t.to(torch.float64))
 
     # -- times
-    def timesteps(self, t: Tensor | float, batch_size: int, device: torch.device | None = None, name: str = "t") -> Tensor:
+    def timesteps(
+        self, t: Tensor | float, batch_size: int, device: torch.device | None = None, name: str = "t"
+    ) -> Tensor:
         """Validate t (see :func:`continuous_times`)."""
         return continuous_times(t, batch_size, device, name)
 
-    def step_pair(self, t: Tensor | float, s: Tensor | float | None, batch_size: int, device: torch.device | None) -> tuple[Tensor, Tensor]:
+    def step_pair(
+        self, t: Tensor | float, s: Tensor | float | None, batch_size: int, device: torch.device | None
+    ) -> tuple[Tensor, Tensor]:
         """Validate a reverse jump 0 <= s < t <= 1 (floats) and return both as (B,) float tensors;
         s is required (there is no t - 1). The s < t check reads values (skipped inside
         ``trusted_values``, where :func:`~diffkit.sample` runs after checking its grid)."""
@@ -228,11 +240,13 @@ class ContinuousTimeProcess(ForwardProcess):
             raise ValueError(f"s: expected 0 <= s < t for a reverse jump, got s = {s.tolist()} and t = {t.tolist()}")
         return t, s
 
-    def sample_timesteps(self, batch_size: int, device: torch.device | str | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def sample_timesteps(
+        self, batch_size: int, device: torch.device | str | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Training times by :func:`stratified_times`: (B,) float32 in (0, 1]."""
         return stratified_times(batch_size, device, generator)
 
-    def sampling_grid(self, steps: int | None = None) -> list[float]:
+    def sampling_grid(self, steps: int | None = None) -> list[float]:  # type: ignore[override]  # is_continuous_time
         """linspace(1, 0, steps + 1) as floats (None: :attr:`default_sampling_steps`)."""
         return continuous_time_grid(self.default_sampling_steps if steps is None else steps)
 
@@ -241,7 +255,9 @@ class ContinuousTimeProcess(ForwardProcess):
         return check_time_grid(times)
 
     # -- the continuous ELBO
-    def elbo_integrand_terms(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, parametrization: Parametrization) -> Tensor:
+    def elbo_integrand_terms(
+        self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, parametrization: Parametrization
+    ) -> Tensor:
         """Per-element integrand l(x_t, x0, t) of the continuous ELBO, nats per unit time."""
         raise NotImplementedError
 
@@ -280,4 +296,5 @@ class ContinuousTimeProcess(ForwardProcess):
             weight = 1.0 if kind == "kl" else hybrid_weight
             elbo = weight * self.reduce(self.elbo_integrand_terms(output, x0, x_t, t, param), mask, "mean")
             total = elbo if total is None else total + elbo
+        assert total is not None  # check_loss_kind admits only "simple", "kl" and "hybrid"
         return at_least_float32(total)

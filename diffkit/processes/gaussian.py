@@ -8,7 +8,8 @@ fused reverse step in :mod:`diffkit.processes.gaussian_step`.
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from torch import Tensor
 from diffkit._checks import all_finite, check_values
 from diffkit.parametrizations import PreviousStepParametrization, X0BasedParametrization
 from diffkit.processes.base import ForwardProcess, Noised, expand_to
+from diffkit.processes.gaussian_bounded import discretized_gaussian_log_likelihood
 from diffkit.processes.gaussian_formulas import (
     GaussianParams,
     ddim_reverse,
@@ -31,7 +33,6 @@ from diffkit.processes.gaussian_formulas import (
     x0_from_v,
 )
 from diffkit.processes.gaussian_step import fused_step, jump_coefficients
-from diffkit.processes.gaussian_bounded import discretized_gaussian_log_likelihood
 from diffkit.processes.gaussian_variance import frozen_mean_output, learned_reverse, split_learned_output
 from diffkit.processes.schedules import ScheduleLike, make_schedule
 
@@ -90,16 +91,23 @@ class _GaussianX0Based(X0BasedParametrization):
     def reverse(self, process, output, x_t, t, s, eta=None):
         if isinstance(process, GaussianProcess) and process.reverse_variance == "learned":
             if eta is not None:
-                raise ValueError("eta: DDIM's eta replaces the reverse variance; with reverse_variance='learned' sample with eta=None")
+                raise ValueError(
+                    "eta: DDIM's eta replaces the reverse variance; with reverse_variance='learned' sample with "
+                    "eta=None"
+                )
             return learned_reverse(process, self, output, x_t, t, s)
         return super().reverse(process, output, x_t, t, s, eta=eta)
 
-    def oracle_output(self, process: GaussianProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
+    def oracle_output(  # type: ignore[override]  # resolve_parametrization admits it only on a GaussianProcess
+        self, process: GaussianProcess, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None
+    ) -> Tensor:
         if noise is None:
             noise = eps_from_x0(x_t, x0, process.alpha_bar_at(t, x_t))
         return self.target(process, x0, x_t, t, noise)
 
-    def simple_loss(self, process: GaussianProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
+    def simple_loss(  # type: ignore[override]  # resolve_parametrization admits it only on a GaussianProcess
+        self, process: GaussianProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None
+    ) -> Tensor:
         output = process.mean_output(output, x_t)
         target = self.oracle_output(process, x0, x_t, t, noise)
         same = target.shape == output.shape and target.dtype == output.dtype
@@ -201,7 +209,12 @@ class GaussianPreviousStep(PreviousStepParametrization):
 
 def _same_layout(output: object, x_t: Tensor) -> bool:
     """Whether ``output`` is a Tensor of x_t's shape and floating dtype (what the fused step takes)."""
-    return isinstance(output, Tensor) and output.shape == x_t.shape and output.dtype == x_t.dtype and x_t.is_floating_point()
+    return (
+        isinstance(output, Tensor)
+        and output.shape == x_t.shape
+        and output.dtype == x_t.dtype
+        and x_t.is_floating_point()
+    )
 
 
 # ------------------------------------------------------------------------ process
@@ -225,25 +238,45 @@ class GaussianProcess(ForwardProcess):
         ValueError: invalid schedule or reverse_variance.
     """
 
-    parametrizations = {"eps": EpsParametrization, "x0": X0Parametrization, "v": VParametrization, "previous-step": GaussianPreviousStep}
+    parametrizations = {
+        "eps": EpsParametrization,
+        "x0": X0Parametrization,
+        "v": VParametrization,
+        "previous-step": GaussianPreviousStep,
+    }
     supports_eta: ClassVar[bool] = True
     fuses_reverse_step: ClassVar[bool] = True
     supports_gaussian_solvers: ClassVar[bool] = True
 
-    def __init__(self, num_steps: int = 1000, schedule: ScheduleLike = "cosine", reverse_variance: ReverseVariance = "posterior", decoder: Literal["gaussian", "discretized"] = "gaussian") -> None:
+    alpha_bar: Tensor  # (T + 1,) float64 buffer
+
+    def __init__(
+        self,
+        num_steps: int = 1000,
+        schedule: ScheduleLike = "cosine",
+        reverse_variance: ReverseVariance = "posterior",
+        decoder: Literal["gaussian", "discretized"] = "gaussian",
+    ) -> None:
         super().__init__()
         sched = make_schedule(schedule, num_steps)
         if sched.alpha_bar[-1] <= 0:
-            raise ValueError("schedule: a Gaussian process needs alpha_bar_T > 0 (x0 = (x_t - ...) / sqrt(alpha_bar_t) divides by it)")
+            raise ValueError(
+                "schedule: a Gaussian process needs alpha_bar_T > 0 (x0 = (x_t - ...) / sqrt(alpha_bar_t) divides by "
+                "it)"
+            )
         if sched.alpha_bar[-1] < torch.finfo(torch.float32).tiny:
             raise ValueError(
                 f"schedule: alpha_bar_T = {sched.alpha_bar[-1].item():.3g} is below float32's smallest normal number "
-                f"{torch.finfo(torch.float32).tiny:.3g}, so it is 0 in float32 data and x0 = (x_t - ...) / sqrt(alpha_bar_t) "
+                f"{torch.finfo(torch.float32).tiny:.3g}, so it is 0 in float32 data and x0 = (x_t - ...) / "
+                "sqrt(alpha_bar_t) "
                 "divides by 0 (NaN / inf losses near t = T); a Gaussian process needs alpha_bar_T >= 1.2e-38: use "
                 "fewer steps or smaller betas"
             )
         if reverse_variance not in ("posterior", "forward", "learned"):
-            raise ValueError(f"reverse_variance: unknown choice {reverse_variance!r}; expected one of ['forward', 'learned', 'posterior']")
+            raise ValueError(
+                f"reverse_variance: unknown choice {reverse_variance!r}; expected one of ['forward', 'learned', "
+                "'posterior']"
+            )
         if decoder not in ("gaussian", "discretized"):
             raise ValueError(f"decoder: unknown choice {decoder!r}; expected one of ['discretized', 'gaussian']")
         self.reverse_variance = reverse_variance
@@ -274,7 +307,10 @@ class GaussianProcess(ForwardProcess):
     def reverse_variance_at(self, t: Tensor, s: Tensor, like: Tensor) -> Tensor:
         """The variance of p(x_s | x_t): the ``reverse_variance`` choice, beta_1-style at s = 0."""
         if self.reverse_variance == "learned":
-            raise ValueError("reverse_variance: 'learned' variances come from the network output; use an x0-based parametrization ('eps', 'x0', 'v')")
+            raise ValueError(
+                "reverse_variance: 'learned' variances come from the network output; use an x0-based parametrization "
+                "('eps', 'x0', 'v')"
+            )
         alpha_bar_t, alpha_bar_s = self.alpha_bar[t], self.alpha_bar[s]
         forward = 1 - alpha_bar_t / alpha_bar_s
         if self.reverse_variance == "posterior":
@@ -285,7 +321,7 @@ class GaussianProcess(ForwardProcess):
         return self._gather(var, like)
 
     # -- validation
-    def validate_x0(self, x0, name: str = "x0") -> None:
+    def validate_x0(self, x0: Any, name: str = "x0") -> None:
         if not isinstance(x0, Tensor):
             raise TypeError(f"{name}: expected a Tensor, got {type(x0).__name__}")
         if not x0.is_floating_point():
@@ -327,9 +363,13 @@ class GaussianProcess(ForwardProcess):
         self.validate_x0(x0)
         self._check_pair(x_t, x0, "x_t", "x0")
         t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
-        return gaussian_posterior(x_t, x0, expand_to(self.alpha_bar[t], x_t.ndim), expand_to(self.alpha_bar[s], x_t.ndim))
+        return gaussian_posterior(
+            x_t, x0, expand_to(self.alpha_bar[t], x_t.ndim), expand_to(self.alpha_bar[s], x_t.ndim)
+        )
 
-    def q_sample(self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
+    def q_sample(
+        self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Noised:
         """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, eps ~ N(0, I) (Ho et al. eq. 4).
 
         Returns:
@@ -346,7 +386,15 @@ class GaussianProcess(ForwardProcess):
         scale, std = (self._gather(v, x0) for v in (alpha_bar_t.sqrt(), (1 - alpha_bar_t).sqrt()))
         return Noised(torch.addcmul(scale * x0, std, noise), noise)
 
-    def prior_sample(self, shape, *, device=None, generator=None, mask=None, dtype: torch.dtype | None = None) -> Tensor:
+    def prior_sample(
+        self,
+        shape: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
         """x_T ~ N(0, I) of the given shape (B, ...) in ``dtype`` (default: torch's default
         float dtype); masked-out elements are 0."""
         x = torch.randn(tuple(shape), device=device, generator=generator, dtype=dtype or torch.get_default_dtype())
@@ -369,15 +417,21 @@ class GaussianProcess(ForwardProcess):
             return -discretized_gaussian_log_likelihood(x0, p.mean, p.variance)
         return gaussian_nll(x0, p)
 
-    def reverse_from_x0(self, x_t: Tensor, x0_hat: Tensor, t: Tensor, s: Tensor, eta: float | None = None) -> GaussianParams:
+    def reverse_from_x0(
+        self, x_t: Tensor, x0_hat: Tensor, t: Tensor, s: Tensor, eta: float | None = None
+    ) -> GaussianParams:
         """p(x_s | x_t) = N(mu(x_t, x0_hat), var): (G3)'s mean with the ``reverse_variance``
         choice, or DDIM's step (Song et al. 2021 eq. 12) when ``eta`` is given."""
         if eta is not None and eta < 0:
             raise ValueError(f"eta: expected eta >= 0, got {eta}")
         ndim = x_t.ndim
         if eta is not None:
-            return ddim_reverse(x_t, x0_hat, expand_to(self.alpha_bar[t], ndim), expand_to(self.alpha_bar[s], ndim), eta)
-        mean = gaussian_posterior(x_t, x0_hat, expand_to(self.alpha_bar[t], ndim), expand_to(self.alpha_bar[s], ndim)).mean
+            return ddim_reverse(
+                x_t, x0_hat, expand_to(self.alpha_bar[t], ndim), expand_to(self.alpha_bar[s], ndim), eta
+            )
+        mean = gaussian_posterior(
+            x_t, x0_hat, expand_to(self.alpha_bar[t], ndim), expand_to(self.alpha_bar[s], ndim)
+        ).mean
         return GaussianParams(mean, self.reverse_variance_at(t, s, x_t))
 
     def reverse_sample(self, p: GaussianParams, s: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -393,13 +447,22 @@ class GaussianProcess(ForwardProcess):
         the same law, and the same draw of z from ``generator``, as ``reverse_sample(reverse(...))``,
         which runs otherwise."""
         param = self.get_parametrization(parametrization)
-        if self.fuses_reverse_step and self.reverse_variance != "learned" and param.x0_is_linear and isinstance(t, int) and (s is None or isinstance(s, int)) and _same_layout(output, x_t):
+        if (
+            self.fuses_reverse_step
+            and self.reverse_variance != "learned"
+            and param.x0_is_linear
+            and isinstance(t, int)
+            and (s is None or isinstance(s, int))
+            and _same_layout(output, x_t)
+        ):
             s = t - 1 if s is None else s
             self.step_pair(t, s, x_t.shape[0], x_t.device)  # ints: checked without a device read
             if eta is not None and eta < 0:
                 raise ValueError(f"eta: expected eta >= 0, got {eta}")
             host = self.alpha_bar_host
-            coefs = jump_coefficients(host[t], host[s], s == 0, param.x0_coefficients, eta, self.reverse_variance == "forward")
+            coefs = jump_coefficients(
+                host[t], host[s], s == 0, param.x0_coefficients, eta, self.reverse_variance == "forward"
+            )
             return fused_step(output, x_t, coefs, generator)
         return super().step(output, x_t, t, s, param, generator, eta)
 
@@ -413,7 +476,9 @@ class GaussianProcess(ForwardProcess):
         term sees the mean as a constant, so it trains the variance only (Nichol & Dhariwal 2021 sec. 3.1)."""
         if self.reverse_variance == "learned" and kind == "hybrid":
             simple = super().loss(output, x0, x_t, t, noise, parametrization, "simple", mask=mask)
-            return simple + hybrid_weight * super().loss(frozen_mean_output(output), x0, x_t, t, noise, parametrization, "kl", mask=mask)
+            return simple + hybrid_weight * super().loss(
+                frozen_mean_output(output), x0, x_t, t, noise, parametrization, "kl", mask=mask
+            )
         return super().loss(output, x0, x_t, t, noise, parametrization, kind, hybrid_weight, mask)
 
     def extra_repr(self) -> str:

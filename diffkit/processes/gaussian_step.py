@@ -6,7 +6,8 @@ For an x0-based parametrization whose estimate is linear, x0_hat = a_out output 
     ancestral (G3): mean = c0 x0_hat + ct x_t,
         c0 = sqrt(alpha_bar_s) (1 - alpha_{t|s}) / (1 - alpha_bar_t),
         ct = sqrt(alpha_{t|s}) (1 - alpha_bar_s) / (1 - alpha_bar_t)
-    DDIM (Song et al. 2021 eq. 12): mean = sqrt(alpha_bar_s) x0_hat + d (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t),
+    DDIM (Song et al. 2021 eq. 12):
+        mean = sqrt(alpha_bar_s) x0_hat + d (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t),
         d = sqrt(1 - alpha_bar_s - sigma^2), sigma^2 = eta^2 var(G3)
 
 so P = c0 a_out and Q = c0 a_x + ct. When every example of the batch shares (t, s), as in
@@ -69,7 +70,9 @@ def jump_coefficients(
     return JumpCoefficients(c0 * a_out, c0 * a_x + ct, variance, 0.0 if s_is_zero else math.sqrt(variance))
 
 
-def fused_step(output: Tensor, x_t: Tensor, coefs: JumpCoefficients, generator: torch.Generator | None = None) -> Tensor:
+def fused_step(
+    output: Tensor, x_t: Tensor, coefs: JumpCoefficients, generator: torch.Generator | None = None
+) -> Tensor:
     """x_s = P output + Q x_t + sigma z, z ~ N(0, I) drawn as ``torch.randn(x_t.shape)`` would
     (also at s = 0, where it is not used, so the generator's stream matches the general path).
 

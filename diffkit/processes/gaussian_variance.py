@@ -26,7 +26,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["split_learned_output", "interpolated_log_variance", "frozen_mean_output", "check_learned_output", "learned_reverse"]
+__all__ = [
+    "split_learned_output",
+    "interpolated_log_variance",
+    "frozen_mean_output",
+    "check_learned_output",
+    "learned_reverse",
+]
 
 
 def check_learned_output(output: Tensor, x_t: Tensor) -> None:
@@ -57,7 +63,9 @@ def frozen_mean_output(output: Tensor) -> Tensor:
     return torch.cat([mean.detach(), v], dim=1)
 
 
-def interpolated_log_variance(v_raw: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, min_log_posterior: float) -> Tensor:
+def interpolated_log_variance(
+    v_raw: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, min_log_posterior: float
+) -> Tensor:
     """log var = frac log beta_{t|s} + (1 - frac) log max(beta_tilde_{t|s}, exp(min)), frac = (v_raw + 1) / 2.
 
     Args:
@@ -86,6 +94,10 @@ def learned_reverse(process: Any, param: Any, output: Tensor, x_t: Tensor, t: Te
     ab = process.alpha_bar
     ab_t = ab[t].reshape(-1, *([1] * (x_t.ndim - 1)))
     ab_s = ab[s].reshape(-1, *([1] * (x_t.ndim - 1)))
-    min_log = math.log(float((1 - ab[2] / ab[1]) * (1 - ab[1]) / (1 - ab[2]))) if ab.shape[0] > 2 else math.log(float(1 - ab[1]))
+    min_log = (
+        math.log(float((1 - ab[2] / ab[1]) * (1 - ab[1]) / (1 - ab[2])))
+        if ab.shape[0] > 2
+        else math.log(float(1 - ab[1]))
+    )
     log_var = interpolated_log_variance(v_raw, ab_t, ab_s, min_log)
     return GaussianParams(mean, log_var.exp())

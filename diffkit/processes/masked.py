@@ -28,12 +28,14 @@ unchanged (MDLM's caching sampler, sec. 4.2).
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import ClassVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffkit.parametrizations import Parametrization, X0BasedParametrization
 from diffkit.processes.base import Noised, expand_to
 from diffkit.processes.categorical import CategoricalX0, categorical_kl, inverse_cdf_sample
 from diffkit.processes.ctime import ContinuousScheduleName, ContinuousTimeProcess, make_continuous_schedule
@@ -101,7 +103,7 @@ class MaskedProcess(ContinuousTimeProcess):
         a = self._alphas(self.timesteps(t, x0.shape[0], x0.device), x0.ndim + 1)
         return a * F.one_hot(x0, self.num_states).double() + (1 - a) * self._mask_row(x0.device)
 
-    def _mask_row(self, device) -> Tensor:
+    def _mask_row(self, device: torch.device | str | None) -> Tensor:
         return F.one_hot(torch.tensor(self.mask_id, device=device), self.num_states).double()
 
     def transition(self, x_s: Tensor, t: Tensor | float, s: Tensor | float) -> Tensor:
@@ -123,7 +125,10 @@ class MaskedProcess(ContinuousTimeProcess):
             raise ValueError(f"x0: shape {tuple(x0.shape)} does not match x_t {tuple(x_t.shape)}")
         bad = (x_t != self.mask_id) & (x_t != x0)
         if bool(bad.any()):
-            raise ValueError(f"x_t: {int(bad.sum())} unmasked token(s) differ from x0, which masked noise cannot produce (q(x_t | x0) = 0)")
+            raise ValueError(
+                f"x_t: {int(bad.sum())} unmasked token(s) differ from x0, which masked noise cannot produce (q(x_t | "
+                "x0) = 0)"
+            )
         t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
         return self._reverse_probs(x_t, F.one_hot(x0, self.num_states).double(), t, s)
 
@@ -139,7 +144,9 @@ class MaskedProcess(ContinuousTimeProcess):
         carry = F.one_hot(x_t, self.num_states).to(dt)
         return torch.where((x_t == self.mask_id).unsqueeze(-1), masked, carry)
 
-    def q_sample(self, x0: Tensor, t: Tensor | float, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
+    def q_sample(
+        self, x0: Tensor, t: Tensor | float, noise: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Noised:
         """x_t ~ (M1) from one uniform u per token: x_t = x0 where u < alpha(t), else the mask.
 
         Returns:
@@ -150,18 +157,27 @@ class MaskedProcess(ContinuousTimeProcess):
         if noise is None:
             noise = torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=generator)
         elif noise.shape != x0.shape or not noise.is_floating_point():
-            raise ValueError(f"noise: expected float uniforms of shape {tuple(x0.shape)}, got {tuple(noise.shape)} {noise.dtype}")
+            raise ValueError(
+                f"noise: expected float uniforms of shape {tuple(x0.shape)}, got {tuple(noise.shape)} {noise.dtype}"
+            )
         keep = noise.to(torch.float64) < self._alphas(t, x0.ndim)
         return Noised(torch.where(keep, x0, torch.full_like(x0, self.mask_id)), noise)
 
-    def prior_probs(self, device=None) -> Tensor:
+    def prior_probs(self, device: torch.device | str | None = None) -> Tensor:
         """(K + 1,) float64 p(x_1) = alpha(1) Uniform(K) + (1 - alpha(1)) e_m."""
         a1 = float(self.alpha(torch.ones((), dtype=torch.float64)))
         p = torch.full((self.num_states,), a1 / self.num_classes, dtype=torch.float64, device=device)
         p[self.mask_id] = 1 - a1
         return p
 
-    def prior_sample(self, shape, *, device=None, generator=None, mask=None) -> Tensor:
+    def prior_sample(
+        self,
+        shape: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
         """x_1 ~ p(x_1) per token: (B, ...) int64 (all masks where alpha(1) = 0); masked-out elements are 0."""
         p = self.prior_probs(device).to(torch.get_default_dtype())
         ids = inverse_cdf_sample(p.expand(*shape, self.num_states), generator)
@@ -193,13 +209,17 @@ class MaskedProcess(ContinuousTimeProcess):
         return inverse_cdf_sample(p, generator)
 
     # -- continuous ELBO
-    def elbo_integrand_terms(self, output, x0, x_t, t, parametrization) -> Tensor:
+    def elbo_integrand_terms(
+        self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, parametrization: Parametrization
+    ) -> Tensor:
         """-alpha'(t) / (1 - alpha(t)) * (-log p(x0 | x_t)) at masked tokens, 0 elsewhere (MDLM eq. 10).
 
         Returns:
             (B, ...) float per-token integrand, nats per unit time (float32 or the output's dtype).
         """
-        x0_hat = parametrization.x0_from_output(self, output, x_t, t)  # (B, ..., K + 1), p(m) = 0
+        # parametrizations = {"x0": CategoricalX0}: get_parametrization admits nothing else
+        param = cast(X0BasedParametrization, parametrization)
+        x0_hat = param.x0_from_output(self, output, x_t, t)  # (B, ..., K + 1), p(m) = 0
         nll = self.decoder_nll(x0, x0_hat)
         a, da = self.alpha(t), self.alpha_prime(t)
         weight = expand_to(-da / (1 - a).clamp_min(torch.finfo(torch.float64).tiny), x0.ndim).to(nll.dtype)

@@ -15,17 +15,29 @@ sampling.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from diffkit._checks import check_values
-from diffkit.parametrizations import Parametrization
+from diffkit.parametrizations import Parametrization, ParametrizationLike
 from diffkit.processes.base import ForwardProcess, LossKind, Noised, check_loss_kind
 
 __all__ = ["ProductProcess"]
+
+
+#: A dict field name -> tensor (x0, x_t, outputs, noise of a ProductProcess); Any where the
+#: ForwardProcess hooks it overrides say Tensor.
+Fields = Any
+
+
+def _sum(terms: list[Tensor]) -> Tensor:
+    """terms[0] + terms[1] + ... in field order (a ProductProcess has at least one field)."""
+    return functools.reduce(operator.add, terms)
 
 
 class ProductProcess(ForwardProcess):
@@ -71,17 +83,21 @@ class ProductProcess(ForwardProcess):
         for name in self.masked:
             self._check_field(name, "masked")
 
+    def field_processes(self) -> dict[str, ForwardProcess]:
+        """Field name -> its process, typed (``self.fields`` is an nn.ModuleDict of them)."""
+        return {name: cast(ForwardProcess, p) for name, p in self.fields.items()}
+
     def _check_field(self, name: str, arg: str) -> None:
         if name not in self.fields:
             raise ValueError(f"{arg}: unknown field {name!r}; the fields are {list(self.fields)}")
 
     @property
     def num_steps(self) -> int:
-        return next(iter(self.fields.values())).num_steps
+        return next(iter(self.field_processes().values())).num_steps
 
     @property
     def supports_eta(self) -> bool:  # type: ignore[override]
-        return any(p.supports_eta for p in self.fields.values())
+        return any(p.supports_eta for p in self.field_processes().values())
 
     # -- masks and symmetry
     def field_mask(self, name: str, x: Tensor, mask: Tensor | None) -> Tensor | None:
@@ -134,7 +150,7 @@ class ProductProcess(ForwardProcess):
     def validate_x0(self, x0: Any, name: str = "x0") -> None:
         """Every field's ``validate_x0``, the mask's dtype and shape, and (a value check) symmetry."""
         self._check_fields(x0, name)
-        for f, p in self.fields.items():
+        for f, p in self.field_processes().items():
             p.validate_x0(x0[f], f"{name}[{f!r}]")
         mask = self._mask(x0)
         if mask is not None:
@@ -142,7 +158,9 @@ class ProductProcess(ForwardProcess):
                 raise TypeError(f"{name}[{self.mask_key!r}]: expected a bool node mask, got dtype {mask.dtype}")
             for f in self.masked:
                 if x0[f].shape[:2] != mask.shape:
-                    raise ValueError(f"{name}[{f!r}]: leading shape {tuple(x0[f].shape[:2])} does not match mask {tuple(mask.shape)}")
+                    raise ValueError(
+                        f"{name}[{f!r}]: leading shape {tuple(x0[f].shape[:2])} does not match mask {tuple(mask.shape)}"
+                    )
         for f in self.symmetric:
             x = x0[f]
             if x.ndim < 3 or x.shape[1] != x.shape[2]:
@@ -153,12 +171,14 @@ class ProductProcess(ForwardProcess):
     def _check_fields(self, x: Any, name: str) -> None:
         """Raise unless ``x`` is a dict holding every field."""
         if not isinstance(x, Mapping):
-            raise TypeError(f"{name}: a ProductProcess expects a dict of fields {list(self.fields)}, got {type(x).__name__}")
+            raise TypeError(
+                f"{name}: a ProductProcess expects a dict of fields {list(self.fields)}, got {type(x).__name__}"
+            )
         missing = [f for f in self.fields if f not in x]
         if missing:
             raise ValueError(f"{name}: missing field(s) {missing}; expected {list(self.fields)}")
 
-    def get_parametrization(self, parametrization) -> dict[str, Parametrization]:  # type: ignore[override]
+    def get_parametrization(self, parametrization: ParametrizationLike) -> dict[str, Parametrization]:  # type: ignore[override]
         """One name / object for every field, or a dict field -> name / object."""
         if isinstance(parametrization, Mapping):
             unknown = [f for f in parametrization if f not in self.fields]
@@ -167,24 +187,26 @@ class ProductProcess(ForwardProcess):
             missing = [f for f in self.fields if f not in parametrization]
             if missing:
                 raise ValueError(f"parametrization: no parametrization given for field(s) {missing}")
-            return {f: p.get_parametrization(parametrization[f]) for f, p in self.fields.items()}
-        return {f: p.get_parametrization(parametrization) for f, p in self.fields.items()}
+            return {f: p.get_parametrization(parametrization[f]) for f, p in self.field_processes().items()}
+        return {f: p.get_parametrization(parametrization) for f, p in self.field_processes().items()}
 
-    def _t(self, t, x: Mapping[str, Tensor]) -> Tensor:
+    def _t(self, t: Tensor | int, x: Mapping[str, Tensor]) -> Tensor:
         first = x[next(iter(self.fields))]
         return self.timesteps(t, first.shape[0], first.device)
 
     # -- primitives, field by field
     def marginal(self, x0, t):
-        return {f: p.marginal(x0[f], t) for f, p in self.fields.items()}
+        return {f: p.marginal(x0[f], t) for f, p in self.field_processes().items()}
 
     def transition(self, x_s, t, s):
-        return {f: p.transition(x_s[f], t, s) for f, p in self.fields.items()}
+        return {f: p.transition(x_s[f], t, s) for f, p in self.field_processes().items()}
 
     def posterior(self, x_t, x0, t, s=None):
-        return {f: p.posterior(x_t[f], x0[f], t, s) for f, p in self.fields.items()}
+        return {f: p.posterior(x_t[f], x0[f], t, s) for f, p in self.field_processes().items()}
 
-    def q_sample(self, x0, t, noise=None, generator=None) -> Noised:
+    def q_sample(
+        self, x0: Fields, t: Tensor | int, noise: Fields | None = None, generator: torch.Generator | None = None
+    ) -> Noised:
         """Noise every field at the shared t; padding and symmetric lower triangles follow (see module doc).
 
         Returns:
@@ -194,7 +216,7 @@ class ProductProcess(ForwardProcess):
         t = self._t(t, x0)
         mask = self._mask(x0)
         x_t, noises = {}, {}
-        for f, p in self.fields.items():
+        for f, p in self.field_processes().items():
             out = p.q_sample(x0[f], t, None if noise is None else noise[f], generator)
             x_t[f] = self._settle(f, out.x_t, x0[f], mask)
             noises[f] = out.noise
@@ -203,25 +225,28 @@ class ProductProcess(ForwardProcess):
     def prior_sample(self, shape, *, device=None, generator=None, mask=None):
         """Draw every field from its prior. ``shape``: field -> (B, ...); padding is 0."""
         out = {}
-        for f, p in self.fields.items():
+        for f, p in self.field_processes().items():
             x = p.prior_sample(shape[f], device=device, generator=generator)
             out[f] = self._settle(f, x, torch.zeros_like(x), mask)
         return self._with_mask(out, mask)
 
     def prior_kl(self, x0):
-        return {f: p.prior_kl(x0[f]) for f, p in self.fields.items()}
+        return {f: p.prior_kl(x0[f]) for f, p in self.field_processes().items()}
 
     def kl(self, q, p):
-        return {f: proc.kl(q[f], p[f]) for f, proc in self.fields.items()}
+        return {f: proc.kl(q[f], p[f]) for f, proc in self.field_processes().items()}
 
     def decoder_nll(self, x0, p):
-        return {f: proc.decoder_nll(x0[f], p[f]) for f, proc in self.fields.items()}
+        return {f: proc.decoder_nll(x0[f], p[f]) for f, proc in self.field_processes().items()}
 
     def reverse_from_x0(self, x_t, x0_hat, t, s, eta=None):
-        return {f: p.reverse_from_x0(x_t[f], x0_hat[f], t, s, eta=eta if p.supports_eta else None) for f, p in self.fields.items()}
+        return {
+            f: p.reverse_from_x0(x_t[f], x0_hat[f], t, s, eta=eta if p.supports_eta else None)
+            for f, p in self.field_processes().items()
+        }
 
     def reverse_sample(self, p, s, generator=None):
-        return {f: proc.reverse_sample(p[f], s, generator) for f, proc in self.fields.items()}
+        return {f: proc.reverse_sample(p[f], s, generator) for f, proc in self.field_processes().items()}
 
     # -- derived operations, field by field with masks
     def reverse(self, output, x_t, t, s=None, parametrization="x0", eta=None):
@@ -230,7 +255,7 @@ class ProductProcess(ForwardProcess):
         t, s = self.step_pair(t, s, first.shape[0], first.device)
         return {
             f: params[f].reverse(p, output[f], x_t[f], t, s, eta=eta if p.supports_eta else None)
-            for f, p in self.fields.items()
+            for f, p in self.field_processes().items()
         }
 
     def step(self, output, x_t, t, s=None, parametrization="x0", generator=None, eta=None):
@@ -238,55 +263,105 @@ class ProductProcess(ForwardProcess):
         params = self.get_parametrization(parametrization)
         mask = self._mask(x_t)
         out = {
-            f: self._settle(f, p.step(output[f], x_t[f], t, s, params[f], generator, eta if p.supports_eta else None), x_t[f], mask)
-            for f, p in self.fields.items()
+            f: self._settle(
+                f, p.step(output[f], x_t[f], t, s, params[f], generator, eta if p.supports_eta else None), x_t[f], mask
+            )
+            for f, p in self.field_processes().items()
         }
         return self._with_mask(out, mask)
 
-    def loss(self, output, x0, x_t, t, noise, parametrization, kind: LossKind = "simple", hybrid_weight: float = 1e-3, mask=None) -> Tensor:
+    def loss(
+        self,
+        output: Fields,
+        x0: Fields,
+        x_t: Fields,
+        t: Tensor | int,
+        noise: Fields | None,
+        parametrization: ParametrizationLike,
+        kind: LossKind = "simple",
+        hybrid_weight: float = 1e-3,
+        mask: Tensor | None = None,
+    ) -> Tensor:
         """sum_f weight_f * (field f's ``loss`` over its real elements): (B,)."""
         params = self.get_parametrization(parametrization)
         self.check_loss_inputs(params, output, x0, x_t)
         t = self._t(t, x_t)
         check_loss_kind(kind)
         mask = self._mask(x0) if mask is None else mask
-        total = 0
-        for f, p in self.fields.items():
+        terms = []
+        for f, p in self.field_processes().items():
             fm = self.field_mask(f, x0[f], mask)
             nf = None if noise is None else noise[f]
-            total = total + self.weights[f] * p.loss(output[f], x0[f], x_t[f], t, nf, params[f], kind, hybrid_weight, fm)
-        return total
+            terms.append(self.weights[f] * p.loss(output[f], x0[f], x_t[f], t, nf, params[f], kind, hybrid_weight, fm))
+        return _sum(terms)
 
-    def check_loss_inputs(self, param, output, x0, x_t) -> None:
+    def check_loss_inputs(  # type: ignore[override]  # one parametrization per field
+        self, param: dict[str, Parametrization], output: Fields, x0: Fields, x_t: Fields
+    ) -> None:
         """Every field's shape / dtype checks (see ForwardProcess.check_loss_inputs); metadata only."""
         for name, value in (("output", output), ("x0", x0), ("x_t", x_t)):
             self._check_fields(value, name)
-        for f, p in self.fields.items():
+        for f, p in self.field_processes().items():
             p.check_loss_inputs(param[f], output[f], x0[f], x_t[f])
 
-    def field_losses(self, output, x0, x_t, t, noise, parametrization, kind: LossKind = "simple", hybrid_weight: float = 1e-3) -> dict[str, Tensor]:
+    def field_losses(
+        self,
+        output: Fields,
+        x0: Fields,
+        x_t: Fields,
+        t: Tensor | int,
+        noise: Fields | None,
+        parametrization: ParametrizationLike,
+        kind: LossKind = "simple",
+        hybrid_weight: float = 1e-3,
+    ) -> dict[str, Tensor]:
         """Unweighted per-field (B,) losses, for logging."""
         params = self.get_parametrization(parametrization)
         t = self._t(t, x_t)
         mask = self._mask(x0)
         return {
-            f: p.loss(output[f], x0[f], x_t[f], t, None if noise is None else noise[f], params[f], kind, hybrid_weight, self.field_mask(f, x0[f], mask))
-            for f, p in self.fields.items()
+            f: p.loss(
+                output[f],
+                x0[f],
+                x_t[f],
+                t,
+                None if noise is None else noise[f],
+                params[f],
+                kind,
+                hybrid_weight,
+                self.field_mask(f, x0[f], mask),
+            )
+            for f, p in self.field_processes().items()
         }
 
-    def vlb(self, output, x0, x_t, t, parametrization, mask=None) -> Tensor:
+    def vlb(
+        self,
+        output: Fields,
+        x0: Fields,
+        x_t: Fields,
+        t: Tensor | int,
+        parametrization: ParametrizationLike,
+        mask: Tensor | None = None,
+    ) -> Tensor:
         params = self.get_parametrization(parametrization)
         t = self._t(t, x_t)
         mask = self._mask(x0) if mask is None else mask
-        return sum(p.vlb(output[f], x0[f], x_t[f], t, params[f], self.field_mask(f, x0[f], mask)) for f, p in self.fields.items())
+        return _sum(
+            [
+                p.vlb(output[f], x0[f], x_t[f], t, params[f], self.field_mask(f, x0[f], mask))
+                for f, p in self.field_processes().items()
+            ]
+        )
 
-    def prior_term(self, x0, mask=None) -> Tensor:
+    def prior_term(self, x0: Fields, mask: Tensor | None = None) -> Tensor:
         mask = self._mask(x0) if mask is None else mask
-        return sum(p.prior_term(x0[f], self.field_mask(f, x0[f], mask)) for f, p in self.fields.items())
+        fields = self.field_processes().items()
+        return _sum([p.prior_term(x0[f], self.field_mask(f, x0[f], mask)) for f, p in fields])
 
-    def num_elements(self, x0, mask=None) -> Tensor:
+    def num_elements(self, x0: Fields, mask: Tensor | None = None) -> Tensor:
         mask = self._mask(x0) if mask is None else mask
-        return sum(p.num_elements(x0[f], self.field_mask(f, x0[f], mask)) for f, p in self.fields.items())
+        fields = self.field_processes().items()
+        return _sum([p.num_elements(x0[f], self.field_mask(f, x0[f], mask)) for f, p in fields])
 
     def extra_repr(self) -> str:
         return f"weights={self.weights}, symmetric={self.symmetric}, mask_key={self.mask_key!r}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -170,7 +170,9 @@ class NoiseSchedule:
         outside = ~((b > 0) & (b < 1))
         if outside.any():
             i = int(torch.nonzero(outside)[0])
-            raise ValueError(f"betas: expected every beta_t in the open interval (0, 1), got beta_{i + 1} = {b[i].item()}")
+            raise ValueError(
+                f"betas: expected every beta_t in the open interval (0, 1), got beta_{i + 1} = {b[i].item()}"
+            )
         alpha_bar = _alpha_bar_from_betas(b)
         _check_underflow(alpha_bar, "the given betas")
         return cls(alpha_bar)
@@ -184,7 +186,7 @@ class NoiseSchedule:
         return f"NoiseSchedule(T={self.num_steps}, alpha_bar_T={self.alpha_bar[-1].item():.3g})"
 
 
-ScheduleLike = Union[ScheduleName, NoiseSchedule, Sequence[float]]
+ScheduleLike = ScheduleName | NoiseSchedule | Sequence[float]
 
 _SCHEDULES = {"linear": NoiseSchedule.linear, "cosine": NoiseSchedule.cosine}
 

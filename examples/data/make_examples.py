@@ -24,14 +24,15 @@ def main() -> None:
     (HERE / "points.csv").write_text("x,y\n" + "".join(f"{x:.4f},{y:.4f}\n" for x, y in points))
 
     a, b = rng.integers(0, 50, 600), rng.integers(0, 50, 600)
-    (HERE / "sums.txt").write_text("".join(f"{i}+{j}={i + j}\n" for i, j in zip(a, b)))
+    (HERE / "sums.txt").write_text("".join(f"{i}+{j}={i + j}\n" for i, j in zip(a, b, strict=True)))
 
     sex = rng.choice(["F", "M"], 500)
     height = np.where(sex == "M", 178, 165) + 7 * rng.normal(size=500)
     weight = 0.9 * (height - 100) + 8 * rng.normal(size=500)
     smoker = rng.choice(["no", "yes"], 500, p=[0.8, 0.2])
     (HERE / "people.csv").write_text(
-        "height_cm,sex,weight_kg,smoker\n" + "".join(f"{h:.1f},{s},{w:.1f},{k}\n" for h, s, w, k in zip(height, sex, weight, smoker))
+        "height_cm,sex,weight_kg,smoker\n"
+        + "".join(f"{h:.1f},{s},{w:.1f},{k}\n" for h, s, w, k in zip(height, sex, weight, smoker, strict=True))
     )
 
     graphs = []

@@ -111,7 +111,9 @@ class RowsDataModule(pl.LightningDataModule):
         shard: split the rows between processes as described above.
     """
 
-    def __init__(self, train: Any, val: Any = None, batch_size: int = 16, shuffle_seed: int | None = 0, shard: bool = False) -> None:
+    def __init__(
+        self, train: Any, val: Any = None, batch_size: int = 16, shuffle_seed: int | None = 0, shard: bool = False
+    ) -> None:
         super().__init__()
         self.train, self.val = train, train if val is None else val
         self.batch_size, self.shuffle_seed, self.shard = batch_size, shuffle_seed, shard
@@ -164,7 +166,15 @@ class FixedDrawModule(DiffusionModule):
         **kwargs: DiffusionModule arguments.
     """
 
-    def __init__(self, *args: Any, rows: Tensor, t_table: Tensor, noise_table: Tensor, record_dir: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        rows: Tensor,
+        t_table: Tensor,
+        noise_table: Tensor,
+        record_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.rows, self.t_table, self.noise_table = rows, t_table, noise_table
         self.record_dir = record_dir
@@ -184,7 +194,9 @@ class FixedDrawModule(DiffusionModule):
         t = self.t_table[idx].to(self.device)
         noised = self.process.q_sample(x0, t, self.noise_table[idx].to(self.device))
         output = self.denoiser(noised.x_t, t)
-        loss = self.process.loss(output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight)
+        loss = self.process.loss(
+            output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight
+        )
         return loss, t, output, noised
 
     def on_train_end(self) -> None:
@@ -199,7 +211,9 @@ class Throttle(pl.Callback):
     def __init__(self, seconds: float = 0.01) -> None:
         self.seconds = seconds
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         import time
 
         time.sleep(self.seconds)
@@ -218,7 +232,9 @@ class StepLog(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(f"start {trainer.global_step}")
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._write(f"step {trainer.global_step}")
 
 

@@ -204,7 +204,9 @@ class BitFlipProcess(ForwardProcess):
         t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
         return flip_posterior(x_t, x0_probs, *self._keep(t, s, x_t.ndim, x0_probs.dtype))
 
-    def q_sample(self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Noised:
+    def q_sample(
+        self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Noised:
         """x_t ~ q(x_t | x0): flip bit i where u_i < (1 - r_t) / 2, u ~ U[0, 1).
 
         Returns:
@@ -218,7 +220,9 @@ class BitFlipProcess(ForwardProcess):
             found = noise.dtype if isinstance(noise, Tensor) else type(noise).__name__
             raise TypeError(f"noise: expected uniform draws in a float Tensor, got {found}")
         elif noise.shape != x0.shape:
-            raise ValueError(f"noise: expected uniform draws of shape {tuple(x0.shape)} (one per bit), got {tuple(noise.shape)}")
+            raise ValueError(
+                f"noise: expected uniform draws of shape {tuple(x0.shape)} (one per bit), got {tuple(noise.shape)}"
+            )
         flip = noise.double() < expand_to((1 - self.r[t]) / 2, x0.ndim)
         return Noised(torch.where(flip, 1 - x0, x0), noise)
 
