@@ -150,7 +150,7 @@ def sample(
             return solver(
                 process, lambda x_t, t: guided_output(denoiser, x_t, t, cond, guidance_scale, param), x, param, grid
             )
-    denoiser = _wrap_denoiser(process, denoiser, cache, stats)
+    denoiser = _wrap_denoiser(process, denoiser, cache, stats, conditional=cond is not None)
     with trusted_values():
         if known is not None:
             x = impose_known(process, x, known, grid[0], generator)
@@ -216,10 +216,13 @@ def _resolve_sampler(process: ForwardProcess, sampler: str, eta: float | None) -
 
 
 def _wrap_denoiser(
-    process: ForwardProcess, denoiser: Denoiser, cache: bool | None, stats: SamplingStats | None
+    process: ForwardProcess, denoiser: Denoiser, cache: bool | None, stats: SamplingStats | None, conditional: bool
 ) -> Denoiser:
-    """The denoiser as :func:`sample` calls it: cached (``cache``) and / or counted (``stats``)."""
-    allowed = process.x0_prediction_time_independent
+    """The denoiser as :func:`sample` calls it: cached (``cache``) and / or counted (``stats``).
+    Conditional sampling is never cached (guidance calls the denoiser with two conditions per jump)."""
+    if cache and conditional:
+        raise ValueError("cache: conditional sampling (cond given) is not cached; use cache=None or False")
+    allowed = process.x0_prediction_time_independent and not conditional
     if cache and not allowed:
         raise ValueError(
             f"cache: {type(process).__name__} does not declare x0_prediction_time_independent, so a denoiser output "

@@ -59,9 +59,9 @@ class SamplingStats:
 def counting_denoiser(denoiser: Callable[[Any, Tensor], Any], stats: SamplingStats) -> Callable[[Any, Tensor], Any]:
     """``denoiser`` unchanged, each call recorded in ``stats`` as a full batch evaluation."""
 
-    def call(x_t: Any, t: Tensor) -> Any:
+    def call(x_t: Any, t: Tensor, *cond: Any) -> Any:  # cond passes through (conditional sampling)
         stats.record(t.shape[0], t.shape[0])
-        return denoiser(x_t, t)
+        return denoiser(x_t, t, *cond)
 
     return call
 

@@ -492,3 +492,34 @@ def test_top_level_exports() -> None:
     assert MaskedProcess.is_continuous_time and MaskedProcess.x0_prediction_time_independent
     assert UniformProcess.is_continuous_time and not UniformProcess.x0_prediction_time_independent
     assert not CategoricalProcess.is_continuous_time and MaskedProcess(2).num_steps is None
+
+
+def test_conditional_sampling_is_counted_but_never_cached() -> None:
+    """A conditional masked model samples with guidance (two conditions per jump): the caching
+    sampler would mix their outputs, so it is off by default and refused on request; the counter
+    still passes the condition through."""
+    from diffkit import sample
+    from diffkit.models import TokenTransformer
+    from diffkit.processes import MaskedProcess
+    from diffkit.sampling import SamplingStats
+
+    process = MaskedProcess(num_classes=3)
+    net = TokenTransformer(
+        num_states=4, num_outputs=3, seq_len=5, num_steps=None, d_model=16, depth=1, heads=2, num_classes=2
+    )
+    stats = SamplingStats()
+    x = sample(
+        process,
+        net,
+        (4, 5),
+        "x0",
+        num_steps=6,
+        cond=1,
+        guidance_scale=1.0,
+        stats=stats,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert x.shape == (4, 5) and int(x.max()) < 3  # clean tokens, no mask id
+    assert stats.network_calls == 2 * 6  # conditional + null output at every jump, none skipped
+    with pytest.raises(ValueError, match="cache: conditional sampling"):
+        sample(process, net, (4, 5), "x0", num_steps=6, cond=1, cache=True)
