@@ -19,6 +19,7 @@ import torch
 from diffkit import CategoricalProcess, GaussianProcess, ProductProcess
 from diffkit.models import GraphTransformer, MLPDenoiser, TokenTransformer
 from diffkit.module import DiffusionModule
+from diffkit.processes import MaskedProcess, UniformProcess
 
 SYNC_METHODS = ("item", "__bool__", "__int__", "__float__", "cpu", "tolist", "numpy", "nonzero")
 
@@ -79,6 +80,13 @@ def _cases():
     )
     gnet = GraphTransformer(3, 2, 3, 2, T, hidden=16, edge_hidden=8, global_hidden=8, depth=1, heads=2)
     yield "graph", DiffusionModule(graph, gnet, "x0", num_eval_samples=0), graph_batch
+    for name, ctime in (("masked", MaskedProcess(5)), ("uniform_ct", UniformProcess(5))):
+        cnet = TokenTransformer(ctime.num_states, 5, 6, None, d_model=16, depth=1, heads=2)
+        yield (
+            name,
+            DiffusionModule(ctime, cnet, "x0", loss="kl", num_eval_samples=0),
+            lambda: torch.randint(0, 5, (16, 6)),
+        )
 
 
 def syncs_per_step(model: DiffusionModule, make_batch, steps: int = 3) -> list[int]:
@@ -95,7 +103,7 @@ def syncs_per_step(model: DiffusionModule, make_batch, steps: int = 3) -> list[i
     return per_step
 
 
-@pytest.mark.parametrize("name", ["gaussian", "categorical", "graph"])
+@pytest.mark.parametrize("name", ["gaussian", "categorical", "graph", "masked", "uniform_ct"])
 def test_a_training_step_after_the_first_makes_at_most_one_host_sync(name) -> None:
     model, make_batch = next((m, b) for n, m, b in _cases() if n == name)
     counts = syncs_per_step(model, make_batch)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffkit._checks import all_finite, check_values
+from diffkit._checks import all_finite, check_class_ids, check_values
 from diffkit.parametrizations import PreviousStepParametrization, X0BasedParametrization
 from diffkit.processes.base import ForwardProcess, Noised, at_least_float32, expand_to
 from diffkit.processes.categorical_formulas import (  # noqa: F401 (re-exported: the import paths of before the split)
@@ -241,26 +241,15 @@ class CategoricalProcess(ForwardProcess):
         self._check_ids(x0, name, self.num_classes)
 
     def _check_ids(self, x: Tensor, name: str, high: int) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name}: expected an int64 Tensor of class ids, got {type(x).__name__}")
-        if x.is_floating_point() or x.dtype == torch.bool or x.is_complex():
-            raise TypeError(
-                f"{name}: expected int64 class ids for a categorical field, got dtype {x.dtype}"
-                + (" (probabilities are accepted as x0 by posterior() only)" if name == "x0" else "")
-            )
-        if x.ndim < 1:
-            raise ValueError(f"{name}: expected shape (B, ...), got a scalar")
-        if not check_values() or not x.numel():
-            return
-        low, top = (int(v) for v in torch.aminmax(x))
-        if low < 0 or top >= high:
-            bad = top if top >= high else low
-            hint = (
-                f" (id {self.num_classes} is the absorbing mask state, never valid in data)"
-                if self.kind == "absorbing" and bad == self.num_classes
-                else ""
-            )
-            raise ValueError(f"{name}: found class id {bad}, expected ids in [0, {high}){hint}")
+        check_class_ids(
+            x,
+            name,
+            high,
+            expected="int64 class ids for a categorical field",
+            dtype_hint=" (probabilities are accepted as x0 by posterior() only)" if name == "x0" else "",
+            mask_id=self.num_classes if self.kind == "absorbing" else None,
+            mask_note="the absorbing mask state",
+        )
 
     def _probs(self, x: Tensor, name: str = "x0") -> Tensor:
         """Ids -> one-hot (..., num_states) float; probabilities (..., num_classes or num_states) -> padded.

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffkit._checks import check_class_ids
 from diffkit.parametrizations import Parametrization, X0BasedParametrization
 from diffkit.processes.base import Noised, expand_to
 from diffkit.processes.categorical import CategoricalX0, categorical_kl, inverse_cdf_sample, mixing_posterior
@@ -101,19 +102,7 @@ class UniformProcess(ContinuousTimeProcess):
         return f"num_classes={self.num_classes}, schedule={self.schedule.name!r}"
 
     def validate_x0(self, x0: Tensor, name: str = "x0") -> None:
-        if not isinstance(x0, Tensor):
-            raise TypeError(f"{name}: expected an int64 Tensor of class ids, got {type(x0).__name__}")
-        if x0.is_floating_point() or x0.is_complex() or x0.dtype == torch.bool:
-            raise TypeError(f"{name}: expected int64 class ids, got dtype {x0.dtype}")
-        if x0.ndim < 1:
-            raise ValueError(f"{name}: expected shape (B, ...), got a scalar")
-        if x0.numel():
-            lo, hi = (int(v) for v in torch.aminmax(x0))
-            if lo < 0 or hi >= self.num_classes:
-                raise ValueError(
-                    f"{name}: found class id {hi if hi >= self.num_classes else lo}, expected ids in [0, "
-                    f"{self.num_classes})"
-                )
+        check_class_ids(x0, name, self.num_classes)
 
     def _mix(self, ids: Tensor, a: Tensor) -> Tensor:
         """a e_ids + (1 - a) pi in float64, a (B, 1, ..., 1)."""

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffkit._checks import check_class_ids
 from diffkit.parametrizations import Parametrization, X0BasedParametrization
 from diffkit.processes.base import Noised, expand_to
 from diffkit.processes.categorical import CategoricalX0, categorical_kl, inverse_cdf_sample
@@ -80,18 +81,7 @@ class MaskedProcess(ContinuousTimeProcess):
         self._check_ids(x0, name, self.num_classes)
 
     def _check_ids(self, x: Tensor, name: str, high: int) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name}: expected an int64 Tensor of class ids, got {type(x).__name__}")
-        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-            raise TypeError(f"{name}: expected int64 class ids, got dtype {x.dtype}")
-        if x.ndim < 1:
-            raise ValueError(f"{name}: expected shape (B, ...), got a scalar")
-        if x.numel():
-            lo, hi = (int(v) for v in torch.aminmax(x))
-            if lo < 0 or hi >= high:
-                bad = hi if hi >= high else lo
-                hint = f" (id {self.mask_id} is the mask state, never valid in data)" if bad == self.mask_id else ""
-                raise ValueError(f"{name}: found class id {bad}, expected ids in [0, {high}){hint}")
+        check_class_ids(x, name, high, mask_id=self.mask_id)
 
     def _alphas(self, t: Tensor, ndim: int) -> Tensor:
         return expand_to(self.alpha(t), ndim)
