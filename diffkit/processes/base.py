@@ -404,7 +404,9 @@ class ForwardProcess(nn.Module, abc.ABC):
         * ``simple``: the parametrization's own per-element loss (eps / x0 / v MSE, or the
           categorical cross-entropy on x0), averaged over elements.
         * ``kl``: T * L_{t-1} averaged over elements, an unbiased estimate of the ELBO's
-          diffusion and decoder terms (nats per element) with t ~ U{1..T}.
+          diffusion and decoder terms (nats per element) with t ~ U{1..T}. A continuous-time
+          process (``is_continuous_time``): its ELBO integrand ``vlb_terms`` at t averaged over
+          elements, unbiased for the integral with t ~ U(0, 1] (MDLM eq. 10-11 for masked noise).
         * ``hybrid``: simple + hybrid_weight * (T * L_{t-1} averaged over elements): the weight
           multiplies the T-scaled ELBO term of ``kl`` (Nichol & Dhariwal 2021 use 1e-3 for
           Gaussians). D3PM (Austin et al. 2021) weight the other term: L_{t-1} + lambda * CE with
@@ -420,7 +422,9 @@ class ForwardProcess(nn.Module, abc.ABC):
             total = self.reduce(param.simple_loss(self, output, x0, x_t, t, noise), mask, "mean")
         if kind in ("kl", "hybrid"):
             weight = 1.0 if kind == "kl" else hybrid_weight
-            vlb = self.reduce(self.vlb_terms(output, x0, x_t, t, param), mask, "mean") * self.num_steps
+            vlb = self.reduce(self.vlb_terms(output, x0, x_t, t, param), mask, "mean")
+            if not self.is_continuous_time:  # T * L_{t-1} with t ~ U{1..T}; continuous: the integrand, t ~ U(0, 1]
+                vlb = vlb * self.num_steps
             total = weight * vlb if total is None else total + weight * vlb
         assert total is not None  # check_loss_kind admits only "simple", "kl" and "hybrid"
         return at_least_float32(total)

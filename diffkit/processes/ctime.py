@@ -30,7 +30,7 @@ from torch import Tensor
 
 from diffkit._checks import check_values
 from diffkit.parametrizations import Parametrization
-from diffkit.processes.base import ForwardProcess, at_least_float32, check_loss_kind
+from diffkit.processes.base import ForwardProcess
 
 __all__ = [
     "ContinuousSchedule",
@@ -264,37 +264,3 @@ class ContinuousTimeProcess(ForwardProcess):
     def vlb_terms(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, parametrization: Parametrization) -> Tensor:
         """The continuous ELBO's integrand per element (what ``vlb`` sums and ``nll_bound`` integrates)."""
         return self.elbo_integrand_terms(output, x0, x_t, t, parametrization)
-
-    def loss(
-        self,
-        output: Tensor,
-        x0: Tensor,
-        x_t: Tensor,
-        t: Tensor,
-        noise: Tensor | None,
-        parametrization: str | Parametrization,
-        kind: Literal["simple", "kl", "hybrid"] = "simple",
-        hybrid_weight: float = 1e-3,
-        mask: Tensor | None = None,
-    ) -> Tensor:
-        """Per-example training loss, (B,).
-
-        * ``kl``: the integrand l(x_t, x0, t) averaged over elements: with t ~ U(0, 1] (e.g.
-          :meth:`sample_timesteps`) an unbiased estimate of the continuous ELBO's integral, in nats
-          per element (MDLM eq. 10-11 for masked noise).
-        * ``simple``: the parametrization's cross-entropy -log p(x0 | x_t) averaged over elements.
-        * ``hybrid``: simple + hybrid_weight * kl.
-        """
-        param = self.get_parametrization(parametrization)
-        self.check_loss_inputs(param, output, x0, x_t)
-        t = self.timesteps(t, x_t.shape[0], x_t.device)
-        check_loss_kind(kind)
-        total = None
-        if kind in ("simple", "hybrid"):
-            total = self.reduce(param.simple_loss(self, output, x0, x_t, t, noise), mask, "mean")
-        if kind in ("kl", "hybrid"):
-            weight = 1.0 if kind == "kl" else hybrid_weight
-            elbo = weight * self.reduce(self.elbo_integrand_terms(output, x0, x_t, t, param), mask, "mean")
-            total = elbo if total is None else total + elbo
-        assert total is not None  # check_loss_kind admits only "simple", "kl" and "hybrid"
-        return at_least_float32(total)
