@@ -30,6 +30,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--categorical", default=None, help="checkpoint of examples/configs/digits_categorical.yaml")
     p.add_argument("--num_steps", type=int, default=None, help="reverse steps (default: all T)")
     p.add_argument("--eta", type=float, default=None, help="DDIM eta for the Gaussian model (default: ancestral)")
+    p.add_argument(
+        "--sampler", default="ancestral", help="Gaussian model: ancestral | ddim | dpmpp_2m (default: ancestral)"
+    )
+    p.add_argument(
+        "--clip_x0",
+        type=float,
+        default=None,
+        help="Gaussian model: clamp x0 estimates to [-c, c] while sampling (default: the checkpoint's clip_x0)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--img", default="docs/img")
     ns = p.parse_args(argv)
@@ -47,17 +56,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if ckpt is None:
             continue
         model = load_model(ckpt)
+        if kind == "gaussian" and ns.clip_x0 is not None:
+            model.process.clip_x0 = ns.clip_x0
         step = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["global_step"]
         gen = torch.Generator().manual_seed(ns.seed)
         start = time.perf_counter()
         eta = ns.eta if kind == "gaussian" else None
-        samples = model.sample(len(test), num_steps=ns.num_steps, generator=gen, eta=eta)
+        sampler = ns.sampler if kind == "gaussian" else "ancestral"
+        samples = model.sample(len(test), num_steps=ns.num_steps, generator=gen, eta=eta, sampler=sampler)
         seconds = time.perf_counter() - start
         levels = DigitsFormat(pixel_kind=kind).decode(samples)
         steps = ns.num_steps or model.process.num_steps
         label = f"{steps} steps" + ("" if eta is None else f", DDIM eta {eta:g}")
+        label += "" if sampler == "ancestral" else f", {sampler}"
+        clip = getattr(model.process, "clip_x0", None)
+        label += "" if kind != "gaussian" or clip is None else f", x0 clipped to +-{clip:g}"
         draw_digit_grid(
-            levels, img / f"digits_{kind}{'' if eta is None else '_ddim'}.png", f"{kind} pixels: step {step}, {label}"
+            levels,
+            img / f"digits_{kind}{'_' + sampler if sampler != 'ancestral' else '' if eta is None else '_ddim'}.png",
+            f"{kind} pixels: step {step}, {label}",
         )
         scores = digit_quality(clf, levels, train)
         rows.append(

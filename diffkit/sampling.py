@@ -148,7 +148,12 @@ def sample(
             )
         with trusted_values():
             return solver(
-                process, lambda x_t, t: guided_output(denoiser, x_t, t, cond, guidance_scale, param), x, param, grid
+                process,
+                lambda x_t, t: guided_output(denoiser, x_t, t, cond, guidance_scale, param),
+                x,
+                param,
+                grid,
+                x0_transform=getattr(process, "clamp_x0", None),  # GaussianProcess(clip_x0=c)
             )
     denoiser = _wrap_denoiser(process, denoiser, cache, stats, conditional=cond is not None)
     with trusted_values():

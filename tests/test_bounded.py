@@ -52,3 +52,66 @@ def test_clip_and_dynamic_threshold():
     assert y.abs().max() <= 1
     with pytest.raises(ValueError, match="percentile"):
         dynamic_threshold(x, 0.0)
+
+
+@pytest.mark.parametrize("param", ["eps", "x0", "v"])
+@pytest.mark.parametrize("eta", [None, 0.0, 0.7])
+def test_clip_x0_step_is_the_posterior_of_the_clamped_estimate(param, eta):
+    g = torch.Generator().manual_seed(0)
+    proc = GaussianProcess(50, clip_x0=1.0)
+    x_t, out = torch.randn(6, 3, generator=g) * 3, torch.randn(6, 3, generator=g) * 3
+    for t, s in [(50, 40), (7, 6), (1, 0)]:
+        got = proc.step(out, x_t, t, s, param, generator=torch.Generator().manual_seed(1), eta=eta)
+        tt, ss = torch.full((6,), t), torch.full((6,), s)
+        x0 = proc.get_parametrization(param).x0_from_output(proc, out, x_t, tt)
+        assert (x0.abs() > 1).any()  # the clamp is exercised
+        p = proc.reverse_from_x0(x_t, x0.clamp(-1, 1), tt, ss, eta=eta)
+        want = proc.reverse_sample(p, ss, torch.Generator().manual_seed(1))
+        torch.testing.assert_close(got, want)
+        # a clip no estimate reaches is the unclipped (fused) step, draw for draw
+        wide = GaussianProcess(50, clip_x0=1e6).step(out, x_t, t, s, param, torch.Generator().manual_seed(2), eta)
+        plain = GaussianProcess(50).step(out, x_t, t, s, param, torch.Generator().manual_seed(2), eta)
+        torch.testing.assert_close(wide, plain)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m"])
+def test_clip_x0_reaches_the_deterministic_solvers(sampler):
+    from diffkit import sample
+
+    proc = GaussianProcess(20, clip_x0=0.5)
+
+    def wild(x_t, t):  # an eps prediction whose x0 estimate leaves [-0.5, 0.5]
+        return -3 * x_t
+
+    x = sample(
+        proc,
+        wild,
+        (64, 2),
+        parametrization="eps",
+        sampler=sampler,
+        num_steps=5,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert float(x.abs().max()) <= 0.5 + 1e-6  # the last jump returns the (clamped) x0 estimate
+    free = sample(
+        GaussianProcess(20),
+        wild,
+        (64, 2),
+        parametrization="eps",
+        sampler=sampler,
+        num_steps=5,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert float(free.abs().max()) > 0.5
+
+
+def test_clip_x0_bad_input():
+    for bad in (0, -1.0, float("inf"), float("nan"), "1"):
+        with pytest.raises(ValueError, match="clip_x0"):
+            GaussianProcess(10, clip_x0=bad)
+    with pytest.raises(ValueError, match="clip_x0.*learned"):
+        GaussianProcess(10, reverse_variance="learned", clip_x0=1.0)
+    proc = GaussianProcess(10, clip_x0=1.0)
+    with pytest.raises(ValueError, match="clip_x0.*previous step"):
+        proc.step(torch.zeros(2, 3), torch.zeros(2, 3), 5, 4, "previous-step")
+    assert repr(proc) == "GaussianProcess(num_steps=10, reverse_variance='posterior', clip_x0=1)"

@@ -60,11 +60,15 @@ __all__ = [
 class _GaussianX0Based(X0BasedParametrization):
     """Shared pieces of the eps / x0 / v parametrizations.
 
+    ``fuses_mean_loss``: the training step's batch mean of the simple loss is one ``F.mse_loss``.
+
     Args:
         min_snr_gamma: if set, weight the simple loss by the min-SNR-gamma rule (Hang et al.
             2023): the x0-space weight min(SNR_t, gamma), expressed for this target as
             min(SNR_t, gamma) / mse_scale, with SNR_t = alpha_bar_t / (1 - alpha_bar_t).
     """
+
+    fuses_mean_loss: ClassVar[bool] = True
 
     def __init__(self, min_snr_gamma: float | None = None) -> None:
         if min_snr_gamma is not None and not min_snr_gamma > 0:
@@ -116,6 +120,17 @@ class _GaussianX0Based(X0BasedParametrization):
             return sq
         snr = process.snr_at(t, x_t)
         return sq * snr.clamp_max(self.min_snr_gamma) / self.mse_scale(snr)
+
+    def mean_simple_loss(  # type: ignore[override]  # resolve_parametrization admits it only on a GaussianProcess
+        self, process: GaussianProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None
+    ) -> Tensor:
+        """``simple_loss(...).mean()``; without min-SNR weighting, one ``F.mse_loss`` (mean) to the
+        target: every example has as many elements, so the mean of per-example means is the mean."""
+        mean = process.mean_output(output, x_t)
+        target = self.oracle_output(process, x0, x_t, t, noise)
+        if self.min_snr_gamma is None and target.shape == mean.shape and target.dtype == mean.dtype:
+            return F.mse_loss(mean, target)
+        return self.simple_loss(process, output, x0, x_t, t, noise).mean()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(min_snr_gamma={self.min_snr_gamma})"
@@ -233,9 +248,15 @@ class GaussianProcess(ForwardProcess):
         reverse_variance: variance of p(x_s | x_t): "posterior" (beta tilde, var of (G3)) or
             "forward" (1 - alpha_{t|s}, Ho et al.'s sigma_t^2 = beta_t). The decoder p(x0 | x_1)
             always uses beta_1, since the posterior variance is 0 at s = 0.
+        decoder: "gaussian" or "discretized" (8-bit data in [-1, 1]) for the L_0 term.
+        clip_x0: if set to c > 0, every reverse step of sampling (:meth:`step`, and the DDIM /
+            DPM-Solver++ solvers through :meth:`clamp_x0`) clamps the x0 estimate to [-c, c]
+            before the posterior mean is taken (Ho et al. 2020's image sampler; diffusers'
+            ``clip_sample``). For data known to lie in that range (pixels in [-1, 1]). Losses and
+            ``nll_bound`` never clip. Needs an x0-based parametrization ("eps", "x0", "v").
 
     Raises:
-        ValueError: invalid schedule or reverse_variance.
+        ValueError: invalid schedule, reverse_variance, decoder or clip_x0.
     """
 
     parametrizations = {
@@ -247,6 +268,7 @@ class GaussianProcess(ForwardProcess):
     supports_eta: ClassVar[bool] = True
     fuses_reverse_step: ClassVar[bool] = True
     supports_gaussian_solvers: ClassVar[bool] = True
+    fuses_mean_loss: ClassVar[bool] = True  # its loss override changes the learned-variance hybrid only
 
     alpha_bar: Tensor  # (T + 1,) float64 buffer
 
@@ -256,6 +278,7 @@ class GaussianProcess(ForwardProcess):
         schedule: ScheduleLike = "cosine",
         reverse_variance: ReverseVariance = "posterior",
         decoder: Literal["gaussian", "discretized"] = "gaussian",
+        clip_x0: float | None = None,
     ) -> None:
         super().__init__()
         sched = make_schedule(schedule, num_steps)
@@ -279,8 +302,13 @@ class GaussianProcess(ForwardProcess):
             )
         if decoder not in ("gaussian", "discretized"):
             raise ValueError(f"decoder: unknown choice {decoder!r}; expected one of ['discretized', 'gaussian']")
+        if clip_x0 is not None and not (isinstance(clip_x0, (int, float)) and math.isfinite(clip_x0) and clip_x0 > 0):
+            raise ValueError(f"clip_x0: expected a positive finite number or None, got {clip_x0!r}")
+        if clip_x0 is not None and reverse_variance == "learned":
+            raise ValueError("clip_x0: not available with reverse_variance='learned' (its step takes the raw output)")
         self.reverse_variance = reverse_variance
         self.decoder = decoder
+        self.clip_x0 = None if clip_x0 is None else float(clip_x0)
         self._num_steps = num_steps
         self.register_buffer("alpha_bar", sched.alpha_bar, persistent=False)
         #: The schedule as Python floats, fixed at construction: per-jump scalar coefficients of
@@ -440,13 +468,28 @@ class GaussianProcess(ForwardProcess):
         noisy = expand_to(s > 0, p.mean.ndim)
         return p.mean + torch.where(noisy, p.variance.sqrt() * z, torch.zeros_like(z))
 
+    def clamp_x0(self, x0_hat: Tensor) -> Tensor:
+        """The x0 estimate a sampling step uses: clamped to [-clip_x0, clip_x0] when ``clip_x0`` is
+        set, else ``x0_hat`` itself. (B, ...) -> (B, ...)."""
+        return x0_hat if self.clip_x0 is None else x0_hat.clamp(-self.clip_x0, self.clip_x0)
+
     def step(self, output, x_t, t, s=None, parametrization="x0", generator=None, eta=None):
         """One reverse step x_s ~ p(x_s | x_t). With ints t and s (what :func:`~diffkit.sample`
         passes), a parametrization with ``x0_is_linear`` and ``fuses_reverse_step``, it is
         x_s = P output + Q x_t + sigma z with scalar coefficients (:func:`gaussian_step.jump_coefficients`):
         the same law, and the same draw of z from ``generator``, as ``reverse_sample(reverse(...))``,
-        which runs otherwise."""
+        which runs otherwise. With ``clip_x0`` set it is
+        ``reverse_sample(reverse_from_x0(x_t, clamp_x0(x0_from_output(...)), ...))``."""
         param = self.get_parametrization(parametrization)
+        if self.clip_x0 is not None:
+            if not isinstance(param, X0BasedParametrization):
+                raise ValueError(
+                    f"clip_x0: clipping needs an x0 estimate; parametrization {param.name!r} predicts the previous "
+                    "step only: use 'eps', 'x0' or 'v', or clip_x0=None"
+                )
+            t, s = self.step_pair(t, s, x_t.shape[0], x_t.device)
+            x0_hat = self.clamp_x0(param.x0_from_output(self, output, x_t, t))
+            return self.reverse_sample(self.reverse_from_x0(x_t, x0_hat, t, s, eta=eta), s, generator)
         if (
             self.fuses_reverse_step
             and self.reverse_variance != "learned"
@@ -483,4 +526,5 @@ class GaussianProcess(ForwardProcess):
 
     def extra_repr(self) -> str:
         extra = f", decoder={self.decoder!r}" if self.decoder != "gaussian" else ""
+        extra += f", clip_x0={self.clip_x0:g}" if self.clip_x0 is not None else ""
         return f"num_steps={self.num_steps}, reverse_variance={self.reverse_variance!r}{extra}"
