@@ -1,8 +1,9 @@
 """Loss choice for the continuous-time rows of the ctime suite: one model trained with a given loss kind.
 
-    python -m benchmarks.ctime_loss masked|uniform simple|kl|hybrid
+    python -m benchmarks.ctime_loss masked|uniform simple|kl|hybrid [STEPS [LR]]
 
-Same data, network body, budget (1500 AdamW steps of 128 sequences), seed 0 and evaluation as
+Same data, network body, budget (default: 1500 AdamW steps of 128 sequences at lr 1e-3; STEPS and LR
+change it), seed 0 and evaluation as
 ``benchmarks/ctime.py``'s FULL rows; prints the NLL bound's gap to the exact entropy (bits per
 token) and the bigram TV at 32 and 128 sampling steps. The hybrid loss is cross-entropy + 0.01 x
 the continuous ELBO (as the discrete rows' shipped hybrid).
@@ -18,15 +19,16 @@ import torch
 import diffkit
 from benchmarks import ctime
 from benchmarks.common import LOG2, generator, seeded_init
-from benchmarks.training import STREAM_INIT, STREAM_SAMPLE, train
+from benchmarks.training import STREAM_INIT, STREAM_SAMPLE, Budget, train
 from diffkit.data import MarkovTokensDataModule
 from diffkit.models import TokenTransformer
 from diffkit.processes import MaskedProcess, UniformProcess
 
 
-def main(kind: str, loss: str) -> str:
+def main(kind: str, loss: str, steps: int | None = None, lr: float | None = None) -> str:
     torch.set_num_threads(1)
     cfg = ctime.FULL
+    budget = Budget(steps or cfg.train.steps, cfg.train.batch_size, lr or cfg.train.lr)
     dm = MarkovTokensDataModule(
         cfg.num_classes, cfg.seq_len, num_train=cfg.num_train, num_val=max(cfg.num_eval, cfg.num_nll), seed=0
     )
@@ -39,12 +41,12 @@ def main(kind: str, loss: str) -> str:
         else:
             proc, net = UniformProcess(K), TokenTransformer(K, K, num_steps=None, **body)
     start = time.perf_counter()
-    result = train(proc, net, dm.split("train"), "x0", cfg.train, 0, loss=loss, hybrid_weight=0.01)
+    result = train(proc, net, dm.split("train"), "x0", budget, 0, loss=loss, hybrid_weight=0.01)
     nll = ctime._nll_bits(proc, net, dm.split("test")[: cfg.num_nll], cfg, 0)
     ref = dm.split("val")[: cfg.num_eval]
     lines = [
-        f"{kind} continuous, loss={loss}: train {result.seconds:.0f} s, bound {nll:.4f} bits/token, gap "
-        f"{nll - entropy:.4f}"
+        f"{kind} continuous, loss={loss}, {budget.steps} steps at lr {budget.lr:g}: train {result.seconds:.0f} s, "
+        f"bound {nll:.4f} bits/token, gap {nll - entropy:.4f}"
     ]
     for steps in (32, 128):
         x = diffkit.sample(
@@ -56,4 +58,8 @@ def main(kind: str, loss: str) -> str:
 
 
 if __name__ == "__main__":
-    print(main(*sys.argv[1:3]), flush=True)
+    args = sys.argv[1:]
+    print(
+        main(args[0], args[1], int(args[2]) if len(args) > 2 else None, float(args[3]) if len(args) > 3 else None),
+        flush=True,
+    )

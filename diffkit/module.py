@@ -337,11 +337,14 @@ class DiffusionModule(pl.LightningModule):
         return self._val_gen if self._val_gen is not None else self._seeded("_val_gen", VAL_STREAM)
 
     def _forward_loss(
-        self, x0: Any, generator: torch.Generator | None = None, cond: Tensor | None = None
+        self, x0: Any, generator: torch.Generator | None = None, cond: Tensor | None = None, mean: bool = False
     ) -> tuple[Tensor, Tensor, Any, Any]:
-        """Draw t and x_t, call the denoiser; returns (per-example loss (B,), t, output, x_t).
+        """Draw t and x_t, call the denoiser; returns (per-example loss (B,), t, output, x_t), or
+        with ``mean`` (a training step) the batch mean (a scalar) first.
 
-        Calls the process's public hooks ``sample_timesteps``, ``q_sample`` and ``loss``; t and the
+        Calls the process's public hooks ``sample_timesteps``, ``q_sample`` and ``loss`` (``mean_loss``
+        with ``mean`` and no importance sampling: the same value, fused where the process and the
+        parametrization vouch for it); t and the
         noise come from ``generator`` (default: the module's stream for the current mode, see the
         class docstring), never from torch's global RNG. The first output is checked in full. With
         ``cond``, a training step drops each example's condition with probability
@@ -363,11 +366,13 @@ class DiffusionModule(pl.LightningModule):
                 cond = drop_cond(cond, drop.to(cond.device))
             output = self.denoiser(noised.x_t, t, cond)
         self._check_output(output, noised.x_t)
-        loss = process.loss(output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight)
+        args = (output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight)
         if self.resampler is not None and self.training:  # importance-sampled t: unbiased with weights 1 / (T p(t))
+            loss = process.loss(*args)
             self.resampler.update(t, loss.detach())
             loss = loss * weights
-        return loss, t, output, noised
+            return (loss.mean() if mean else loss), t, output, noised
+        return (process.mean_loss(*args) if mean else process.loss(*args)), t, output, noised
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_fit_start(self) -> None:
@@ -400,12 +405,15 @@ class DiffusionModule(pl.LightningModule):
         with trusted_values(not first):
             x0, cond = self._unpack_cond(batch)
             self._record_shape(x0)
-            per_example, t, _, _ = self._forward_loss(x0, self._next_train_generator(), cond)
-        loss = per_example.mean()
+            loss, t, output, noised = self._forward_loss(x0, self._next_train_generator(), cond, mean=True)
         if not math.isfinite(loss.item()):
             if self.validate_inputs:
                 self.process.validate_x0(x0, "batch")  # names NaN / inf data (skipped above after the first batch)
-            bad = t[~torch.isfinite(per_example.detach())].tolist()
+            with torch.no_grad():  # the per-example losses, to name the offending t
+                per_example = self.process.loss(
+                    output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight
+                )
+            bad = t[~torch.isfinite(per_example)].tolist()
             raise FloatingPointError(
                 f"non-finite training loss at global step {self.global_step} (t = {bad}); nothing is saved for this "
                 "step and the last checkpoint is intact. Check the data, the learning rate, or use loss='simple'"

@@ -61,6 +61,10 @@ __all__ = [
     "load_moses",
     "dense_to_mols",
     "canonical_smiles",
+    "read_smiles_graphs",
+    "write_smiles_graphs",
+    "graph_to_mol",
+    "is_valid_molecule_graph",
 ]
 
 #: Edge classes: 0 no bond, then the Kekulé bond orders.
@@ -204,21 +208,27 @@ def mol_to_graph(mol: Any, vocab: AtomVocabulary) -> tuple[list[int], list[tuple
     Explicit hydrogen atoms (as in "[H]C") are removed first. Raises ``_BadMolecule`` (internal)
     on an atom type outside ``vocab`` or a molecule RDKit cannot kekulize.
     """
+    types, bonds = _kekule_graph(mol)
+    atoms = []
+    for i, (symbol, charge) in enumerate(types):
+        k = vocab.index(symbol, charge)
+        if k is None:
+            name = _atom_name(symbol, charge)
+            raise _BadMolecule("atom_type", f"atom {i} is {name!r}, not in the vocabulary {list(vocab.names)}")
+        atoms.append(k)
+    return atoms, bonds
+
+
+def _kekule_graph(mol: Any) -> tuple[list[tuple[str, int]], list[tuple[int, int, int]]]:
+    """((element, formal charge) per heavy atom, (i, j, bond order 1 / 2 / 3) per bond) of the
+    kekulized molecule without explicit hydrogens; ``_BadMolecule`` if that fails."""
     Chem = _rdkit()
     mol = Chem.RemoveHs(Chem.Mol(mol), sanitize=False)
     try:
         Chem.Kekulize(mol, clearAromaticFlags=True)
     except Exception as err:  # RDKit raises KekulizeException, a RuntimeError subclass
         raise _BadMolecule("unparsable", f"cannot kekulize: {err}") from err
-    atoms = []
-    for atom in mol.GetAtoms():
-        k = vocab.index(atom.GetSymbol(), atom.GetFormalCharge())
-        if k is None:
-            name = _atom_name(atom.GetSymbol(), atom.GetFormalCharge())
-            raise _BadMolecule(
-                "atom_type", f"atom {atom.GetIdx()} is {name!r}, not in the vocabulary {list(vocab.names)}"
-            )
-        atoms.append(k)
+    types = [(atom.GetSymbol(), atom.GetFormalCharge()) for atom in mol.GetAtoms()]
     bonds = []
     for bond in mol.GetBonds():
         order = {Chem.BondType.SINGLE: 1, Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3}.get(bond.GetBondType())
@@ -227,7 +237,7 @@ def mol_to_graph(mol: Any, vocab: AtomVocabulary) -> tuple[list[int], list[tuple
                 "unparsable", f"bond {bond.GetIdx()} has type {bond.GetBondType()}, not single / double / triple"
             )
         bonds.append((bond.GetBeginAtomIdx(), bond.GetEndAtomIdx(), order))
-    return atoms, bonds
+    return types, bonds
 
 
 def encode_smiles(
@@ -452,3 +462,99 @@ def canonical_smiles(mol: Any) -> str | None:
     except Exception:  # RDKit raises several sanitization exception types
         return None
     return Chem.MolToSmiles(mol, isomericSmiles=False)
+
+
+# ------------------------------------------------------------------ SMILES files as networkx graphs
+#: Node / edge attributes of the graphs :func:`read_smiles_graphs` returns (``GraphFileDataModule``'s
+#: defaults for a .smi file): the atom type name ("C", "N+", ...) and the Kekulé bond order (1, 2, 3).
+ATOM_ATTR, BOND_ATTR = "atom", "bond"
+
+
+def read_smiles_graphs(path: str | os.PathLike) -> list[Any]:
+    """A SMILES file (one molecule a line, first field; a "SMILES" header and blank lines skipped)
+    -> networkx graphs of the heavy atoms, nodes labelled ``atom`` (type name, charge included:
+    "C", "N+", "O-") and edges ``bond`` (Kekulé order 1, 2 or 3), hydrogens implicit (the module
+    docstring's encoding). What ``GraphFileDataModule`` reads for a .smi file.
+
+    Raises:
+        ValueError: a line RDKit cannot parse or kekulize, or with a bond that is not single /
+            double / triple (its 1-based line number and the SMILES).
+        ImportError: RDKit is not installed.
+    """
+    import networkx as nx
+
+    Chem = _rdkit()
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    graphs = []
+    with opener(path, "rt") as f:
+        for number, line in enumerate(f, start=1):
+            text = line.strip()
+            if not text:
+                continue
+            smiles = re.split(r"[\s,]", text, maxsplit=1)[0]
+            if number == 1 and smiles.upper() == "SMILES":
+                continue
+            mol = Chem.MolFromSmiles(smiles)
+            if mol is None:
+                raise ValueError(f"path: {path} line {number} is not a SMILES RDKit can parse: {smiles!r}")
+            try:
+                types, bonds = _kekule_graph(mol)
+            except _BadMolecule as err:
+                raise ValueError(f"path: {path} line {number} ({smiles!r}): {err.detail}") from None
+            g = nx.Graph()
+            g.add_nodes_from((i, {ATOM_ATTR: _atom_name(*type_)}) for i, type_ in enumerate(types))
+            g.add_edges_from((i, j, {BOND_ATTR: order}) for i, j, order in bonds)
+            graphs.append(g)
+    return graphs
+
+
+def graph_to_mol(graph: Any) -> Any:
+    """A networkx graph labelled as :func:`read_smiles_graphs` returns it -> an unsanitized RDKit
+    molecule (nodes in ``graph.nodes()`` order).
+
+    Raises:
+        ValueError: a node without a valid ``atom`` type name, or an edge whose ``bond`` is not 1, 2 or 3.
+    """
+    Chem = _rdkit()
+    kinds = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
+    mol = Chem.RWMol()
+    index = {}
+    for v, data in graph.nodes(data=True):
+        symbol, charge = parse_atom_type(data.get(ATOM_ATTR))
+        atom = Chem.Atom(symbol)
+        atom.SetFormalCharge(charge)
+        index[v] = mol.AddAtom(atom)
+    for u, v, data in graph.edges(data=True):
+        order = data.get(BOND_ATTR)
+        if order not in kinds:
+            raise ValueError(f"graph: edge ({u}, {v}) has {BOND_ATTR}={order!r}; expected 1, 2 or 3")
+        mol.AddBond(index[u], index[v], kinds[order])
+    return mol.GetMol()
+
+
+def is_valid_molecule_graph(graph: Any) -> bool:
+    """Whether a labelled graph (:func:`graph_to_mol`) is a molecule RDKit sanitizes, connected (one
+    fragment) and non-empty: the validity rule of a .smi ``GraphFileDataModule``."""
+    if graph.number_of_nodes() == 0:
+        return False
+    try:
+        mol = graph_to_mol(graph)
+    except ValueError:
+        return False
+    smiles = canonical_smiles(mol)
+    return smiles is not None and "." not in smiles
+
+
+def write_smiles_graphs(graphs: Sequence[Any], path: str | os.PathLike, suffix: str = ".smi") -> None:
+    """Labelled graphs -> a SMILES file, one line each: "SMILES valid" (canonical, sanitized) or
+    "SMILES invalid" (RDKit's unsanitized SMILES of the graph as it is), in order."""
+    Chem = _rdkit()
+    with open(path, "w") as f:
+        for g in graphs:
+            mol = graph_to_mol(g)
+            smiles = canonical_smiles(mol)
+            if smiles is None:
+                f.write(f"{Chem.MolToSmiles(mol, canonical=False) or '-'} invalid\n")
+            else:
+                f.write(f"{smiles} valid\n")

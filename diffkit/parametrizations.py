@@ -47,9 +47,12 @@ __all__ = [
 #: ``x0_is_linear``: ``x0_from_output`` is a_out output + a_x x_t with (a_out, a_x) =
 #: ``x0_coefficients(alpha_bar_t)`` and ``reverse`` is ``process.reverse_from_x0`` of it, so a
 #: Gaussian process may fold the x0 estimate into scalar step coefficients.
+#: ``fuses_mean_loss``: ``mean_simple_loss`` equals ``simple_loss(...).mean()`` (the mean over all
+#: elements of the batch), taken in fewer ops, so a training step may call it instead.
 CAPABILITY_METHODS: dict[str, tuple[str, ...]] = {
     "x0_is_softmax": ("x0_from_output", "reverse"),
     "x0_is_linear": ("x0_from_output", "reverse", "x0_coefficients"),
+    "fuses_mean_loss": ("simple_loss",),
 }
 
 
@@ -73,6 +76,7 @@ class Parametrization(abc.ABC):
     #: loses the capability (it is set to False on the subclass) unless it declares it again.
     x0_is_softmax: ClassVar[bool] = False
     x0_is_linear: ClassVar[bool] = False
+    fuses_mean_loss: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -93,6 +97,13 @@ class Parametrization(abc.ABC):
         self, process: ForwardProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None
     ) -> Tensor:
         """Per-element training loss (same shape as the process's elements, no reduction)."""
+
+    def mean_simple_loss(
+        self, process: ForwardProcess, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None
+    ) -> Tensor:
+        """``simple_loss`` averaged over every element of the batch: a scalar. A parametrization with
+        ``fuses_mean_loss`` computes it in fewer ops (e.g. one ``F.mse_loss``)."""
+        return self.simple_loss(process, output, x0, x_t, t, noise).mean()
 
     @abc.abstractmethod
     def oracle_output(

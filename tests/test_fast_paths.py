@@ -537,3 +537,43 @@ def test_gaussian_q_sample_draws_the_randn_noise_of_the_generator(dtype) -> None
         assert noised.noise.is_contiguous() and torch.equal(noised.noise, expected)
         assert torch.equal(torch.rand(3, generator=g_a), torch.rand(3, generator=g_b))
         assert torch.allclose(noised.x_t, proc.q_sample(x0, t, noise=expected).x_t)
+
+
+@pytest.mark.parametrize(
+    "make, name, kwargs",
+    [
+        (lambda: GaussianProcess(20), "eps", {}),
+        (lambda: GaussianProcess(20, "linear"), "x0", {}),
+        (lambda: GaussianProcess(20), "v", {}),
+        (lambda: GaussianProcess(20), "previous-step", {}),
+        (lambda: GaussianProcess(20, reverse_variance="learned"), "eps", {"kind": "hybrid"}),
+        (lambda: GaussianProcess(20, reverse_variance="learned"), "v", {}),
+        (lambda: GaussianProcess(20), "eps", {"kind": "kl"}),
+        (lambda: CategoricalProcess(5, 20, "absorbing"), "x0", {}),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mean_loss_is_the_batch_mean_of_loss_with_its_gradient(make, name, kwargs, dtype) -> None:
+    from diffkit.processes.gaussian import EpsParametrization
+
+    proc = make()
+    gen = torch.Generator().manual_seed(3)
+    if isinstance(proc, GaussianProcess):
+        x0 = torch.randn(16, 3, 4, generator=gen, dtype=dtype)
+    else:
+        x0 = torch.randint(0, 5, (16, 7), generator=gen)
+    t = proc.sample_timesteps(16, generator=gen)
+    x_t, noise = proc.q_sample(x0, t, generator=gen)
+    params = [name] if name != "eps" or kwargs else [name, EpsParametrization(min_snr_gamma=5.0)]
+    for param in params:
+        shape = proc.get_parametrization(param).output_shape(proc, x_t)
+        out = torch.randn(shape, generator=gen, dtype=dtype if isinstance(proc, GaussianProcess) else None)
+        a, b = out.clone().requires_grad_(), out.clone().requires_grad_()
+        fused = proc.mean_loss(a, x0, x_t, t, noise, param, **kwargs)
+        want = proc.loss(b, x0, x_t, t, noise, param, **kwargs).mean()
+        assert fused.ndim == 0 and fused.dtype == want.dtype
+        tol = dict(rtol=1e-6, atol=0) if dtype == torch.float32 else dict(rtol=1e-13, atol=0)
+        torch.testing.assert_close(fused, want, **tol)
+        fused.backward()
+        want.backward()
+        torch.testing.assert_close(a.grad, b.grad, **tol)

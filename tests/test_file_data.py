@@ -319,13 +319,59 @@ def test_pickled_graphs_with_attributes_round_trip(tmp_path: Path) -> None:
         assert nx.utils.graphs_equal(a, b)  # nodes, edges and their attribute values
 
 
+# every atom type in more molecules (>= 5) than the test split holds (4), so all are in training
+SMILES = [
+    "CCO", "c1ccccc1", "CC(=O)[O-]", "C[N+](C)(C)C", "C#N", "O=C(N)c1ccncc1", "CC(C)O", "c1ccc2ccccc2c1",
+    "OC1CCCC1", "CC[O-]", "N#CC=CO", "CC(=O)Nc1ccc(O)cc1", "[O-]C(=O)c1ccccc1", "CC[N+](C)(C)C",
+    "[O-]CC[N+](C)(C)C", "C[N+](C)(C)CCO",
+]  # fmt: skip
+
+
+def test_smiles_file_round_trips_as_labelled_graphs(tmp_path: Path) -> None:
+    from diffkit.molecules import canonical_smiles, graph_to_mol, is_valid_molecule_graph, read_smiles_graphs
+
+    pytest.importorskip("rdkit")
+    from rdkit import Chem
+
+    path = tmp_path / "mols.smi"
+    path.write_text("SMILES name\n" + "".join(f"{s} m{i}\n" for i, s in enumerate(SMILES)))
+    graphs = read_smiles_graphs(path)
+    assert [g.number_of_nodes() for g in graphs] == [Chem.MolFromSmiles(s).GetNumAtoms() for s in SMILES]
+    assert dict(graphs[2].nodes(data="atom"))[3] == "O-" and graphs[4].edges[0, 1]["bond"] == 3
+    assert all(is_valid_molecule_graph(g) for g in graphs)
+    # the graph encoding loses nothing a canonical SMILES sees (charges, Kekulé bonds -> aromaticity)
+    assert [canonical_smiles(graph_to_mol(g)) for g in graphs] == [
+        Chem.MolToSmiles(Chem.MolFromSmiles(s), isomericSmiles=False) for s in SMILES
+    ]
+    dm = GraphFileDataModule(str(path), val_fraction=0.0, test_fraction=0.25)
+    assert (dm.node_attr, dm.edge_attr) == ("atom", "bond")
+    assert dm.validity is is_valid_molecule_graph
+    assert dm.num_edge_types == 4 and dm.sample_format.node_values == ["C", "N", "N+", "O", "O-"]
+    out = dm.sample_format.write(dm.split("test"), tmp_path / f"samples{dm.sample_format.suffix}")
+    assert out.suffix == ".smi"
+    lines = out.read_text().splitlines()
+    expected = [SMILES[i] for i in split_indices(len(SMILES), 0.0, 0.25, 0)["test"]]
+    assert lines == [f"{Chem.MolToSmiles(Chem.MolFromSmiles(s), isomericSmiles=False)} valid" for s in expected]
+    # an invalid graph (a pentavalent carbon) is written, marked invalid, never dropped
+    bad = graphs[0].copy()
+    bad.add_edges_from([(0, 9, {"bond": 3}), (0, 8, {"bond": 3})])
+    nx.set_node_attributes(bad, {8: "C", 9: "C"}, "atom")
+    assert not is_valid_molecule_graph(bad)
+    from diffkit.molecules import write_smiles_graphs
+
+    write_smiles_graphs([bad, graphs[1]], tmp_path / "two.smi")
+    first, second = (tmp_path / "two.smi").read_text().splitlines()
+    assert first.endswith(" invalid") and second == "c1ccccc1 valid"
+
+
 def test_bad_graph_files(tmp_path: Path) -> None:
     lines = b"".join(nx.to_graph6_bytes(nx.path_graph(4), header=False) for _ in range(3))
     (tmp_path / "bad.g6").write_bytes(lines + b"this is not graph6 ~~~\n")
     with pytest.raises(ValueError, match="line 4 is not a g6 graph"):
         GraphFileDataModule(str(tmp_path / "bad.g6")).setup()
-    (tmp_path / "m.smi").write_text("CCO\n")
-    with pytest.raises(ValueError, match="SMILES file; reading molecules needs diffkit's molecule support"):
+    pytest.importorskip("rdkit")
+    (tmp_path / "m.smi").write_text("SMILES\nCCO\n\nc1ccccc1 benzene\nC1CC(\n")
+    with pytest.raises(ValueError, match="line 5 is not a SMILES RDKit can parse: 'C1CC\\('"):
         GraphFileDataModule(str(tmp_path / "m.smi")).setup()
     with open(tmp_path / "d.pkl", "wb") as f:
         pickle.dump([nx.DiGraph([(0, 1)])] * 3, f)

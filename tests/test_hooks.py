@@ -52,6 +52,7 @@ PROCESS_HOOKS = {
         "validate_x0",
         "sample_timesteps",
         "q_sample",
+        "mean_loss",
         "loss",
         "check_loss_inputs",
         "timesteps",
@@ -213,6 +214,31 @@ def test_default_sampling_grid_is_evenly_strided() -> None:
     assert proc.sampling_grid(3) == [10, 7, 3, 0]
     with pytest.raises(ValueError, match="num_steps"):
         proc.sampling_grid(11)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_the_fused_mean_loss_hook_is_called_and_stands_down_for_an_overridden_simple_loss() -> None:
+    calls: list = []
+    proc, _, x0 = make_process("gaussian")
+    run("training_step", proc, recording_subclass(EpsParametrization, "mean_simple_loss", calls)(), x0)
+    assert calls == ["mean_simple_loss", "mean_simple_loss"]  # the Gaussian eps loss takes the fused mean
+
+    class OwnLoss(EpsParametrization):  # a new simple loss: the fused mean would bypass it
+        def simple_loss(self, process, output, x0, x_t, t, noise):
+            return super().simple_loss(process, output, x0, x_t, t, noise) * 2
+
+    assert EpsParametrization.fuses_mean_loss and not OwnLoss.fuses_mean_loss
+    out, x_t, t = torch.randn(4, 2), torch.randn(4, 2), torch.tensor([1, 2, 3, 4])
+    noise = torch.randn(4, 2)
+    want = 2 * proc.loss(out, x0, x_t, t, noise, "eps").mean()
+    torch.testing.assert_close(proc.mean_loss(out, x0, x_t, t, noise, OwnLoss()), want)
+
+    class OwnProcessLoss(GaussianProcess):
+        def loss(self, *args, **kwargs):
+            return super().loss(*args, **kwargs) * 3
+
+    assert GaussianProcess.fuses_mean_loss and not OwnProcessLoss.fuses_mean_loss
+    torch.testing.assert_close(OwnProcessLoss(T).mean_loss(out, x0, x_t, t, noise, "eps"), 3 * want / 2)
 
 
 def test_capabilities_are_withdrawn_from_overriding_subclasses() -> None:

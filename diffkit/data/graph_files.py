@@ -12,9 +12,13 @@ format with the original attribute values (:class:`GraphFormat`), and :class:`Gr
 has the facts ``diffkit evaluate-graphs`` needs (train / test graphs, ``max_nodes``, a ``validity``
 rule given by import path).
 
-Other formats plug in through :data:`GRAPH_READERS` / :data:`GRAPH_WRITERS` (suffix -> function):
-SMILES files (.smi) are read by diffkit's molecule support, which registers its reader there; until
-then a .smi file is refused with a message saying so.
+SMILES files (.smi, one molecule a line) need RDKit (``pip install 'diffkit[molecules]'``): each
+molecule is a graph of its heavy atoms with node attribute ``atom`` (type name with its charge:
+"C", "N+", "O-") and edge attribute ``bond`` (Kekulé order 1, 2, 3), which are then the default
+``node_attr`` / ``edge_attr``, and the default validity rule is RDKit sanitization of one connected
+molecule (:func:`diffkit.molecules.is_valid_molecule_graph`). Samples are written back as SMILES,
+"SMILES valid" or "SMILES invalid" a line. Other formats plug in through :data:`GRAPH_READERS` /
+:data:`GRAPH_WRITERS` (suffix -> function).
 """
 
 from __future__ import annotations
@@ -79,12 +83,16 @@ def _read_pickle(path: Path) -> list[nx.Graph]:
     return list(graphs)
 
 
-def _refuse_smiles(path: Path) -> list[nx.Graph]:
-    raise ValueError(
-        f"path: {path} is a SMILES file; reading molecules needs diffkit's molecule support (RDKit), which registers "
-        "a '.smi' reader in diffkit.data.graph_files.GRAPH_READERS. Install it, or convert the molecules to a pickled "
-        "list of networkx graphs with atom / bond attributes"
-    )
+def _read_smiles(path: Path) -> list[nx.Graph]:
+    from diffkit.molecules import read_smiles_graphs  # RDKit: ImportError saying how to install it
+
+    return read_smiles_graphs(path)
+
+
+def _write_smiles(graphs: Sequence[nx.Graph], path: Path, suffix: str) -> None:
+    from diffkit.molecules import write_smiles_graphs
+
+    write_smiles_graphs(graphs, path, suffix)
 
 
 def _write_lines(graphs: Sequence[nx.Graph], path: Path, suffix: str) -> None:
@@ -105,7 +113,7 @@ GRAPH_READERS: dict[str, Callable[[Path], list[nx.Graph]]] = {
     ".s6": read_graph_lines,
     ".pkl": _read_pickle,
     ".pickle": _read_pickle,
-    ".smi": _refuse_smiles,
+    ".smi": _read_smiles,
 }
 #: suffix -> writer(graphs, path, suffix). A reader's format without a writer has samples written as .g6.
 GRAPH_WRITERS: dict[str, Callable[[Sequence[nx.Graph], Path, str], None]] = {
@@ -113,6 +121,7 @@ GRAPH_WRITERS: dict[str, Callable[[Sequence[nx.Graph], Path, str], None]] = {
     ".s6": _write_lines,
     ".pkl": _write_pickle,
     ".pickle": _write_pickle,
+    ".smi": _write_smiles,
 }
 
 
@@ -199,10 +208,13 @@ class GraphFileDataModule(RecordDataModule):
     """Graphs from a file (module docstring), as padded dense batches.
 
     Args:
-        path: a .g6, .s6 or .pkl / .pickle file (.smi once molecule support registers its reader).
-        node_attr: node attribute whose values are node classes (pickles); None: unlabelled nodes.
-        edge_attr: edge attribute whose values are edge classes 1.. (pickles); None: edge / no edge.
-        validity: import path of a rule ``graph -> bool`` for V.U.N. (``diffkit evaluate-graphs``), or None.
+        path: a .g6, .s6, .pkl / .pickle or .smi file.
+        node_attr: node attribute whose values are node classes (pickles); None: unlabelled nodes
+            (a .smi file: "atom").
+        edge_attr: edge attribute whose values are edge classes 1.. (pickles); None: edge / no edge
+            (a .smi file: "bond").
+        validity: import path of a rule ``graph -> bool`` for V.U.N. (``diffkit evaluate-graphs``), or None
+            (a .smi file: ``diffkit.molecules.is_valid_molecule_graph``).
         val_fraction: fraction of graphs in the val split.
         test_fraction: fraction in the test split.
         batch_size: graphs per batch, >= 1.
@@ -230,6 +242,10 @@ class GraphFileDataModule(RecordDataModule):
     ) -> None:
         super().__init__(val_fraction, test_fraction, batch_size, seed, num_workers)
         self.path = check_path(path, tuple(GRAPH_READERS))
+        if self.path.suffix.lower() == ".smi":  # molecules: atom types, bond orders, RDKit's validity
+            node_attr = "atom" if node_attr is None else node_attr
+            edge_attr = "bond" if edge_attr is None else edge_attr
+            validity = "diffkit.molecules.is_valid_molecule_graph" if validity is None else validity
         self.node_attr, self.edge_attr, self.validity_path = node_attr, edge_attr, validity
         self._graph_splits: dict[str, list[nx.Graph]] = {}
 

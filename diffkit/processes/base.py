@@ -41,6 +41,7 @@ LossKind = Literal["simple", "kl", "hybrid"]
 #: capability attribute -> the public hooks whose behaviour it stands for (see ``fuses_reverse_step``).
 PROCESS_CAPABILITY_METHODS: dict[str, tuple[str, ...]] = {
     "fuses_reverse_step": ("reverse", "reverse_from_x0", "reverse_sample", "posterior", "reverse_variance_at"),
+    "fuses_mean_loss": ("loss", "reduce", "check_loss_inputs"),
 }
 
 
@@ -160,6 +161,11 @@ class ForwardProcess(nn.Module, abc.ABC):
     #: Whether the process's own :meth:`step` may fuse reverse + reverse_sample (same law). A
     #: subclass overriding one of :data:`PROCESS_CAPABILITY_METHODS`' methods loses it.
     fuses_reverse_step: ClassVar[bool] = False
+    #: Whether :meth:`loss` of kind "simple" without a mask is ``reduce(simple_loss, mask, "mean")``,
+    #: so :meth:`mean_loss` may hand the batch mean to the parametrization's ``mean_simple_loss``
+    #: (true of this base class; a subclass overriding ``loss``, ``reduce`` or
+    #: ``check_loss_inputs`` loses it unless it declares it again).
+    fuses_mean_loss: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -428,6 +434,31 @@ class ForwardProcess(nn.Module, abc.ABC):
             total = weight * vlb if total is None else total + weight * vlb
         assert total is not None  # check_loss_kind admits only "simple", "kl" and "hybrid"
         return at_least_float32(total)
+
+    def mean_loss(
+        self,
+        output: Tensor,
+        x0: Tensor,
+        x_t: Tensor,
+        t: Tensor,
+        noise: Tensor | None,
+        parametrization: str | Parametrization,
+        kind: LossKind = "simple",
+        hybrid_weight: float = 1e-3,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """The batch mean of :meth:`loss`: a scalar, what ``DiffusionModule``'s training step
+        minimizes. ``loss(...).mean()``, except that the "simple" loss without a mask, on a process
+        with ``fuses_mean_loss`` and a parametrization with ``fuses_mean_loss``, is the
+        parametrization's ``mean_simple_loss`` (the same value: every example has as many
+        elements, so the mean of per-example means is the mean over all elements; one
+        ``F.mse_loss`` for the Gaussian eps / x0 / v targets)."""
+        param = self.get_parametrization(parametrization)
+        if kind == "simple" and mask is None and self.fuses_mean_loss and param.fuses_mean_loss:
+            self.check_loss_inputs(param, output, x0, x_t)
+            t = self.timesteps(t, x_t.shape[0], x_t.device)
+            return at_least_float32(param.mean_simple_loss(self, output, x0, x_t, t, noise))
+        return self.loss(output, x0, x_t, t, noise, param, kind, hybrid_weight, mask).mean()
 
     def prior_term(self, x0: Tensor, mask: Tensor | None = None) -> Tensor:
         """L_T = KL(q(x_T | x0) || p(x_T)) summed over elements: (B,) nats."""
