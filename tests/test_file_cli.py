@@ -139,6 +139,39 @@ def test_fit_on_pickled_labelled_graphs_and_sample_pickles(tmp_path: Path, monke
         assert all(d["bond"] == [1, 2][int(samples["E"][b, u, v]) - 1] for u, v, d in g.edges(data=True))
 
 
+def test_fit_on_a_smiles_file_sample_smiles_and_evaluate_validity(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("rdkit")
+    from diffkit.molecules import canonical_smiles, dense_to_mols
+
+    ckpt, saved = fit_and_sample("smiles", "molecules.smi", tmp_path, monkeypatch)
+    lines = (tmp_path / "s.smi").read_text().splitlines()
+    assert len(lines) == 6 and all(line.endswith((" valid", " invalid")) for line in lines)
+    for line, mol in zip(lines, dense_to_mols(saved["samples"], _vocabulary(ckpt)), strict=True):
+        smiles = canonical_smiles(mol)  # what the line says, from the sampled tensors themselves
+        if smiles is not None and "." not in smiles:
+            assert line == f"{smiles} valid"
+        else:
+            assert line.endswith(" invalid")
+    args = ["evaluate-graphs", "--ckpt_path", str(ckpt), "--out", "eval", "--num_samples", "5", "--num_steps", "4"]
+    monkeypatch.setattr(sys, "argv", ["diffkit", *args])
+    main(args)
+    result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert result["validity"] == "diffkit.molecules.is_valid_molecule_graph"
+    written = (tmp_path / "eval" / "samples.smi").read_text().splitlines()
+    assert len(written) == 5
+    assert result["valid"] == pytest.approx(sum(line.endswith(" valid") for line in written) / 5)
+
+
+def _vocabulary(ckpt: Path):
+    """The checkpoint's node classes (the training split's atom types, sorted) as an AtomVocabulary."""
+    from diffkit.formats import sample_format_from_checkpoint
+    from diffkit.molecules import AtomVocabulary
+
+    fmt = sample_format_from_checkpoint(torch.load(ckpt, map_location="cpu", weights_only=False))
+    assert fmt is not None and fmt.node_values == ["Br", "C", "Cl", "F", "N", "O", "S"] and fmt.edge_values == [1, 2, 3]
+    return AtomVocabulary(tuple(fmt.node_values))
+
+
 def test_documented_commands_parse(monkeypatch, capsys) -> None:
     """Every `diffkit fit` command of docs/data.md parses (--print_config), run from the repository root."""
     import shlex

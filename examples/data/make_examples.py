@@ -4,7 +4,9 @@
 - sums.txt: 600 lines "a+b=c" with a, b in 0..49 and c = a + b (character-level tokens);
 - people.csv: 500 rows: height_cm, weight_kg (numeric), sex, smoker (categorical), weight tied to height and sex;
 - graphs.g6: 200 graphs, cycles and random trees of 6-12 nodes, one graph6 line each;
-- molecules.pkl: 120 small labelled graphs (node attribute "atom" in C / N / O, edge attribute "bond" in 1 / 2).
+- molecules.pkl: 120 small labelled graphs (node attribute "atom" in C / N / O, edge attribute "bond" in 1 / 2);
+- molecules.smi: the first 300 SMILES of MOSES's test split with at most 16 heavy atoms (needs RDKit and
+  the molsets wheel: pip install --no-deps molsets==0.3.1; skipped without them).
 """
 
 from pathlib import Path
@@ -51,6 +53,29 @@ def main() -> None:
         molecules.append(g)
     with open(HERE / "molecules.pkl", "wb") as f:
         pickle.dump(molecules, f)
+
+    try:
+        from rdkit import Chem
+
+        from diffkit.molecules import moses_file
+
+        source = moses_file("test")
+    except ImportError as err:
+        print(f"molecules.smi skipped: {err}")
+        return
+    import gzip
+
+    smiles = []
+    with gzip.open(source, "rt") as f:
+        next(f)  # header
+        for line in f:
+            text = line.strip().split(",")[0]
+            mol = Chem.MolFromSmiles(text)
+            if mol is not None and mol.GetNumAtoms() <= 16:
+                smiles.append(text)
+            if len(smiles) == 300:
+                break
+    (HERE / "molecules.smi").write_text("".join(f"{s}\n" for s in smiles))
 
 
 if __name__ == "__main__":
