@@ -186,8 +186,10 @@ class FixedDrawModule(DiffusionModule):
         assert bool((match.sum(1) == 1).all()), "every example must be exactly one known row"
         return match.float().argmax(1)
 
-    def _forward_loss(self, x0: Any, generator: Any = None, cond: Any = None) -> tuple[Tensor, Tensor, Any, Any]:
-        _, drawn_t, _, _ = super()._forward_loss(x0, generator, cond)
+    def _forward_loss(
+        self, x0: Any, generator: Any = None, cond: Any = None, mean: bool = False
+    ) -> tuple[Tensor, Tensor, Any, Any]:
+        _, drawn_t, _, _ = super()._forward_loss(x0, generator, cond, mean)
         if self.training:
             self.drawn_t.append(drawn_t.detach().cpu())
         idx = self._row_index(x0).cpu()
@@ -197,7 +199,7 @@ class FixedDrawModule(DiffusionModule):
         loss = self.process.loss(
             output, x0, noised.x_t, t, noised.noise, self.param, self.loss_kind, self.hybrid_weight
         )
-        return loss, t, output, noised
+        return (loss.mean() if mean else loss), t, output, noised
 
     def on_train_end(self) -> None:
         if self.record_dir is not None:
