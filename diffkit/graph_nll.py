@@ -33,11 +33,11 @@ def node_count_nll(mask: Tensor, counts: Tensor) -> Tensor:
         ValueError: if ``counts`` is not 1-D with a positive sum, or ``mask`` is not (B, N) bool.
     """
     if mask.dtype != torch.bool or mask.ndim != 2:
-        raise ValueError(f"Expected `mask` of shape (B, N) and dtype bool, but got {tuple(mask.shape)} {mask.dtype}.")
+        raise ValueError(f"mask: expected shape (B, N) and dtype bool, got {tuple(mask.shape)} {mask.dtype}")
     counts = torch.as_tensor(counts, dtype=torch.float64, device=mask.device)
     if counts.ndim != 1 or float(counts.sum()) <= 0 or bool((counts < 0).any()):
         raise ValueError(
-            f"Expected `counts` to be 1-D, non-negative, with a positive sum, but got shape {tuple(counts.shape)}."
+            f"counts: expected a 1-D, non-negative tensor with a positive sum, got shape {tuple(counts.shape)}"
         )
     probs = counts / counts.sum()
     sizes = mask.sum(1)  # (B,)

@@ -25,19 +25,18 @@ __all__ = ["to_dense", "to_networkx", "node_count_distribution", "sample_node_ma
 
 def _check_graphs(graphs: object) -> None:
     if not isinstance(graphs, Sequence) or isinstance(graphs, (str, bytes)):
-        raise TypeError(f"Expected `graphs` to be a list of networkx graphs, but got {type(graphs).__name__}.")
+        raise TypeError(f"graphs: expected a list of networkx graphs, got {type(graphs).__name__}")
     for i, g in enumerate(graphs):
         if not isinstance(g, nx.Graph) or g.is_directed() or g.is_multigraph():
             raise TypeError(
-                f"Expected `graphs[{i}]` to be an undirected simple nx.Graph, but got {type(g).__name__}"
+                f"graphs[{i}]: expected an undirected simple nx.Graph, got {type(g).__name__}"
                 + (" (directed)" if isinstance(g, nx.Graph) and g.is_directed() else "")
-                + "."
             )
 
 
 def _attribute(value: object, what: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"Expected {what} to be an int >= {minimum}, but got {value!r}.")
+        raise ValueError(f"{what}: expected an int >= {minimum}, got {value!r}")
     return value
 
 
@@ -76,13 +75,13 @@ def to_dense(
     """
     _check_graphs(graphs)
     if len(graphs) == 0:
-        raise ValueError("Expected `graphs` to hold at least one graph, but got an empty list.")
+        raise ValueError("graphs: expected at least one graph, got an empty list")
     largest = max(g.number_of_nodes() for g in graphs)
     n_max = largest if max_nodes is None else max_nodes
     if isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < 0:
-        raise ValueError(f"Expected `max_nodes` to be an int >= 0, but got {max_nodes!r}.")
+        raise ValueError(f"max_nodes: expected an int >= 0, got {max_nodes!r}")
     if largest > n_max:
-        raise ValueError(f"Expected graphs of at most `max_nodes` = {n_max} nodes, but one has {largest}.")
+        raise ValueError(f"graphs: expected at most max_nodes = {n_max} nodes per graph, got one with {largest}")
     size = len(graphs)
     X = torch.zeros(size, n_max, dtype=torch.int64)
     E = torch.zeros(size, n_max, n_max, dtype=torch.int64)
@@ -95,7 +94,7 @@ def to_dense(
                 X[b, i] = _attribute(g.nodes[v].get(node_attr), f"node attribute {node_attr!r} of node {v!r}", 0)
         for u, v, data in g.edges(data=True):
             if u == v:
-                raise ValueError(f"Expected graphs without self-loops, but `graphs[{b}]` has one at node {u!r}.")
+                raise ValueError(f"graphs[{b}]: expected no self-loops, got one at node {u!r}")
             kind = (
                 1
                 if edge_attr is None
@@ -107,26 +106,24 @@ def to_dense(
 
 def _check_batch(batch: object) -> tuple[Tensor, Tensor, Tensor]:
     if not isinstance(batch, Mapping):
-        raise TypeError(f"Expected `batch` to be a dict with keys 'X', 'E', 'mask', but got {type(batch).__name__}.")
+        raise TypeError(f"batch: expected a dict with keys 'X', 'E', 'mask', got {type(batch).__name__}")
     missing = [k for k in ("X", "E", "mask") if k not in batch]
     if missing:
-        raise ValueError(f"Expected `batch` to have keys ['X', 'E', 'mask'], but it lacks {missing}.")
+        raise ValueError(f"batch: missing key(s) {missing}; expected ['X', 'E', 'mask']")
     X, E, mask = batch["X"], batch["E"], batch["mask"]
     for name, t in (("X", X), ("E", E), ("mask", mask)):
         if not isinstance(t, Tensor):
-            raise TypeError(f"Expected `batch[{name!r}]` to be a torch.Tensor, but got {type(t).__name__}.")
+            raise TypeError(f"batch[{name!r}]: expected a torch.Tensor, got {type(t).__name__}")
     if mask.dtype != torch.bool or mask.ndim != 2:
-        raise ValueError(
-            f"Expected `batch['mask']` of shape (B, N) and dtype bool, but got {tuple(mask.shape)} {mask.dtype}."
-        )
+        raise ValueError(f"batch['mask']: expected shape (B, N) and dtype bool, got {tuple(mask.shape)} {mask.dtype}")
     size, n = mask.shape
     if tuple(X.shape) != (size, n) or tuple(E.shape) != (size, n, n):
         raise ValueError(
-            f"Expected `batch['X']` of shape {(size, n)} and `batch['E']` of shape {(size, n, n)} (from the mask), "
-            f"but got {tuple(X.shape)} and {tuple(E.shape)}."
+            f"batch['X'], batch['E']: expected shapes {(size, n)} and {(size, n, n)} (from the mask), "
+            f"got {tuple(X.shape)} and {tuple(E.shape)}"
         )
     if X.is_floating_point() or E.is_floating_point():
-        raise TypeError(f"Expected integer `batch['X']` and `batch['E']`, but got {X.dtype} and {E.dtype}.")
+        raise TypeError(f"batch['X'], batch['E']: expected integer dtypes, got {X.dtype} and {E.dtype}")
     return X, E, mask
 
 
@@ -192,7 +189,7 @@ def node_count_distribution(graphs: Sequence[nx.Graph]) -> Tensor:
     """
     _check_graphs(graphs)
     if len(graphs) == 0:
-        raise ValueError("Expected `graphs` to hold at least one graph, but got an empty list.")
+        raise ValueError("graphs: expected at least one graph, got an empty list")
     counts = torch.bincount(torch.tensor([g.number_of_nodes() for g in graphs], dtype=torch.int64))
     return counts.double() / counts.sum()
 
@@ -214,15 +211,16 @@ def sample_node_masks(dist: Tensor, num_samples: int, generator: torch.Generator
             or ``num_samples`` < 1.
     """
     if not isinstance(dist, Tensor) or not dist.is_floating_point():
-        raise TypeError(
-            f"Expected `dist` to be a floating torch.Tensor, but got {getattr(dist, 'dtype', type(dist).__name__)}."
-        )
+        raise TypeError(f"dist: expected a floating torch.Tensor, got {getattr(dist, 'dtype', type(dist).__name__)}")
     if dist.ndim != 1 or dist.numel() < 2:
-        raise ValueError(f"Expected `dist` of shape (N_max + 1,) with N_max >= 1, but got shape {tuple(dist.shape)}.")
+        raise ValueError(f"dist: expected shape (N_max + 1,) with N_max >= 1, got {tuple(dist.shape)}")
     if bool((dist < 0).any()) or float(dist.sum()) <= 0:
-        raise ValueError("Expected `dist` to be non-negative with a positive sum.")
+        raise ValueError(
+            f"dist: expected non-negative values with a positive sum, got min {float(dist.min())}, "
+            f"sum {float(dist.sum())}"
+        )
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"Expected `num_samples` to be an int >= 1, but got {num_samples!r}.")
+        raise ValueError(f"num_samples: expected an int >= 1, got {num_samples!r}")
     sizes = torch.multinomial(dist.double(), num_samples, replacement=True, generator=generator)  # (B,)
     positions = torch.arange(dist.numel() - 1, device=dist.device)  # (N_max,)
     return positions[None, :] < sizes[:, None]  # (B, N_max)
@@ -253,13 +251,13 @@ def type_marginals(
     pairs = mask[:, :, None] & mask[:, None, :] & upper  # (B, N, N)
     node_types, edge_types = X[mask], E[pairs]
     if node_types.numel() == 0 or edge_types.numel() == 0:
-        raise ValueError("Expected `batch` to have at least one real node pair (two real nodes in one graph).")
+        raise ValueError("batch: expected at least one real node pair (two real nodes in one graph), got none")
     k_x = int(node_types.max()) + 1 if num_node_types is None else num_node_types
     k_e = max(int(edge_types.max()) + 1, 2) if num_edge_types is None else num_edge_types
     for name, types, k in (("X", node_types, k_x), ("E", edge_types, k_e)):
         if int(types.min()) < 0 or int(types.max()) >= k:
             raise ValueError(
-                f"Expected `batch[{name!r}]` types in [0, {k}), but got [{int(types.min())}, {int(types.max())}]."
+                f"batch[{name!r}]: expected types in [0, {k}), got values in [{int(types.min())}, {int(types.max())}]"
             )
     node_freq = torch.bincount(node_types, minlength=k_x).double()
     edge_freq = torch.bincount(edge_types, minlength=k_e).double()

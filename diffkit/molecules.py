@@ -100,7 +100,7 @@ def parse_atom_type(name: str) -> tuple[str, int]:
     """
     match = _ATOM_RE.match(name) if isinstance(name, str) else None
     if match is None:
-        raise ValueError(f"Expected an atom type like 'C', 'N+', 'O-' or 'Fe+2', but got {name!r}.")
+        raise ValueError(f"name: expected an atom type like 'C', 'N+', 'O-' or 'Fe+2', got {name!r}")
     symbol, charge = match.groups()
     if not charge:
         return symbol, 0
@@ -132,10 +132,10 @@ class AtomVocabulary:
     def __post_init__(self) -> None:
         names = tuple(self.names)
         if not names:
-            raise ValueError("Expected `names` to hold at least one atom type, but got none.")
+            raise ValueError("names: expected at least one atom type, got none")
         types = tuple(parse_atom_type(n) for n in names)
         if len(set(types)) != len(types):
-            raise ValueError(f"Expected distinct atom types, but got {list(names)}.")
+            raise ValueError(f"names: expected distinct atom types, got {list(names)}")
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "types", types)
 
@@ -160,7 +160,7 @@ class AtomVocabulary:
                 key = (atom.GetSymbol(), atom.GetFormalCharge())
                 counts[key] = counts.get(key, 0) + 1
         if not counts:
-            raise ValueError("Expected at least one parsable SMILES to build a vocabulary from, but got none.")
+            raise ValueError("smiles: expected at least one parsable SMILES to build a vocabulary from, got none")
         order = sorted(counts, key=lambda k: (-counts[k], k))
         return cls(tuple(_atom_name(*k) for k in order))
 
@@ -264,9 +264,9 @@ def encode_smiles(
             no molecule left.
     """
     if on_error not in ("skip", "raise"):
-        raise ValueError(f"Expected `on_error` to be one of ['raise', 'skip'], but got {on_error!r}.")
+        raise ValueError(f"on_error: expected one of ['raise', 'skip'], got {on_error!r}")
     if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1:
-        raise ValueError(f"Expected `max_nodes` to be an int >= 1, but got {max_nodes!r}.")
+        raise ValueError(f"max_nodes: expected an int >= 1, got {max_nodes!r}")
     Chem = _rdkit()
     graphs, kept = [], []
     bad: dict[str, list[str]] = {}
@@ -293,7 +293,7 @@ def encode_smiles(
         warnings.warn("encode_smiles: " + " | ".join(str(r) for r in reports), stacklevel=2)
     if not graphs:
         raise ValueError(
-            f"Expected at least one usable SMILES, but all {sum(counts.values())} were bad: "
+            f"smiles: expected at least one usable SMILES, got {sum(counts.values())}, all bad: "
             + " | ".join(map(str, reports))
         )
     return EncodedMolecules(_pad(graphs, max_nodes), kept, reports)
@@ -359,9 +359,9 @@ def read_smiles_file(
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"Expected `path` to be a SMILES file, but {str(path)!r} does not exist.")
+        raise ValueError(f"path: expected a SMILES file, got {str(path)!r}, which does not exist")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"Expected `limit` to be None or an int >= 1, but got {limit!r}.")
+        raise ValueError(f"limit: expected None or an int >= 1, got {limit!r}")
     smiles, first = _read_lines(path, limit, skip_header=True)
     vocab = AtomVocabulary.from_smiles(smiles) if vocab is None else vocab
     return encode_smiles(smiles, vocab, max_nodes, on_error, first_line=first), vocab
@@ -378,7 +378,7 @@ def moses_file(split: MosesSplit) -> Path:
         ImportError: ``molsets`` is not installed (the message says how to install it).
     """
     if split not in ("train", "test", "test_scaffolds"):
-        raise ValueError(f"Expected `split` to be one of ['test', 'test_scaffolds', 'train'], but got {split!r}.")
+        raise ValueError(f"split: expected one of ['test', 'test_scaffolds', 'train'], got {split!r}")
     spec = importlib.util.find_spec("moses")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("MOSES data needs the molsets wheel: pip install --no-deps molsets==0.3.1")
@@ -432,7 +432,7 @@ def dense_to_mols(batch: dict[str, Tensor], vocab: AtomVocabulary) -> list[Any]:
     for name, t, k in (("X", X[mask], len(vocab)), ("E", E, len(BOND_TYPES))):
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= k):
             raise ValueError(
-                f"Expected `batch[{name!r}]` classes in [0, {k}), but got [{int(t.min())}, {int(t.max())}]."
+                f"batch[{name!r}]: expected classes in [0, {k}), got values in [{int(t.min())}, {int(t.max())}]"
             )
     kinds = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
     mols = []

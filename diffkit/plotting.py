@@ -119,24 +119,24 @@ def samples_figure(
 
 def _check_positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Expected `{name}` to be an int >= 1, but got {value!r}.")
+        raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
 
 
 def _fields(samples: object, reference: object) -> list[Field]:
     """The fields to draw: a plain Tensor, or the dict keys in both sets except MASK_KEY."""
     if isinstance(samples, Tensor):
         if reference is not None and not isinstance(reference, Tensor):
-            raise ValueError(f"Expected `reference` to be a Tensor, but got {type(reference).__name__}.")
+            raise ValueError(f"reference: expected a Tensor like samples, got {type(reference).__name__}")
         return [("", samples, reference)]
     if not isinstance(samples, dict):
         found = type(samples).__name__
-        raise TypeError(f"Expected `samples` to be a Tensor or dict of Tensors, but got {found}.")
+        raise TypeError(f"samples: expected a Tensor or dict of Tensors, got {found}")
     if reference is not None and not isinstance(reference, dict):
-        raise ValueError(f"Expected `reference` to be a dict, but got {type(reference).__name__}.")
+        raise ValueError(f"reference: expected a dict like samples, got {type(reference).__name__}")
     keys = [k for k in samples if k != MASK_KEY and (reference is None or k in reference)]
     if not keys:
         found = list(samples) if reference is None else f"{list(samples)} and {list(reference)}"
-        raise ValueError(f"Expected at least one field to plot besides {MASK_KEY!r}, but got keys {found}.")
+        raise ValueError(f"samples: expected at least one field to plot besides {MASK_KEY!r}, got keys {found}")
     return [(k, samples[k], None if reference is None else reference[k]) for k in keys]
 
 
@@ -148,29 +148,29 @@ def _check_field(key: str, samples: object, reference: object, table: bool) -> s
         return kind
     r_kind = _kind(r_name, reference, table)
     if r_kind != kind:
-        raise ValueError(f"Expected `{r_name}` to be {kind} like `{s_name}`, but got {reference.dtype}.")
+        raise ValueError(f"{r_name}: expected {kind} data like {s_name}, got {reference.dtype}")
     if reference.shape[1:] != samples.shape[1:]:
         raise ValueError(
-            f"Expected `{r_name}` to have the feature shape {tuple(samples.shape[1:])} of `{s_name}`, "
-            f"but got {tuple(reference.shape[1:])}."
+            f"{r_name}: expected the feature shape {tuple(samples.shape[1:])} of {s_name}, "
+            f"got {tuple(reference.shape[1:])}"
         )
     return kind
 
 
 def _kind(name: str, x: object, table: bool) -> str:
     if not isinstance(x, Tensor):
-        raise TypeError(f"Expected `{name}` to be a Tensor, but got {type(x).__name__}.")
+        raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
     if (x.ndim < 1) if table else (x.ndim != 2 and not (x.is_floating_point() and _is_image(x))):
         expected = "(N, ...)" if table else "(N, D) float, (N, C, H, W) / (N, H, W) float images or (N, L) int64"
-        raise ValueError(f"Expected `{name}` of shape {expected}, but got shape {tuple(x.shape)}.")
+        raise ValueError(f"{name}: expected shape {expected}, got {tuple(x.shape)}")
     if x.numel() == 0:
-        raise ValueError(f"Expected `{name}` to be non-empty, but got shape {tuple(x.shape)}.")
+        raise ValueError(f"{name}: expected a non-empty tensor, got shape {tuple(x.shape)}")
     if x.is_floating_point():
         return "continuous"
     if x.dtype != torch.int64:
-        raise ValueError(f"Expected `{name}` to have a floating dtype or torch.int64, but got {x.dtype}.")
+        raise ValueError(f"{name}: expected a floating dtype or torch.int64, got {x.dtype}")
     if int(x.min()) < 0:
-        raise ValueError(f"Expected `{name}` to hold class ids >= 0, but got {int(x.min())}.")
+        raise ValueError(f"{name}: expected class ids >= 0, got {int(x.min())}")
     return "categorical"
 
 
@@ -187,9 +187,7 @@ def _as_images(samples: object, reference: object, image_shape: tuple[int, int, 
         or shape[0] not in (1, 3)
         or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape)
     ):
-        raise ValueError(
-            f"Expected `image_shape` to be (C, H, W) with C 1 or 3 and H, W >= 1, but got {image_shape!r}."
-        )
+        raise ValueError(f"image_shape: expected (C, H, W) with C 1 or 3 and H, W >= 1, got {image_shape!r}")
     out = []
     for name, x in (("samples", samples), ("reference", reference)):
         if x is None:
@@ -198,8 +196,7 @@ def _as_images(samples: object, reference: object, image_shape: tuple[int, int, 
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2 or x[0].numel() != math.prod(shape):
             found = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(
-                f"Expected `{name}` of {math.prod(shape)} float values per example for `image_shape` {shape}, but "
-                f"got {found}."
+                f"{name}: expected {math.prod(shape)} float values per example for image_shape {shape}, got {found}"
             )
         out.append(x.reshape(len(x), *shape))
     return out[0], out[1]
@@ -258,7 +255,7 @@ def _num_classes(sets: list[tuple[str, Tensor]], num_classes: int | None) -> int
         return observed
     _check_positive_int("num_classes", num_classes)
     if num_classes < observed:
-        raise ValueError(f"Expected `num_classes` >= max id + 1 = {observed}, but got {num_classes}.")
+        raise ValueError(f"num_classes: expected an int >= max id + 1 = {observed}, got {num_classes}")
     return num_classes
 
 

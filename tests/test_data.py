@@ -111,7 +111,7 @@ def test_setup_draws_once(make) -> None:
     first = dm.split("train")
     dm.setup("validate")
     assert dm.split("train") is first
-    with pytest.raises(ValueError, match="`name` to be one of \\['train', 'val', 'test'\\], but got 'dev'"):
+    with pytest.raises(ValueError, match="^name: expected one of \\['train', 'val', 'test'\\], got 'dev'"):
         dm.split("dev")
 
 
@@ -191,11 +191,11 @@ def test_data_module_runs_in_a_trainer(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        (dict(num_train=0), ValueError, "`num_train` to be a positive int, but got 0"),
-        (dict(num_val=-5), ValueError, "`num_val`"),
-        (dict(batch_size=2.5), TypeError, "`batch_size` to be an int, but got float"),
-        (dict(seed=-1), ValueError, "`seed` to be a non-negative int"),
-        (dict(num_workers=-1), ValueError, "`num_workers`"),
+        (dict(num_train=0), ValueError, "^num_train: expected a positive int, got 0"),
+        (dict(num_val=-5), ValueError, "^num_val: expected a positive int, got -5"),
+        (dict(batch_size=2.5), TypeError, "^batch_size: expected an int, got float"),
+        (dict(seed=-1), ValueError, "^seed: expected a non-negative int"),
+        (dict(num_workers=-1), ValueError, "^num_workers: expected a non-negative int, got -1"),
     ],
 )
 def test_bad_common_arguments_raise(make, kwargs, error, match) -> None:
@@ -204,9 +204,9 @@ def test_bad_common_arguments_raise(make, kwargs, error, match) -> None:
 
 
 def test_sample_reference_rejects_bad_n(make) -> None:
-    with pytest.raises(ValueError, match="`n` to be a positive int, but got 0"):
+    with pytest.raises(ValueError, match="^n: expected a positive int, got 0"):
         make().sample_reference(0, seed=0)
-    with pytest.raises(ValueError, match="`seed`"):
+    with pytest.raises(ValueError, match="^seed: expected a non-negative int, got -2"):
         make().sample_reference(5, seed=-2)
 
 
@@ -374,14 +374,17 @@ def test_mixture_module_entropy_floor_matches_its_data() -> None:
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        (dict(means=torch.zeros(3)), "`means` of shape \\(M, D\\)"),
-        (dict(means=torch.zeros(2, 3), stds=torch.tensor([1.0, -1.0])), "`stds` > 0"),
+        (dict(means=torch.zeros(3)), "^means: expected shape \\(M, D\\)"),
+        (dict(means=torch.zeros(2, 3), stds=torch.tensor([1.0, -1.0])), "^stds: expected values > 0"),
         (
             dict(means=torch.zeros(2, 3), stds=torch.ones(3)),
-            "`stds` of shape \\(\\), \\(2,\\) or \\(2, 3\\), but got \\(3,\\)",
+            "^stds: expected shape \\(\\), \\(2,\\) or \\(2, 3\\), got \\(3,\\)",
         ),
-        (dict(means=torch.zeros(2, 3), weights=torch.tensor([0.5, 0.6])), "`weights` >= 0 summing to 1"),
-        (dict(means=torch.zeros(2, 3), weights=torch.ones(3) / 3), "`weights` of shape \\(2,\\)"),
+        (
+            dict(means=torch.zeros(2, 3), weights=torch.tensor([0.5, 0.6])),
+            "^weights: expected values >= 0 summing to 1",
+        ),
+        (dict(means=torch.zeros(2, 3), weights=torch.ones(3) / 3), "^weights: expected shape \\(2,\\)"),
     ],
 )
 def test_mixture_rejects_bad_parameters(args, match) -> None:
@@ -391,13 +394,13 @@ def test_mixture_rejects_bad_parameters(args, match) -> None:
 
 def test_mixture_log_prob_and_module_reject_bad_input() -> None:
     gmm = small_mixture()
-    with pytest.raises(ValueError, match="`x` of shape \\(..., 3\\), but got \\(4, 2\\)"):
+    with pytest.raises(ValueError, match="^x: expected shape \\(..., 3\\), got \\(4, 2\\)"):
         gmm.log_prob(torch.zeros(4, 2))
-    with pytest.raises(TypeError, match="`x` to be a float Tensor"):
+    with pytest.raises(TypeError, match="^x: expected a float Tensor"):
         gmm.log_prob(torch.zeros(4, 3, dtype=torch.int64))
-    with pytest.raises(ValueError, match="`separation` > 0"):
+    with pytest.raises(ValueError, match="^separation: expected a value > 0"):
         GaussianMixtureDataModule(separation=0.0)
-    with pytest.raises(ValueError, match="`dim` to be a positive int"):
+    with pytest.raises(ValueError, match="^dim: expected a positive int"):
         GaussianMixtureDataModule(dim=0)
 
 
@@ -490,9 +493,9 @@ def test_markov_module_exposes_exact_marginals_and_entropy() -> None:
 @pytest.mark.parametrize(
     ("transition", "match"),
     [
-        (torch.ones(2, 3) / 3, "`transition` of shape \\(K, K\\)"),
+        (torch.ones(2, 3) / 3, "^transition: expected shape \\(K, K\\)"),
         (torch.tensor([[1.5, -0.5], [0.5, 0.5]]), "non-negative"),
-        (torch.tensor([[0.5, 0.4], [0.5, 0.5]]), "rows of `transition` to sum to 1"),
+        (torch.tensor([[0.5, 0.4], [0.5, 0.5]]), "^transition: expected rows summing to 1"),
         (torch.eye(3), "unique stationary distribution"),
     ],
 )
@@ -502,13 +505,13 @@ def test_markov_chain_rejects_bad_transition(transition: Tensor, match: str) -> 
 
 
 def test_markov_module_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="`concentration` > 0, but got 0.0"):
+    with pytest.raises(ValueError, match="^concentration: expected a value > 0, got 0.0"):
         MarkovTokensDataModule(concentration=0.0)
-    with pytest.raises(ValueError, match="`num_classes` >= 2, but got 1"):
+    with pytest.raises(ValueError, match="^num_classes: expected an int >= 2, got 1"):
         MarkovTokensDataModule(num_classes=1)
-    with pytest.raises(ValueError, match="`seq_len`"):
+    with pytest.raises(ValueError, match="^seq_len: expected a positive int, got 0"):
         MarkovTokensDataModule(seq_len=0)
-    with pytest.raises(ValueError, match="`length`"):
+    with pytest.raises(ValueError, match="^length: expected a positive int, got 0"):
         MarkovChain.random(3).sequence_entropy(0)
 
 
@@ -575,11 +578,11 @@ def test_table_module_metadata_and_errors() -> None:
     assert dm.categorical_fields() == {"cluster": 4, "bucket": 3}
     assert dm.numeric_fields() == {"num": 3}
     assert torch.equal(dm.class_marginals("bucket"), table_class_marginals("bucket"))
-    with pytest.raises(ValueError, match="`field` to be one of \\['bucket', 'cluster'\\], but got 'age'"):
+    with pytest.raises(ValueError, match="^field: expected one of \\['bucket', 'cluster'\\], got 'age'"):
         dm.class_marginals("age")
 
 
 def test_toy2d_module_rejects_unknown_name() -> None:
-    with pytest.raises(ValueError, match="`name` to be one of .*'swiss_roll'.*, but got 'spiral'"):
+    with pytest.raises(ValueError, match="^name: expected one of .*'swiss_roll'.*, got 'spiral'"):
         Toy2DDataModule("spiral")
     assert Toy2DDataModule(**SMALL).data_shape == (2,)

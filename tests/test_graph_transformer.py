@@ -315,46 +315,50 @@ def test_input_errors() -> None:
     net = small_net()
     ok = random_graphs([3, 2], N=3, gen=torch.Generator().manual_seed(10))
     t = torch.tensor([1, 2])
-    with pytest.raises(TypeError, match=r"`x_t` to be a dict with keys 'X', 'E'.*but got Tensor"):
+    with pytest.raises(TypeError, match=r"^x_t: expected a dict with keys 'X', 'E' \(and 'mask'\), got Tensor"):
         net(ok["X"], t)
-    with pytest.raises(ValueError, match=r"`x_t` is missing field\(s\) \['E'\]"):
+    with pytest.raises(ValueError, match=r"^x_t: missing field\(s\) \['E'\]"):
         net({"X": ok["X"], "mask": ok["mask"]}, t)
-    with pytest.raises(TypeError, match=r"`x_t\['X'\]` to hold int64 class ids, but got torch.float32"):
+    with pytest.raises(TypeError, match=r"^x_t\['X'\]: expected int64 class ids, got dtype torch.float32"):
         net({**ok, "X": ok["X"].float()}, t)
     too_big = ok["X"].clone()
     too_big[0, 0] = 5
-    with pytest.raises(ValueError, match=r"`x_t\['X'\]` ids in \[0, 5\).*but got values in \[0, 5\]"):
+    with pytest.raises(
+        ValueError, match=r"^x_t\['X'\]: expected ids in \[0, 5\) \(num_node_states=5\), got values in \[0, 5\]"
+    ):
         net({**ok, "X": too_big}, t)
-    with pytest.raises(ValueError, match=r"`x_t\['E'\]` ids in \[0, 4\).*but got values in \[-1, "):
+    with pytest.raises(
+        ValueError, match=r"^x_t\['E'\]: expected ids in \[0, 4\) \(num_edge_states=4\), got values in \[-1, "
+    ):
         net({**ok, "E": ok["E"] - 1}, t)
-    with pytest.raises(TypeError, match=r"`x_t\['E'\]` to hold int64 class ids, but got torch.int32"):
+    with pytest.raises(TypeError, match=r"^x_t\['E'\]: expected int64 class ids, got dtype torch.int32"):
         net({**ok, "E": ok["E"].int()}, t)
     with pytest.raises(
-        ValueError, match=r"`x_t\['E'\]` of shape \(2, 3, 3\) to match `x_t\['X'\]`, but got \(2, 3, 4\)"
+        ValueError, match=r"^x_t\['E'\]: expected shape \(2, 3, 3\) to match x_t\['X'\], got \(2, 3, 4\)"
     ):
         net({**ok, "E": torch.zeros(2, 3, 4, dtype=torch.int64)}, t)
-    with pytest.raises(ValueError, match=r"`x_t\['X'\]` of shape \(B, N\) with N >= 1, but got \(2, 3, 1\)"):
+    with pytest.raises(ValueError, match=r"^x_t\['X'\]: expected shape \(B, N\) with N >= 1, got \(2, 3, 1\)"):
         net({**ok, "X": ok["X"][..., None]}, t)
-    with pytest.raises(TypeError, match=r"`x_t\['mask'\]` to be a bool Tensor, but got torch.int64"):
+    with pytest.raises(TypeError, match=r"^x_t\['mask'\]: expected a bool Tensor, got torch.int64"):
         net({**ok, "mask": ok["mask"].long()}, t)
-    with pytest.raises(ValueError, match=r"`x_t\['mask'\]` of shape \(2, 3\).*but got \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"^x_t\['mask'\]: expected shape \(2, 3\) to match x_t\['X'\], got \(2, 4\)"):
         net({**ok, "mask": torch.ones(2, 4, dtype=torch.bool)}, t)
-    with pytest.raises(TypeError, match=r"`t` to have dtype torch.int64"):
+    with pytest.raises(TypeError, match=r"^t: expected dtype torch.int64"):
         net(ok, t.float())
-    with pytest.raises(ValueError, match=r"`t` to have shape \(2,\).*but got \(3,\)"):
+    with pytest.raises(ValueError, match=r"^t: expected shape \(2,\) to match the batch, got \(3,\)"):
         net(ok, torch.tensor([1, 2, 3]))
 
 
 def test_constructor_errors() -> None:
-    with pytest.raises(ValueError, match=r"`heads` to divide `hidden`, but got hidden=18, heads=4"):
+    with pytest.raises(ValueError, match=r"^heads: expected a divisor of hidden=18, got heads=4"):
         small_net(hidden=18)
-    with pytest.raises(ValueError, match=r"`edge_hidden` to be a positive int, but got 0"):
+    with pytest.raises(ValueError, match=r"^edge_hidden: expected a positive int, got 0"):
         small_net(edge_hidden=0)
-    with pytest.raises(TypeError, match=r"`num_steps` to be an int, but got float"):
+    with pytest.raises(TypeError, match=r"^num_steps: expected an int, got float"):
         small_net(num_steps=10.0)
-    with pytest.raises(ValueError, match=r"`eigen_features` to be >= 0 \(0 turns them off\), but got -1"):
+    with pytest.raises(ValueError, match=r"^eigen_features: expected an int >= 0 \(0 turns them off\), got -1"):
         small_net(eigen_features=-1)
-    with pytest.raises(TypeError, match=r"`eigen_features` to be an int, but got bool"):
+    with pytest.raises(TypeError, match=r"^eigen_features: expected an int, got bool"):
         small_net(eigen_features=True)
-    with pytest.raises(TypeError, match=r"`structural_features` to be a bool, but got int"):
+    with pytest.raises(TypeError, match=r"^structural_features: expected a bool, got int"):
         small_net(structural_features=1)

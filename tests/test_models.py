@@ -96,7 +96,7 @@ def test_time_embedding_shape() -> None:
 
 
 def test_timestep_embedding_rejects_integer_fractions() -> None:
-    with pytest.raises(TypeError, match=r"`t_frac` to be a floating-point Tensor, but got torch.int64"):
+    with pytest.raises(TypeError, match=r"^t_frac: expected a floating-point Tensor, got torch.int64"):
         timestep_embedding(torch.tensor([1, 2]), 8)
 
 
@@ -149,15 +149,19 @@ def test_mlp_overfits_tiny_batch() -> None:
 def test_mlp_errors() -> None:
     net = MLPDenoiser(dim=2, num_steps=T, hidden=8)
     t = torch.zeros(3, dtype=torch.long)
-    with pytest.raises(TypeError, match=r"`x_t` to be a floating-point Tensor, but got torch.int64"):
+    with pytest.raises(TypeError, match=r"^x_t: expected a floating-point Tensor, got torch.int64"):
         net(torch.zeros(3, 2, dtype=torch.long), t)
-    with pytest.raises(ValueError, match=r"`x_t` of shape \(B, \.\.\.\) with 2 features per example, but got \(3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"^x_t: expected shape \(B, \.\.\.\) with 2 features per example, got \(3, 3\)"
+    ):
         net(torch.randn(3, 3), t)
-    with pytest.raises(TypeError, match=r"`t` to have dtype torch.int64.*but got torch.float32"):
+    with pytest.raises(
+        TypeError, match=r"^t: expected dtype torch.int64 \(integer steps in 0\.\.T\), got torch.float32"
+    ):
         net(torch.randn(3, 2), t.float())
-    with pytest.raises(ValueError, match=r"`t` to have shape \(3,\).*but got \(2,\)"):
+    with pytest.raises(ValueError, match=r"^t: expected shape \(3,\) to match the batch, got \(2,\)"):
         net(torch.randn(3, 2), t[:2])
-    with pytest.raises(ValueError, match=r"`num_steps` to be a positive int, but got 0"):
+    with pytest.raises(ValueError, match=r"^num_steps: expected a positive int, got 0"):
         MLPDenoiser(dim=2, num_steps=0)
 
 
@@ -242,17 +246,17 @@ def test_transformer_learns_from_zero_init() -> None:
 def test_transformer_errors() -> None:
     net = small_transformer()
     t = torch.zeros(2, dtype=torch.long)
-    with pytest.raises(TypeError, match=r"`x_t` to hold int64 class ids, but got torch.float32"):
+    with pytest.raises(TypeError, match=r"^x_t: expected int64 class ids, got dtype torch.float32"):
         net(torch.zeros(2, 8), t)
-    with pytest.raises(ValueError, match=r"`x_t` ids in \[0, 6\).*but got values in \[0, 6\]"):
+    with pytest.raises(ValueError, match=r"^x_t: expected ids in \[0, 6\) \(num_states=6\), got values in \[0, 6\]"):
         net(torch.tensor([[0, 6]]).expand(2, 2), t)
-    with pytest.raises(ValueError, match=r"`x_t` ids in \[0, 6\).*but got values in \[-1, 0\]"):
+    with pytest.raises(ValueError, match=r"^x_t: expected ids in \[0, 6\) \(num_states=6\), got values in \[-1, 0\]"):
         net(torch.tensor([[0, -1]]).expand(2, 2), t)
-    with pytest.raises(ValueError, match=r"`x_t` of shape \(B, L\) with L <= 8, but got \(2, 9\)"):
+    with pytest.raises(ValueError, match=r"^x_t: expected shape \(B, L\) with L <= 8, got \(2, 9\)"):
         net(torch.zeros(2, 9, dtype=torch.long), t)
-    with pytest.raises(TypeError, match=r"`t` to have dtype torch.int64"):
+    with pytest.raises(TypeError, match=r"^t: expected dtype torch.int64"):
         net(torch.zeros(2, 8, dtype=torch.long), t.int())
-    with pytest.raises(ValueError, match=r"`heads` to divide `d_model`, but got d_model=30, heads=4"):
+    with pytest.raises(ValueError, match=r"^heads: expected a divisor of d_model=30, got heads=4"):
         small_transformer(d_model=30)
 
 
@@ -294,19 +298,21 @@ def test_table_errors() -> None:
     net = small_table()
     t = torch.zeros(6, dtype=torch.long)
     batch = table_batch(6)
-    with pytest.raises(ValueError, match=r"`x_t` is missing field\(s\) \['job'\]"):
+    with pytest.raises(ValueError, match=r"^x_t: missing field\(s\) \['job'\]"):
         net({k: v for k, v in batch.items() if k != "job"}, t)
-    with pytest.raises(TypeError, match=r"`x_t\['city'\]` to hold int64 class ids, but got torch.float32"):
+    with pytest.raises(TypeError, match=r"^x_t\['city'\]: expected int64 class ids, got dtype torch.float32"):
         net({**batch, "city": batch["city"].float()}, t)
-    with pytest.raises(ValueError, match=r"`x_t\['job'\]` ids in \[0, 5\).*but got values in \[0, 7\]"):
+    with pytest.raises(
+        ValueError, match=r"^x_t\['job'\]: expected ids in \[0, 5\) \(num_states=5\), got values in \[0, 7\]"
+    ):
         net({**batch, "job": torch.tensor([0, 7, 1, 1, 1, 1])}, t)
-    with pytest.raises(TypeError, match=r"`x_t\['age'\]` to be a floating-point Tensor"):
+    with pytest.raises(TypeError, match=r"^x_t\['age'\]: expected a floating-point Tensor"):
         net({**batch, "age": torch.zeros(6, 1, dtype=torch.long)}, t)
-    with pytest.raises(ValueError, match=r"`x_t\['price'\]` of shape \(6, 2\), but got \(6, 3\)"):
+    with pytest.raises(ValueError, match=r"^x_t\['price'\]: expected shape \(6, 2\), got \(6, 3\)"):
         net({**batch, "price": torch.randn(6, 3)}, t)
-    with pytest.raises(ValueError, match=r"`x_t\['city'\]` of shape \(6,\), but got \(5,\)"):
+    with pytest.raises(ValueError, match=r"^x_t\['city'\]: expected shape \(6,\), got \(5,\)"):
         net({**batch, "city": torch.zeros(5, dtype=torch.long)}, t)
-    with pytest.raises(TypeError, match=r"`x_t` to be a dict of field tensors, but got Tensor"):
+    with pytest.raises(TypeError, match=r"^x_t: expected a dict of field tensors, got Tensor"):
         net(batch["price"], t)
-    with pytest.raises(ValueError, match=r"\['x'\] appear in both `numeric` and `categorical`"):
+    with pytest.raises(ValueError, match=r"^numeric, categorical: expected distinct field names, got \['x'\] in both"):
         TableDenoiser({"x": 1}, {"x": (2, 2)}, num_steps=T)

@@ -126,27 +126,27 @@ def test_num_classes_keyword_widens_classes(tmp_path):
 @pytest.mark.parametrize(
     ("samples", "reference", "kwargs", "match"),
     [
-        (_points(10, 2), {"x": _points(10, 2)}, {}, "`reference` to be a Tensor"),
-        ({"x": _points(10, 2)}, _points(10, 2), {}, "`reference` to be a dict"),
-        (_points(10, 2), _tokens(10, 2, 3), {}, "`reference` to be continuous"),
-        (_tokens(10, 2, 3), _points(10, 2), {}, "`reference` to be categorical"),
-        (_points(10, 2), _points(10, 3), {}, r"feature shape \(2,\) of `samples`, but got \(3,\)"),
+        (_points(10, 2), {"x": _points(10, 2)}, {}, "^reference: expected a Tensor like samples, got dict"),
+        ({"x": _points(10, 2)}, _points(10, 2), {}, "^reference: expected a dict like samples, got Tensor"),
+        (_points(10, 2), _tokens(10, 2, 3), {}, "^reference: expected continuous data like samples"),
+        (_tokens(10, 2, 3), _points(10, 2), {}, "^reference: expected categorical data like samples"),
+        (_points(10, 2), _points(10, 3), {}, r"feature shape \(2,\) of samples, got \(3,\)"),
         (_tokens(10, 4, 3), _tokens(10, 5, 3), {}, r"feature shape \(4,\)"),
-        ({"num": _points(10, 3)}, {"num": _points(10, 2)}, {}, r"`reference\['num'\]`"),
-        ({"c": _tokens(10, 1, 3)[:, 0]}, {"c": _points(10, 1)[:, 0]}, {}, r"`reference\['c'\]` to be categ"),
-        (_points(0, 2), None, {}, "`samples` to be non-empty"),
-        (_points(10, 2), _points(0, 2), {}, "`reference` to be non-empty"),
-        ({"x": _points(0, 2)}, None, {}, r"`samples\['x'\]` to be non-empty"),
+        ({"num": _points(10, 3)}, {"num": _points(10, 2)}, {}, r"^reference\['num'\]: expected the feature shape"),
+        ({"c": _tokens(10, 1, 3)[:, 0]}, {"c": _points(10, 1)[:, 0]}, {}, r"^reference\['c'\]: expected categ"),
+        (_points(0, 2), None, {}, "^samples: expected a non-empty tensor"),
+        (_points(10, 2), _points(0, 2), {}, "^reference: expected a non-empty tensor"),
+        ({"x": _points(0, 2)}, None, {}, r"^samples\['x'\]: expected a non-empty tensor"),
         ({}, None, {}, "at least one field"),
         ({"mask": torch.ones(3, dtype=torch.bool)}, None, {}, "at least one field to plot besides 'mask'"),
         ({"a": _points(10, 1)}, {"b": _points(10, 1)}, {}, r"\['a'\] and \['b'\]"),
-        (_points(10, 2)[:, 0], None, {}, r"`samples` of shape \(N, D\)"),
+        (_points(10, 2)[:, 0], None, {}, r"^samples: expected shape \(N, D\)"),
         (_tokens(10, 2, 3).int(), None, {}, "torch.int32"),
         (torch.ones(10, 2, dtype=torch.bool), None, {}, "torch.bool"),
         (-_tokens(10, 2, 3) - 1, None, {}, "ids >= 0"),
-        (_tokens(10, 2, 5), None, {"num_classes": 3}, "`num_classes` >= max id"),
-        (_tokens(10, 2, 5), None, {"num_classes": 0}, "`num_classes`"),
-        (_points(10, 2), None, {"max_points": 0}, "`max_points`"),
+        (_tokens(10, 2, 5), None, {"num_classes": 3}, "^num_classes: expected an int >= max id"),
+        (_tokens(10, 2, 5), None, {"num_classes": 0}, "^num_classes: expected an int >= 1, got 0"),
+        (_points(10, 2), None, {"max_points": 0}, "^max_points: expected an int >= 1, got 0"),
     ],
 )
 def test_bad_inputs_raise_value_error_naming_them(tmp_path, samples, reference, kwargs, match):
@@ -158,12 +158,12 @@ def test_bad_inputs_raise_value_error_naming_them(tmp_path, samples, reference, 
 
 @pytest.mark.parametrize("samples", [[[0.0, 1.0]], None, "samples"])
 def test_samples_of_wrong_type_raise_type_error(tmp_path, samples):
-    with pytest.raises(TypeError, match="`samples` to be a Tensor or dict"):
+    with pytest.raises(TypeError, match="^samples: expected a Tensor or dict"):
         plot_samples(samples, path=tmp_path / "never.png")
 
 
 def test_table_field_not_a_tensor_raises_type_error(tmp_path):
-    with pytest.raises(TypeError, match=r"`samples\['x'\]` to be a Tensor"):
+    with pytest.raises(TypeError, match=r"^samples\['x'\]: expected a Tensor"):
         plot_samples({"x": [1.0, 2.0]}, path=tmp_path / "never.png")
 
 

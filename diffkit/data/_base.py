@@ -1,4 +1,4 @@
-"""What every diffkit data module shares: argument checks, seeded streams and the split/loader logic.
+"""What every diffkit data module shares: seeded streams and the split/loader logic.
 
 All data are drawn locally from a seed. One integer ``seed`` gives independent random streams
 (:func:`stream_seed`), so that the train, val and test splits, the shuffling order and any
@@ -19,14 +19,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchmetrics import MetricCollection
 
+from diffkit._checks import check_non_negative_int, check_positive_int
+
 __all__ = [
     "Batch",
     "TensorDictDataset",
     "EpochShuffleSampler",
     "ResumableDataLoader",
     "SampledDataModule",
-    "check_positive",
-    "check_seed",
     "seeded_generator",
     "stream_seed",
 ]
@@ -35,32 +35,6 @@ Batch = Tensor | dict[str, Tensor]
 
 # Stream ids under one seed; the "structure" stream seeds a distribution's own parameters.
 _STREAMS = {"structure": 0, "train": 1, "val": 2, "test": 3, "shuffle": 4}
-
-
-def check_positive(name: str, value: int) -> None:
-    """Raise unless ``value`` is a positive int.
-
-    Raises:
-        TypeError: if ``value`` is not an int (bool is rejected).
-        ValueError: if ``value < 1``.
-    """
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"Expected `{name}` to be an int, but got {type(value).__name__}.")
-    if value < 1:
-        raise ValueError(f"Expected `{name}` to be a positive int, but got {value}.")
-
-
-def check_seed(name: str, value: int) -> None:
-    """Raise unless ``value`` is a non-negative int (a valid seed).
-
-    Raises:
-        TypeError: if ``value`` is not an int (bool is rejected).
-        ValueError: if ``value < 0``.
-    """
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"Expected `{name}` to be an int, but got {type(value).__name__}.")
-    if value < 0:
-        raise ValueError(f"Expected `{name}` to be a non-negative int, but got {value}.")
 
 
 def stream_seed(seed: int, stream: str) -> int:
@@ -292,9 +266,9 @@ class SampledDataModule(SplitLoaders, lightning.LightningDataModule, abc.ABC):
     def __init__(self, num_train: int, num_val: int, batch_size: int, seed: int, num_workers: int) -> None:
         super().__init__()
         for name, value in dict(num_train=num_train, num_val=num_val, batch_size=batch_size).items():
-            check_positive(name, value)
-        check_seed("seed", seed)
-        check_seed("num_workers", num_workers)
+            check_positive_int(name, value)
+        check_non_negative_int("seed", seed)
+        check_non_negative_int("num_workers", num_workers)
         self.num_train = num_train
         self.num_val = num_val
         self.batch_size = batch_size
@@ -323,8 +297,8 @@ class SampledDataModule(SplitLoaders, lightning.LightningDataModule, abc.ABC):
         Returns:
             A (n, ...) Tensor, or a dict of (n, ...) Tensors, as in a batch.
         """
-        check_positive("n", n)
-        check_seed("seed", seed)
+        check_positive_int("n", n)
+        check_non_negative_int("seed", seed)
         return self.draw(n, seeded_generator(seed))
 
     def sample_metrics(self) -> MetricCollection:
@@ -360,5 +334,5 @@ class SampledDataModule(SplitLoaders, lightning.LightningDataModule, abc.ABC):
         """
         self.setup()
         if name not in self._splits:
-            raise ValueError(f"Expected `name` to be one of {list(self._splits)}, but got {name!r}.")
+            raise ValueError(f"name: expected one of {list(self._splits)}, got {name!r}")
         return self._splits[name]

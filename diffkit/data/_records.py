@@ -29,14 +29,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from diffkit.data._base import (
-    EpochShuffleSampler,
-    ResumableDataLoader,
-    TensorDictDataset,
-    check_positive,
-    check_seed,
-    stream_seed,
-)
+from diffkit._checks import check_non_negative_int, check_positive_int
+from diffkit.data._base import EpochShuffleSampler, ResumableDataLoader, TensorDictDataset, stream_seed
 from diffkit.formats import SAMPLE_FORMAT_KEY, SampleFormat
 
 __all__ = ["split_indices", "check_path", "file_sha256", "RecordDataModule", "PairDataset"]
@@ -131,9 +125,9 @@ class RecordDataModule(lightning.LightningDataModule, abc.ABC):
 
     def __init__(self, val_fraction: float, test_fraction: float, batch_size: int, seed: int, num_workers: int) -> None:
         super().__init__()
-        check_positive("batch_size", batch_size)
-        check_seed("seed", seed)
-        check_seed("num_workers", num_workers)
+        check_positive_int("batch_size", batch_size)
+        check_non_negative_int("seed", seed)
+        check_non_negative_int("num_workers", num_workers)
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name}: expected a fraction in [0, 1), got {value!r}")

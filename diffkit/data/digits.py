@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffkit.data._base import check_positive
+from diffkit._checks import check_positive_int
 from diffkit.data._records import RecordDataModule, split_indices
 from diffkit.formats import SampleFormat, register_format
 
@@ -144,7 +144,7 @@ class DigitsDataModule(RecordDataModule):
         super().__init__(val_fraction, test_fraction, batch_size, seed, num_workers)
         for name, value in (("num_train", num_train), ("num_val", num_val)):
             if value is not None:
-                check_positive(name, value)
+                check_positive_int(name, value)
         self.num_train, self.num_val = num_train, num_val
         if kind not in ("gaussian", "categorical"):
             raise ValueError(f"kind: unknown {kind!r}; expected one of ['categorical', 'gaussian']")

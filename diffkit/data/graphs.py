@@ -35,7 +35,8 @@ from scipy.spatial import Delaunay
 from torch import Tensor
 from torchmetrics import MetricCollection
 
-from diffkit.data._base import SplitLoaders, check_positive, check_seed, stream_seed
+from diffkit._checks import check_non_negative_int, check_positive_int
+from diffkit.data._base import SplitLoaders, stream_seed
 from diffkit.graphs import node_count_distribution, to_dense, type_marginals
 
 __all__ = [
@@ -60,9 +61,9 @@ def _node_range(name: str, n_nodes: NodeCount, minimum: int) -> tuple[int, int]:
     low, high = (n_nodes, n_nodes) if isinstance(n_nodes, int) else tuple(n_nodes)
     for v in (low, high):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"Expected `{name}` to be an int or a (min, max) pair of ints, but got {n_nodes!r}.")
+            raise TypeError(f"{name}: expected an int or a (min, max) pair of ints, got {n_nodes!r}")
     if not minimum <= low <= high:
-        raise ValueError(f"Expected `{name}` with {minimum} <= min <= max, but got {n_nodes!r}.")
+        raise ValueError(f"{name}: expected {minimum} <= min <= max, got {n_nodes!r}")
     return int(low), int(high)
 
 
@@ -80,8 +81,8 @@ def planar_graphs(n_graphs: int, n_nodes: NodeCount, seed: int) -> list[nx.Graph
     Returns:
         ``n_graphs`` graphs with nodes 0..n-1.
     """
-    check_positive("n_graphs", n_graphs)
-    check_seed("seed", seed)
+    check_positive_int("n_graphs", n_graphs)
+    check_non_negative_int("seed", seed)
     low, high = _node_range("n_nodes", n_nodes, 3)
     rng = np.random.default_rng(seed)
     graphs = []
@@ -122,13 +123,13 @@ def sbm_graphs(
     Returns:
         ``n_graphs`` graphs; graph.graph["blocks"] lists the block sizes.
     """
-    check_positive("n_graphs", n_graphs)
-    check_seed("seed", seed)
+    check_positive_int("n_graphs", n_graphs)
+    check_non_negative_int("seed", seed)
     b_low, b_high = _node_range("communities", communities, 1)
     s_low, s_high = _node_range("sizes", sizes, 1)
     for name, p in (("p_intra", p_intra), ("p_inter", p_inter)):
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Expected `{name}` in [0, 1], but got {p}.")
+            raise ValueError(f"{name}: expected a probability in [0, 1], got {p}")
     rng = np.random.default_rng(seed)
     graphs = []
     for _ in range(n_graphs):
@@ -162,8 +163,8 @@ def tree_graphs(n_graphs: int, n_nodes: NodeCount, seed: int) -> list[nx.Graph]:
     Returns:
         ``n_graphs`` trees with nodes 0..n-1.
     """
-    check_positive("n_graphs", n_graphs)
-    check_seed("seed", seed)
+    check_positive_int("n_graphs", n_graphs)
+    check_non_negative_int("seed", seed)
     low, high = _node_range("n_nodes", n_nodes, 2)
     rng = np.random.default_rng(seed)
     graphs = []
@@ -211,8 +212,8 @@ def community_small_graphs(
     Returns:
         ``n_graphs`` connected-by-bridges graphs; nodes 0..N-1 form the first community.
     """
-    check_positive("n_graphs", n_graphs)
-    check_seed("seed", seed)
+    check_positive_int("n_graphs", n_graphs)
+    check_non_negative_int("seed", seed)
     low, high = _node_range("n_nodes", n_nodes, 2)
     rng = np.random.default_rng(seed)
     graphs = []
@@ -409,10 +410,10 @@ class GraphDataModule(SplitLoaders, lightning.LightningDataModule):
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
-            raise ValueError(f"Expected `dataset` to be one of {sorted(DATASETS)}, but got {dataset!r}.")
-        check_positive("batch_size", batch_size)
-        check_seed("seed", seed)
-        check_seed("num_workers", num_workers)
+            raise ValueError(f"dataset: expected one of {sorted(DATASETS)}, got {dataset!r}")
+        check_positive_int("batch_size", batch_size)
+        check_non_negative_int("seed", seed)
+        check_non_negative_int("num_workers", num_workers)
         self.dataset = dataset
         self.spec = DATASETS[dataset]
         self.batch_size = batch_size
@@ -456,7 +457,7 @@ class GraphDataModule(SplitLoaders, lightning.LightningDataModule):
     def split(self, name: Literal["train", "val", "test"]) -> dict[str, Tensor]:
         """A whole split as one dense batch {"X": (G, N) int64, "E": (G, N, N) int64, "mask": (G, N) bool}."""
         if name not in ("train", "val", "test"):
-            raise ValueError(f"Expected `name` to be one of ['train', 'val', 'test'], but got {name!r}.")
+            raise ValueError(f"name: expected one of ['train', 'val', 'test'], got {name!r}")
         if name not in self._dense:
             self._dense[name] = to_dense(self._split_graphs(name), max_nodes=self.max_nodes)
         return self._dense[name]
@@ -512,6 +513,6 @@ class GraphDataModule(SplitLoaders, lightning.LightningDataModule):
             ValueError: if ``field`` is not "X" or "E".
         """
         if field not in ("X", "E"):
-            raise ValueError(f"Expected `field` to be 'X' or 'E', but got {field!r}.")
+            raise ValueError(f"field: expected 'X' or 'E', got {field!r}")
         node_freq, edge_freq = type_marginals(self.split("train"), self.num_node_types, self.num_edge_types)
         return node_freq if field == "X" else edge_freq

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from diffkit.data._base import SampledDataModule, check_positive
+from diffkit._checks import check_positive_int
+from diffkit.data._base import SampledDataModule
 from diffkit.data.toy2d import EIGHT_GAUSSIANS_RADIUS, EIGHT_GAUSSIANS_STD
 
 __all__ = ["eight_gaussians_labeled", "eight_gaussians_centers", "LabeledEightGaussiansDataModule"]
@@ -38,7 +39,7 @@ def eight_gaussians_labeled(n: int, generator: torch.Generator | None = None) ->
     Returns:
         (x (n, 2) float32, k (n,) int64).
     """
-    check_positive("n", n)
+    check_positive_int("n", n)
     k = torch.randint(0, 8, (n,), generator=generator)
     noise = torch.randn(n, 2, generator=generator, dtype=torch.float64) * (EIGHT_GAUSSIANS_STD / _SCALE)
     return (eight_gaussians_centers().double()[k] + noise).float(), k

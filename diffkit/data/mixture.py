@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffkit.data._base import SampledDataModule, check_positive, check_seed, seeded_generator, stream_seed
+from diffkit._checks import check_non_negative_int, check_positive_int
+from diffkit.data._base import SampledDataModule, seeded_generator, stream_seed
 
 __all__ = ["EntropyEstimate", "GaussianMixture", "well_separated_mixture", "GaussianMixtureDataModule"]
 
@@ -38,7 +39,7 @@ class EntropyEstimate(NamedTuple):
 def _as_float64(name: str, value: Tensor | float | list) -> Tensor:
     tensor = torch.as_tensor(value, dtype=torch.float64)
     if not torch.isfinite(tensor).all():
-        raise ValueError(f"Expected `{name}` to be finite, but found NaN or inf.")
+        raise ValueError(f"{name}: expected finite values, found NaN or inf")
     return tensor
 
 
@@ -64,24 +65,23 @@ class GaussianMixture:
     def __init__(self, means: Tensor, stds: Tensor | float = 1.0, weights: Tensor | None = None) -> None:
         means = _as_float64("means", means)
         if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
-            raise ValueError(f"Expected `means` of shape (M, D) with M, D >= 1, but got {tuple(means.shape)}.")
+            raise ValueError(f"means: expected shape (M, D) with M, D >= 1, got {tuple(means.shape)}")
         num_components, dim = means.shape
         stds = _as_float64("stds", stds)
         if stds.ndim > 2 or (stds.ndim >= 1 and stds.shape != means.shape[: stds.ndim]):
             raise ValueError(
-                f"Expected `stds` of shape (), ({num_components},) or {tuple(means.shape)}, but got "
-                f"{tuple(stds.shape)}."
+                f"stds: expected shape (), ({num_components},) or {tuple(means.shape)}, got {tuple(stds.shape)}"
             )
         if not (stds > 0).all():
-            raise ValueError(f"Expected `stds` > 0, but got a minimum of {stds.min().item()}.")
+            raise ValueError(f"stds: expected values > 0, got a minimum of {stds.min().item()}")
         stds = stds.reshape(-1, 1) if stds.ndim == 1 else stds
         if weights is None:
             weights = torch.full((num_components,), 1.0 / num_components, dtype=torch.float64)
         weights = _as_float64("weights", weights)
         if weights.shape != (num_components,):
-            raise ValueError(f"Expected `weights` of shape ({num_components},), but got {tuple(weights.shape)}.")
+            raise ValueError(f"weights: expected shape ({num_components},), got {tuple(weights.shape)}")
         if (weights < 0).any() or abs(weights.sum().item() - 1) > 1e-6:
-            raise ValueError(f"Expected `weights` >= 0 summing to 1, but got {weights.tolist()}.")
+            raise ValueError(f"weights: expected values >= 0 summing to 1, got {weights.tolist()}")
         self.means = means
         self.stds = stds.expand(num_components, dim).clone()  # (M, D)
         self.weights = weights / weights.sum()  # exact normalization after the 1e-6 check
@@ -120,7 +120,7 @@ class GaussianMixture:
         return self._sample64(n, generator).to(torch.float32)
 
     def _sample64(self, n: int, generator: torch.Generator | None) -> Tensor:
-        check_positive("n", n)
+        check_positive_int("n", n)
         component = torch.multinomial(self.weights, n, replacement=True, generator=generator)  # (n,)
         noise = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         return self.means[component] + self.stds[component] * noise
@@ -139,9 +139,9 @@ class GaussianMixture:
             ValueError: if its last dim is not D.
         """
         if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(f"Expected `x` to be a float Tensor, but got {getattr(x, 'dtype', type(x).__name__)}.")
+            raise TypeError(f"x: expected a float Tensor, got {getattr(x, 'dtype', type(x).__name__)}")
         if x.ndim < 1 or x.shape[-1] != self.dim:
-            raise ValueError(f"Expected `x` of shape (..., {self.dim}), but got {tuple(x.shape)}.")
+            raise ValueError(f"x: expected shape (..., {self.dim}), got {tuple(x.shape)}")
         z = (x.to(torch.float64).unsqueeze(-2) - self.means) / self.stds  # (..., M, D)
         log_norm = -0.5 * self.dim * _LOG_2PI - self.stds.log().sum(-1)  # (M,)
         log_components = -0.5 * (z**2).sum(-1) + log_norm + self.weights.log()  # (..., M)
@@ -160,10 +160,10 @@ class GaussianMixture:
         Returns:
             EntropyEstimate(estimate, stderr), both in nats (total over the D dimensions).
         """
-        check_positive("num_samples", num_samples)
+        check_positive_int("num_samples", num_samples)
         if num_samples < 2:
-            raise ValueError(f"Expected `num_samples` >= 2 (for a standard error), but got {num_samples}.")
-        check_seed("seed", seed)
+            raise ValueError(f"num_samples: expected an int >= 2 (for a standard error), got {num_samples}")
+        check_non_negative_int("seed", seed)
         log_p = self.log_prob(self._sample64(num_samples, seeded_generator(seed)))  # (num_samples,)
         return EntropyEstimate(-log_p.mean().item(), log_p.std().item() / math.sqrt(num_samples))
 
@@ -241,10 +241,10 @@ class GaussianMixtureDataModule(SampledDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(num_train, num_val, batch_size, seed, num_workers)
-        check_positive("dim", dim)
-        check_positive("num_components", num_components)
+        check_positive_int("dim", dim)
+        check_positive_int("num_components", num_components)
         if not separation > 0:
-            raise ValueError(f"Expected `separation` > 0 (in component stds), but got {separation}.")
+            raise ValueError(f"separation: expected a value > 0 (in component stds), got {separation}")
         self.mixture = well_separated_mixture(num_components, dim, float(separation), stream_seed(seed, "structure"))
         self._entropy: EntropyEstimate | None = None
 

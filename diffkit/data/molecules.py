@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 from torchmetrics import MetricCollection
 
-from diffkit.data._base import SplitLoaders, check_positive, check_seed, stream_seed
+from diffkit._checks import check_non_negative_int, check_positive_int
+from diffkit.data._base import SplitLoaders, stream_seed
 from diffkit.graphs import node_count_distribution, to_networkx, type_marginals
 from diffkit.molecules import (
     BOND_TYPES,
@@ -80,17 +81,17 @@ class MoleculeDataModule(SplitLoaders, lightning.LightningDataModule):
     ) -> None:
         super().__init__()
         if num_train is not None:
-            check_positive("num_train", num_train)
-        check_positive("num_val", num_val)
-        check_positive("num_test", num_test)
-        check_positive("max_nodes", max_nodes)
-        check_positive("batch_size", batch_size)
-        check_seed("seed", seed)
-        check_seed("num_workers", num_workers)
+            check_positive_int("num_train", num_train)
+        check_positive_int("num_val", num_val)
+        check_positive_int("num_test", num_test)
+        check_positive_int("max_nodes", max_nodes)
+        check_positive_int("batch_size", batch_size)
+        check_non_negative_int("seed", seed)
+        check_non_negative_int("num_workers", num_workers)
         if on_error not in ("skip", "raise"):
-            raise ValueError(f"Expected `on_error` to be one of ['raise', 'skip'], but got {on_error!r}.")
+            raise ValueError(f"on_error: expected one of ['raise', 'skip'], got {on_error!r}")
         if source != "moses" and not Path(source).is_file():
-            raise ValueError(f"Expected `source` to be 'moses' or a SMILES file, but {source!r} is neither.")
+            raise ValueError(f"source: expected 'moses' or a SMILES file, got {source!r}, which is neither")
         self.source, self.num_train, self.num_val, self.num_test = source, num_train, num_val, num_test
         self.vocab = None if atom_types is None else AtomVocabulary(tuple(atom_types))
         if self.vocab is None and source == "moses":
@@ -124,8 +125,8 @@ class MoleculeDataModule(SplitLoaders, lightning.LightningDataModule):
         n_fit = len(train.smiles) - self.num_val
         if n_fit < 1:
             raise ValueError(
-                f"Expected more than num_val = {self.num_val} usable MOSES training molecules, but got "
-                f"{len(train.smiles)}."
+                f"num_val: expected more usable MOSES training molecules than num_val = {self.num_val}, got "
+                f"{len(train.smiles)}"
             )
         self._splits = {
             "train": _take(train.batch, slice(0, n_fit)),
@@ -141,8 +142,8 @@ class MoleculeDataModule(SplitLoaders, lightning.LightningDataModule):
         n_train = m - self.num_val - self.num_test if self.num_train is None else self.num_train
         if n_train < 1 or n_train + self.num_val + self.num_test > m:
             raise ValueError(
-                f"Expected num_train + num_val + num_test <= {m} usable molecules in {self.source!r} (train >= 1), "
-                f"but got {self.num_train}, {self.num_val}, {self.num_test}."
+                f"num_train, num_val, num_test: expected a sum <= {m} usable molecules in {self.source!r} "
+                f"(train >= 1), got {self.num_train}, {self.num_val}, {self.num_test}"
             )
         order = np.random.default_rng(stream_seed(self.seed, "structure")).permutation(m).tolist()
         cuts = {
@@ -156,7 +157,7 @@ class MoleculeDataModule(SplitLoaders, lightning.LightningDataModule):
     def split(self, name: Literal["train", "val", "test"]) -> dict[str, Tensor]:
         """A whole split as one dense batch {"X": (M, N) int64, "E": (M, N, N) int64, "mask": (M, N) bool}."""
         if name not in ("train", "val", "test"):
-            raise ValueError(f"Expected `name` to be one of ['train', 'val', 'test'], but got {name!r}.")
+            raise ValueError(f"name: expected one of ['train', 'val', 'test'], got {name!r}")
         self.setup()
         return self._splits[name]
 
@@ -211,7 +212,7 @@ class MoleculeDataModule(SplitLoaders, lightning.LightningDataModule):
     def class_marginals(self, field: Literal["X", "E"]) -> Tensor:
         """Train-split class frequencies: "X" (K_X,) over real atoms, "E" (4,) over real pairs i < j."""
         if field not in ("X", "E"):
-            raise ValueError(f"Expected `field` to be 'X' or 'E', but got {field!r}.")
+            raise ValueError(f"field: expected 'X' or 'E', got {field!r}")
         node_freq, edge_freq = type_marginals(self.split("train"), self.num_node_types, self.num_edge_types)
         return node_freq if field == "X" else edge_freq
 

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 from torchmetrics import MetricCollection
 
-from diffkit.data._base import SampledDataModule, check_positive
+from diffkit._checks import check_positive_int
+from diffkit.data._base import SampledDataModule
 
 __all__ = ["sample_table", "categorical_fields", "numeric_fields", "table_class_marginals", "TableDataModule"]
 
@@ -69,7 +70,7 @@ def sample_table(n: int, generator: torch.Generator | None = None) -> dict[str, 
         {"num": (n, 3) float32 standardized numeric columns, "cluster": (n,) int64 ids in [0, 4),
         "bucket": (n,) int64 ids in [0, 3)}.
     """
-    check_positive("n", n)
+    check_positive_int("n", n)
     cluster = torch.multinomial(_f64(CLUSTER_WEIGHTS), n, replacement=True, generator=generator)  # (n,)
     noise = torch.randn(n, 3, generator=generator, dtype=torch.float64)
     raw = _f64(CLUSTER_MEANS)[cluster] + noise @ _f64(WITHIN_CHOL).T  # (n, 3)
@@ -108,7 +109,7 @@ def table_class_marginals(field: str) -> Tensor:
         return _f64(CLUSTER_WEIGHTS)
     if field == "bucket":
         return _f64(CLUSTER_WEIGHTS) @ _bucket_given_cluster()
-    raise ValueError(f"Expected `field` to be one of {sorted(categorical_fields())}, but got {field!r}.")
+    raise ValueError(f"field: expected one of {sorted(categorical_fields())}, got {field!r}")
 
 
 class TableDataModule(SampledDataModule):

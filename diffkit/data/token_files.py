@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffkit.data._base import check_positive
+from diffkit._checks import check_positive_int
 from diffkit.data._records import RecordDataModule, check_path
 from diffkit.data.arrays import read_array
 from diffkit.formats import TokenFormat
@@ -102,7 +102,7 @@ class TokenDataModule(RecordDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(val_fraction, test_fraction, batch_size, seed, num_workers)
-        check_positive("seq_len", seq_len)
+        check_positive_int("seq_len", seq_len)
         if tokenizer not in ("char", "whitespace"):
             raise ValueError(f"tokenizer: unknown {tokenizer!r}; expected one of ['char', 'whitespace']")
         if too_long not in ("crop", "error"):

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 from torchmetrics import MetricCollection
 
-from diffkit.data._base import SampledDataModule, check_positive, check_seed, stream_seed
+from diffkit._checks import check_non_negative_int, check_positive_int
+from diffkit.data._base import SampledDataModule, stream_seed
 
 __all__ = ["random_transition_matrix", "stationary_distribution", "MarkovChain", "MarkovTokensDataModule"]
 
@@ -66,8 +67,8 @@ def stationary_distribution(transition: Tensor) -> Tensor:
     rank = int(torch.linalg.matrix_rank(system))
     if rank < num_states:
         raise ValueError(
-            f"Expected `transition` to have a unique stationary distribution (rank {num_states} for "
-            f"[P^T - I; 1^T]), but got rank {rank}: the chain has several closed classes."
+            f"transition: expected a unique stationary distribution (rank {num_states} for [P^T - I; 1^T]), "
+            f"got rank {rank}: the chain has several closed classes"
         )
     target = torch.zeros(num_states + 1, 1, dtype=torch.float64)
     target[-1] = 1.0
@@ -98,14 +99,12 @@ class MarkovChain:
     def __init__(self, transition: Tensor) -> None:
         transition = torch.as_tensor(transition, dtype=torch.float64)
         if transition.ndim != 2 or transition.shape[0] != transition.shape[1] or transition.shape[0] < 1:
-            raise ValueError(f"Expected `transition` of shape (K, K) with K >= 1, but got {tuple(transition.shape)}.")
+            raise ValueError(f"transition: expected shape (K, K) with K >= 1, got {tuple(transition.shape)}")
         if not torch.isfinite(transition).all() or (transition < 0).any():
-            raise ValueError(
-                "Expected `transition` to have finite, non-negative entries, but found negative or non-finite ones."
-            )
+            raise ValueError("transition: expected finite, non-negative entries, found negative or non-finite ones")
         row_sums = transition.sum(-1)
         if not torch.allclose(row_sums, torch.ones_like(row_sums), atol=1e-6):
-            raise ValueError(f"Expected the rows of `transition` to sum to 1, but got sums {row_sums.tolist()}.")
+            raise ValueError(f"transition: expected rows summing to 1, got sums {row_sums.tolist()}")
         self.transition = transition / row_sums.unsqueeze(-1)
         self._stationary = stationary_distribution(self.transition)
         self._cdf = self.transition.cumsum(-1)  # (K, K)
@@ -123,10 +122,10 @@ class MarkovChain:
             TypeError: if ``num_states`` or ``seed`` is not an int.
             ValueError: if an argument is out of range.
         """
-        check_positive("num_states", num_states)
-        check_seed("seed", seed)
+        check_positive_int("num_states", num_states)
+        check_non_negative_int("seed", seed)
         if not concentration > 0:
-            raise ValueError(f"Expected `concentration` > 0, but got {concentration}.")
+            raise ValueError(f"concentration: expected a value > 0, got {concentration}")
         return cls(random_transition_matrix(num_states, float(concentration), seed))
 
     @property
@@ -157,7 +156,7 @@ class MarkovChain:
         Args:
             length: L, >= 1.
         """
-        check_positive("length", length)
+        check_positive_int("length", length)
         return _entropy(self._stationary).item() + (length - 1) * self.entropy_rate()
 
     def sample(self, n: int, length: int, generator: torch.Generator | None = None) -> Tensor:
@@ -171,8 +170,8 @@ class MarkovChain:
         Returns:
             (n, L) int64 state ids in [0, K).
         """
-        check_positive("n", n)
-        check_positive("length", length)
+        check_positive_int("n", n)
+        check_positive_int("length", length)
         u = torch.rand(length, n, 1, generator=generator, dtype=torch.float64)  # position-major: contiguous rows
         last = self.num_states - 1
         first_cdf = self._stationary.cumsum(-1).expand(n, -1).contiguous()  # (n, K)
@@ -216,10 +215,10 @@ class MarkovTokensDataModule(SampledDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(num_train, num_val, batch_size, seed, num_workers)
-        check_positive("num_classes", num_classes)
+        check_positive_int("num_classes", num_classes)
         if num_classes < 2:
-            raise ValueError(f"Expected `num_classes` >= 2, but got {num_classes}.")
-        check_positive("seq_len", seq_len)
+            raise ValueError(f"num_classes: expected an int >= 2, got {num_classes}")
+        check_positive_int("seq_len", seq_len)
         self.num_classes = num_classes
         self.seq_len = seq_len
         self.chain = MarkovChain.random(num_classes, concentration, stream_seed(seed, "structure"))

@@ -19,7 +19,8 @@ from scipy import integrate
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 
-from diffkit.data._base import SampledDataModule, check_positive
+from diffkit._checks import check_positive_int
+from diffkit.data._base import SampledDataModule
 from diffkit.metrics.manifold import MANIFOLDS, Coverage, Density, KNNPrecision, KNNRecall, ManifoldDistanceRatio
 
 __all__ = ["swiss_roll", "eight_gaussians", "two_moons", "checkerboard", "TOY2D", "Toy2DDataModule"]
@@ -75,7 +76,7 @@ def swiss_roll(n: int, generator: torch.Generator | None = None) -> Tensor:
     Returns:
         (n, 2) float32 points, mean 0 and std 1 per coordinate in distribution.
     """
-    check_positive("n", n)
+    check_positive_int("n", n)
     a, b = SWISS_ROLL_TURNS
     t = a + (b - a) * _uniform(n, generator)  # (n,)
     curve = torch.stack([t * torch.cos(t), t * torch.sin(t)], dim=-1)  # (n, 2)
@@ -97,7 +98,7 @@ def eight_gaussians(n: int, generator: torch.Generator | None = None) -> Tensor:
     Returns:
         (n, 2) float32 points, mean 0 and std 1 per coordinate in distribution.
     """
-    check_positive("n", n)
+    check_positive_int("n", n)
     k = torch.randint(0, 8, (n,), generator=generator)
     angle = k.to(torch.float64) * (2 * math.pi / 8)
     centers = EIGHT_GAUSSIANS_RADIUS * torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1)  # (n, 2)
@@ -120,7 +121,7 @@ def two_moons(n: int, generator: torch.Generator | None = None) -> Tensor:
     Returns:
         (n, 2) float32 points, mean 0 and std 1 per coordinate in distribution.
     """
-    check_positive("n", n)
+    check_positive_int("n", n)
     u = math.pi * _uniform(n, generator)
     lower = torch.randint(0, 2, (n,), generator=generator, dtype=torch.float64)  # 1: lower moon
     x = torch.cos(u) + lower * (1 - 2 * torch.cos(u))
@@ -143,7 +144,7 @@ def checkerboard(n: int, generator: torch.Generator | None = None) -> Tensor:
     Returns:
         (n, 2) float32 points, mean 0 and std 1 per coordinate in distribution.
     """
-    check_positive("n", n)
+    check_positive_int("n", n)
     x = 4 * _uniform(n, generator) - 2
     row = 2 * torch.randint(0, 2, (n,), generator=generator, dtype=torch.float64) - 2  # -2 or 0
     y = _uniform(n, generator) + row + torch.remainder(torch.floor(x), 2)  # shift up one cell in odd columns
@@ -193,7 +194,7 @@ class Toy2DDataModule(SampledDataModule):
         num_workers: int = 0,
     ) -> None:
         if name not in TOY2D:
-            raise ValueError(f"Expected `name` to be one of {sorted(TOY2D)}, but got {name!r}.")
+            raise ValueError(f"name: expected one of {sorted(TOY2D)}, got {name!r}")
         super().__init__(num_train, num_val, batch_size, seed, num_workers)
         self.name = name
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from diffkit.metrics._checks import (
+from diffkit._checks import (
     check_bandwidth,
     check_columns,
     check_ids,
@@ -245,7 +245,7 @@ def token_counts(ids: Tensor, num_classes: int) -> Tensor:
         (K,) int64 counts summing to ids.numel().
     """
     check_positive_int("num_classes", num_classes)
-    check_ids("ids", ids, num_classes)
+    check_ids("ids", ids, num_classes, nonempty=True, always=True)
     return _token_counts(ids, num_classes)
 
 
@@ -296,7 +296,7 @@ def _check_distribution_pair(p: Tensor, q: Tensor) -> None:
     check_probabilities("p", p)
     check_probabilities("q", q)
     if p.shape != q.shape:
-        raise ValueError(f"Expected `p` and `q` of the same shape, but got {tuple(p.shape)} and {tuple(q.shape)}.")
+        raise ValueError(f"q: expected the shape of p {tuple(p.shape)}, got {tuple(q.shape)}")
 
 
 def total_variation(p: Tensor, q: Tensor) -> Tensor:

@@ -41,7 +41,7 @@ def rounded_ratios(mmd: Mapping[str, float], reference: Mapping[str, float], dec
     """
     missing = [k for k in mmd if k not in reference]
     if missing:
-        raise ValueError(f"Expected a reference MMD for every descriptor, but {missing} have none.")
+        raise ValueError(f"reference: expected an MMD for every descriptor of mmd, got none for {missing}")
     ratios, dropped = {}, []
     for name, value in mmd.items():
         denominator = round(float(reference[name]), decimals)

@@ -208,10 +208,11 @@ def gaussian_tv_mmd(
     """
     if len(samples1) == 0 or len(samples2) == 0:
         raise ValueError(
-            f"Expected two non-empty sets of descriptors, but got sizes {len(samples1)} and {len(samples2)}."
+            f"samples1, samples2: expected two non-empty sets of descriptors, got sizes {len(samples1)} and "
+            f"{len(samples2)}"
         )
     if not sigma > 0:
-        raise ValueError(f"Expected `sigma` > 0, but got {sigma}.")
+        raise ValueError(f"sigma: expected a value > 0, got {sigma}")
     length = max(len(v) for v in [*samples1, *samples2])
     x, y = _pad(samples1, length), _pad(samples2, length)  # (n, L), (m, L)
     if is_hist:
@@ -263,7 +264,7 @@ def graph_mmds(generated: Sequence[nx.Graph], reference: Sequence[nx.Graph]) -> 
     for name, graphs in (("generated", generated), ("reference", reference)):
         kept = [g for g in graphs if g.number_of_nodes() > 0]
         if not kept:
-            raise ValueError(f"Expected `{name}` to hold at least one graph with a node, but got none.")
+            raise ValueError(f"{name}: expected at least one graph with a node, got none")
         sets.append(_descriptors(kept))
     return GraphMMD(
         **{
@@ -349,7 +350,7 @@ def vun(
         A :class:`VUN` of fractions in [0, 1].
     """
     if len(generated) == 0:
-        raise ValueError("Expected `generated` to hold at least one graph, but got none.")
+        raise ValueError("generated: expected at least one graph, got none")
     train_buckets: dict[tuple, list[nx.Graph]] = {}
     for g in train:
         train_buckets.setdefault(_iso_key(g), []).append(g)
@@ -421,13 +422,11 @@ class GraphMetrics(Metric):
         **kwargs: Any,
     ) -> None:
         if isinstance(validity, str) and validity not in VALIDITY:
-            raise ValueError(
-                f"Expected `validity` to be one of {sorted(VALIDITY)}, a callable or None, but got {validity!r}."
-            )
+            raise ValueError(f"validity: expected one of {sorted(VALIDITY)}, a callable or None, got {validity!r}")
         if not reference_graphs or not train_graphs:
-            raise ValueError("Expected non-empty `reference_graphs` and `train_graphs`.")
+            raise ValueError("reference_graphs, train_graphs: expected two non-empty lists of graphs, got an empty one")
         if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1:
-            raise ValueError(f"Expected `max_nodes` to be an int >= 1, but got {max_nodes!r}.")
+            raise ValueError(f"max_nodes: expected an int >= 1, got {max_nodes!r}")
         super().__init__(**kwargs)
         self.reference_graphs = list(reference_graphs)
         self.train_graphs = list(train_graphs)

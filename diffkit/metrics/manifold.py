@@ -34,7 +34,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from diffkit.metrics._checks import check_points, check_positive_int
+from diffkit._checks import check_points, check_positive_int
 from diffkit.metrics.samples import _TwoPointClouds
 
 __all__ = [
@@ -90,10 +90,7 @@ def _check_knn(samples: Tensor, reference: Tensor, k: int) -> None:
     check_points("samples", samples, min_rows=k + 1)
     check_points("reference", reference, min_rows=k + 1)
     if samples.shape[1] != reference.shape[1]:
-        raise ValueError(
-            f"Expected `samples` and `reference` to have the same D, but got {tuple(samples.shape)} and "
-            f"{tuple(reference.shape)}."
-        )
+        raise ValueError(f"reference: expected the D of samples {tuple(samples.shape)}, got {tuple(reference.shape)}")
 
 
 def knn_precision(samples: Tensor, reference: Tensor, k: int = 5) -> Tensor:
@@ -160,7 +157,7 @@ def manifold_points(name: ManifoldName, num: int = 200_000) -> np.ndarray:
         nv = toy2d.TWO_MOONS_NOISE**2
         mean, var = (0.5, 0.25), (0.75 + nv, 9 / 16 - 1 / math.pi + nv)
     else:
-        raise ValueError(f"Expected `name` to be one of {list(MANIFOLDS)}, but got {name!r}.")
+        raise ValueError(f"name: expected one of {list(MANIFOLDS)}, got {name!r}")
     return (raw - np.asarray(mean)) / np.sqrt(np.asarray(var))
 
 
@@ -183,10 +180,10 @@ def manifold_distance(points: Tensor, name: ManifoldName) -> Tensor:
         (N,) float64 distances.
     """
     if name not in MANIFOLDS:
-        raise ValueError(f"Expected `name` to be one of {list(MANIFOLDS)}, but got {name!r}.")
+        raise ValueError(f"name: expected one of {list(MANIFOLDS)}, got {name!r}")
     check_points("points", points)
     if points.shape[1] != 2:
-        raise ValueError(f"Expected `points` of shape (N, 2), but got {tuple(points.shape)}.")
+        raise ValueError(f"points: expected shape (N, 2), got {tuple(points.shape)}")
     dist, _ = _tree(name).query(points.detach().double().cpu().numpy())
     return torch.as_tensor(dist, dtype=torch.float64)
 
@@ -246,7 +243,7 @@ class ManifoldDistanceRatio(_TwoPointClouds):
 
     def __init__(self, name: ManifoldName, **kwargs: Any) -> None:
         if name not in MANIFOLDS:
-            raise ValueError(f"Expected `name` to be one of {list(MANIFOLDS)}, but got {name!r}.")
+            raise ValueError(f"name: expected one of {list(MANIFOLDS)}, got {name!r}")
         super().__init__(**kwargs)
         self.name = name
 

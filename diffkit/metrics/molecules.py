@@ -112,7 +112,7 @@ def molecule_stats(mols: Sequence[Any], train_canonical: set[str]) -> MoleculeSt
         ValueError: if ``mols`` is empty.
     """
     if len(mols) == 0:
-        raise ValueError("Expected at least one generated molecule, but got none.")
+        raise ValueError("mols: expected at least one generated molecule, got none")
     valid = valid_connected = relaxed = connected = 0
     largest_smiles: list[str] = []
     for mol in mols:
@@ -238,9 +238,9 @@ class MoleculeMetrics(Metric):
         **kwargs: Any,
     ) -> None:
         if not isinstance(vocab, AtomVocabulary):
-            raise TypeError(f"Expected `vocab` to be an AtomVocabulary, but got {type(vocab).__name__}.")
+            raise TypeError(f"vocab: expected an AtomVocabulary, got {type(vocab).__name__}")
         if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1:
-            raise ValueError(f"Expected `max_nodes` to be an int >= 1, but got {max_nodes!r}.")
+            raise ValueError(f"max_nodes: expected an int >= 1, got {max_nodes!r}")
         super().__init__(**kwargs)
         self.vocab = vocab
         self.max_nodes = max_nodes
@@ -255,7 +255,7 @@ class MoleculeMetrics(Metric):
         X, E, mask = samples["X"], samples["E"], samples["mask"]
         b, n = mask.shape
         if n > self.max_nodes:
-            raise ValueError(f"Expected samples of at most `max_nodes` = {self.max_nodes} nodes, but got N = {n}.")
+            raise ValueError(f"samples: expected at most max_nodes = {self.max_nodes} nodes, got N = {n}")
         pad = self.max_nodes - n
         self.atoms.append(torch.nn.functional.pad(X.long(), (0, pad)).to(self.device, torch.uint8))
         self.bonds.append(torch.nn.functional.pad(E.long(), (0, pad, 0, pad)).to(self.device, torch.uint8))

@@ -19,7 +19,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from diffkit.metrics._checks import (
+from diffkit._checks import (
     check_bandwidth,
     check_columns,
     check_ids,
@@ -196,7 +196,7 @@ class TokenTotalVariation(Metric):
     ) -> None:
         check_positive_int("num_classes", num_classes)
         if reference_unigram is None and reference_bigram is None:
-            raise ValueError("Expected `reference_unigram` or `reference_bigram` (or both), but got neither.")
+            raise ValueError("reference_unigram, reference_bigram: expected one of them (or both), got neither")
         for name, ref, shape in (
             ("reference_unigram", reference_unigram, (num_classes,)),
             ("reference_bigram", reference_bigram, (num_classes, num_classes)),
@@ -204,7 +204,7 @@ class TokenTotalVariation(Metric):
             if ref is not None:
                 check_tensor(name, ref)
                 if tuple(ref.shape) != shape:
-                    raise ValueError(f"Expected `{name}` of shape {shape}, but got shape {tuple(ref.shape)}.")
+                    raise ValueError(f"{name}: expected shape {shape}, got {tuple(ref.shape)}")
                 check_probabilities(name, ref.reshape(-1))
         super().__init__(**kwargs)
         self.num_classes = num_classes
@@ -225,7 +225,7 @@ class TokenTotalVariation(Metric):
             samples: (N, L) int64 token ids in [0, K); L >= 2 when a bigram reference is set.
         """
         if self.reference_bigram is None:
-            check_ids("samples", samples, self.num_classes, ndim=2)
+            check_ids("samples", samples, self.num_classes, ndim=2, nonempty=True, always=True)
         else:
             check_sequences("samples", samples, self.num_classes)
             self.bigram_counts += _bigram_counts(samples, self.num_classes)
@@ -285,7 +285,7 @@ class TokenFrequencyDistance(Metric):
         limit = self.num_classes if self.num_classes is not None else torch.iinfo(torch.int64).max
         for name, ids in (("samples", samples), ("reference", reference)):
             check_tensor(name, ids)
-            check_ids(name, ids.reshape(ids.shape[0], -1), limit, ndim=2)
+            check_ids(name, ids.reshape(ids.shape[0], -1), limit, ndim=2, nonempty=True, always=True)
         check_same_features("samples", samples, "reference", reference)
         _check_like_earlier("samples", samples.reshape(samples.shape[0], -1), self.samples)
         self.samples.append(samples.reshape(samples.shape[0], -1))
@@ -345,10 +345,11 @@ class ColumnwiseDistances(Metric):
         categorical = dict(categorical or {})
         numeric = list(numeric)
         if not categorical and not numeric:
-            raise ValueError("Expected at least one field in `categorical` or `numeric`, but got none.")
+            raise ValueError("categorical, numeric: expected at least one field, got none")
         if set(categorical) & set(numeric) or len(set(numeric)) != len(numeric):
             raise ValueError(
-                f"Expected distinct field names, but got numeric={numeric}, categorical={list(categorical)}."
+                f"categorical, numeric: expected distinct field names, got numeric={numeric}, "
+                f"categorical={list(categorical)}"
             )
         for name, num_classes in categorical.items():
             check_positive_int(f"categorical[{name!r}]", num_classes)
@@ -388,17 +389,17 @@ class ColumnwiseDistances(Metric):
 
     def _check_table(self, side: str, table: object) -> None:
         if not isinstance(table, Mapping):
-            raise TypeError(f"Expected `{side}` to be a dict of tensors, but got {type(table).__name__}.")
+            raise TypeError(f"{side}: expected a dict of tensors, got {type(table).__name__}")
         missing = [name for name in [*self.numeric, *self.categorical] if name not in table]
         if missing:
-            raise ValueError(f"Expected `{side}` to have fields {missing}, but its keys are {list(table)}.")
+            raise ValueError(f"{side}: missing field(s) {missing}; got keys {list(table)}")
         for name in self.numeric:
             check_columns(f"{side}[{name!r}]", table[name])
         for name, num_classes in self.categorical.items():
-            check_ids(f"{side}[{name!r}]", table[name], num_classes, ndim=1)
+            check_ids(f"{side}[{name!r}]", table[name], num_classes, ndim=1, nonempty=True, always=True)
         rows = {name: table[name].shape[0] for name in [*self.numeric, *self.categorical]}
         if len(set(rows.values())) > 1:
-            raise ValueError(f"Expected every field of `{side}` to have the same number of rows, but got {rows}.")
+            raise ValueError(f"{side}: expected the same number of rows in every field, got {rows}")
 
     def compute(self) -> dict[str, Tensor]:
         """The per-column distances (and numeric-block MMD) named in the class docstring."""
@@ -458,7 +459,7 @@ def metric_floor(
     """
     check_positive_int("n", n)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"Expected `seed` to be an int >= 0, but got {seed!r}.")
+        raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
     floor = metric.clone()
     floor.reset()
     # torchmetrics reads `_to_sync` in compute(); `sync_on_compute` alone restores it after forward().

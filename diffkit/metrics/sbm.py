@@ -189,7 +189,7 @@ def sbm_p_value(
     elif variance == "null":
         var = p_null * (1 - p_null)
     else:
-        raise ValueError(f"Expected `variance` to be 'estimate' or 'null', but got {variance!r}.")
+        raise ValueError(f"variance: expected 'estimate' or 'null', got {variance!r}")
     wald = (p_hat - p_null) ** 2 / var
     return float((1 - chi2.cdf(wald, 1)).mean())
 

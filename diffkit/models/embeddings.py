@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from diffkit.models._checks import check_float, check_positive
+from diffkit._checks import check_float, check_positive_int
 
 __all__ = ["TIME_SCALE", "timestep_embedding", "sinusoidal_frequencies", "SinusoidalEmbedding", "TimeEmbedding"]
 
@@ -68,8 +68,8 @@ def timestep_embedding(t_frac: Tensor, dim: int, max_period: float = 10000.0) ->
     """
     check_float("t_frac", t_frac)
     if t_frac.ndim != 1:
-        raise ValueError(f"Expected `t_frac` to have shape (B,), but got {tuple(t_frac.shape)}.")
-    check_positive("dim", dim)
+        raise ValueError(f"t_frac: expected shape (B,), got {tuple(t_frac.shape)}")
+    check_positive_int("dim", dim)
     freqs = sinusoidal_frequencies(dim, max_period).to(device=t_frac.device, dtype=t_frac.dtype)
     angles = (TIME_SCALE * t_frac)[:, None] * freqs  # (B, half)
     return _sinusoid(angles, dim)
@@ -90,8 +90,8 @@ class SinusoidalEmbedding(nn.Module):
 
     def __init__(self, num_steps: int, dim: int, max_period: float = 10000.0) -> None:
         super().__init__()
-        check_positive("num_steps", num_steps)
-        check_positive("dim", dim)
+        check_positive_int("num_steps", num_steps)
+        check_positive_int("dim", dim)
         self.num_steps = num_steps
         self.dim = dim
         freqs = TIME_SCALE / num_steps * sinusoidal_frequencies(dim, max_period)

@@ -77,8 +77,7 @@ class MolecularFeatures(nn.Module):
         super().__init__()
         if len(valences) == 0 or len(valences) != len(weights):
             raise ValueError(
-                f"Expected `atom_valences` and `atom_weights` of one non-zero length, but got {len(valences)} and "
-                f"{len(weights)}."
+                f"atom_valences, atom_weights: expected one non-zero length, got {len(valences)} and {len(weights)}"
             )
         self.register_buffer(
             "valences", torch.tensor([float(v) for v in valences], dtype=torch.float64), persistent=False

@@ -55,7 +55,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from diffkit.models._checks import check_ids, check_positive, check_timesteps
+from diffkit._checks import check_ids, check_positive_int, check_timesteps
 from diffkit.models.conditioning import ConditionEmbedding, ConditionSpec
 from diffkit.models.embeddings import SinusoidalEmbedding
 from diffkit.models.extra_features import MolecularFeatures
@@ -330,17 +330,15 @@ class GraphTransformer(nn.Module):
             global_hidden=global_hidden, depth=depth, heads=heads,
         )  # fmt: skip
         for name, value in sizes.items():
-            check_positive(name, value)
+            check_positive_int(name, value)
         if hidden % heads:
-            raise ValueError(f"Expected `heads` to divide `hidden`, but got hidden={hidden}, heads={heads}.")
+            raise ValueError(f"heads: expected a divisor of hidden={hidden}, got heads={heads}")
         if not isinstance(structural_features, bool):
-            raise TypeError(
-                f"Expected `structural_features` to be a bool, but got {type(structural_features).__name__}."
-            )
+            raise TypeError(f"structural_features: expected a bool, got {type(structural_features).__name__}")
         if not isinstance(eigen_features, int) or isinstance(eigen_features, bool):
-            raise TypeError(f"Expected `eigen_features` to be an int, but got {type(eigen_features).__name__}.")
+            raise TypeError(f"eigen_features: expected an int, got {type(eigen_features).__name__}")
         if eigen_features < 0:
-            raise ValueError(f"Expected `eigen_features` to be >= 0 (0 turns them off), but got {eigen_features}.")
+            raise ValueError(f"eigen_features: expected an int >= 0 (0 turns them off), got {eigen_features}")
         self.num_node_states = num_node_states
         self.num_edge_states = num_edge_states
         self.num_node_outputs = num_node_outputs
@@ -349,7 +347,10 @@ class GraphTransformer(nn.Module):
         self.structural_features = structural_features
         self.eigen_features = eigen_features
         if (atom_valences is None) != (atom_weights is None):
-            raise ValueError("Expected `atom_valences` and `atom_weights` both given or both None.")
+            raise ValueError(
+                "atom_valences, atom_weights: expected both given or both None, got "
+                f"{'atom_valences' if atom_weights is None else 'atom_weights'} alone"
+            )
         self.molecular = None if atom_valences is None else MolecularFeatures(atom_valences, atom_weights)
         node_extra = 3 * structural_features + eigen_features + (2 if self.molecular is not None else 0)
         global_extra = (
@@ -444,33 +445,25 @@ class GraphTransformer(nn.Module):
     def _check_inputs(self, x_t: Mapping[str, Tensor], t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Check the fields and t; return X, E and the node mask (all True when absent)."""
         if not isinstance(x_t, Mapping):
-            raise TypeError(
-                f"Expected `x_t` to be a dict with keys 'X', 'E' (and 'mask'), but got {type(x_t).__name__}."
-            )
+            raise TypeError(f"x_t: expected a dict with keys 'X', 'E' (and 'mask'), got {type(x_t).__name__}")
         missing = [key for key in ("X", "E") if key not in x_t]
         if missing:
-            raise ValueError(
-                f"`x_t` is missing field(s) {missing}: expected keys 'X', 'E' (and 'mask'), but got {list(x_t)}."
-            )
+            raise ValueError(f"x_t: missing field(s) {missing}; expected keys 'X', 'E' (and 'mask'), got {list(x_t)}")
         X, E = x_t["X"], x_t["E"]
-        check_ids("x_t['X']", X, self.num_node_states)
-        check_ids("x_t['E']", E, self.num_edge_states)
+        check_ids("x_t['X']", X, self.num_node_states, bound="num_node_states")
+        check_ids("x_t['E']", E, self.num_edge_states, bound="num_edge_states")
         if X.ndim != 2 or X.shape[1] < 1:
-            raise ValueError(f"Expected `x_t['X']` of shape (B, N) with N >= 1, but got {tuple(X.shape)}.")
+            raise ValueError(f"x_t['X']: expected shape (B, N) with N >= 1, got {tuple(X.shape)}")
         B, N = X.shape
         if E.shape != (B, N, N):
-            raise ValueError(
-                f"Expected `x_t['E']` of shape ({B}, {N}, {N}) to match `x_t['X']`, but got {tuple(E.shape)}."
-            )
+            raise ValueError(f"x_t['E']: expected shape ({B}, {N}, {N}) to match x_t['X'], got {tuple(E.shape)}")
         mask = x_t.get("mask")
         if mask is None:
             mask = torch.ones(B, N, dtype=torch.bool, device=X.device)
         elif not isinstance(mask, Tensor) or mask.dtype != torch.bool:
             found = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-            raise TypeError(f"Expected `x_t['mask']` to be a bool Tensor, but got {found}.")
+            raise TypeError(f"x_t['mask']: expected a bool Tensor, got {found}")
         elif mask.shape != (B, N):
-            raise ValueError(
-                f"Expected `x_t['mask']` of shape ({B}, {N}) to match `x_t['X']`, but got {tuple(mask.shape)}."
-            )
+            raise ValueError(f"x_t['mask']: expected shape ({B}, {N}) to match x_t['X'], got {tuple(mask.shape)}")
         check_timesteps(t, B)
         return X, E, mask

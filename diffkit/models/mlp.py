@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from diffkit.models._checks import check_float, check_positive, check_timesteps
+from diffkit._checks import check_float, check_positive_int, check_timesteps
 from diffkit.models.conditioning import ConditionEmbedding, ConditionSpec
 from diffkit.models.embeddings import SinusoidalEmbedding
 
@@ -59,7 +59,7 @@ class MLPDenoiser(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in dict(dim=dim, hidden=hidden, depth=depth, time_dim=time_dim).items():
-            check_positive(name, value)
+            check_positive_int(name, value)
         self.dim = dim
         self.num_steps = num_steps
         self.time_embed = SinusoidalEmbedding(num_steps, time_dim)
@@ -98,7 +98,7 @@ class MLPDenoiser(nn.Module):
         check_float("x_t", x_t)
         if x_t.ndim < 2 or math.prod(x_t.shape[1:]) != self.dim:
             raise ValueError(
-                f"Expected `x_t` of shape (B, ...) with {self.dim} features per example, but got {tuple(x_t.shape)}."
+                f"x_t: expected shape (B, ...) with {self.dim} features per example, got {tuple(x_t.shape)}"
             )
         check_timesteps(t, x_t.shape[0])
         h = x_t.reshape(x_t.shape[0], self.dim)  # (B, D)

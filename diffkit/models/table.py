@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from diffkit.models._checks import check_float, check_ids, check_positive, check_timesteps
+from diffkit._checks import check_float, check_ids, check_positive_int, check_timesteps
 from diffkit.models.conditioning import ConditionEmbedding, ConditionSpec
 from diffkit.models.embeddings import SinusoidalEmbedding
 
@@ -65,7 +65,7 @@ class TableDenoiser(nn.Module):
         super().__init__()
         _check_fields(numeric, categorical)
         for name, value in dict(hidden=hidden, depth=depth, embed_dim=embed_dim, time_dim=time_dim).items():
-            check_positive(name, value)
+            check_positive_int(name, value)
         self.numeric = dict(numeric)
         self.categorical = {name: (int(k_in), int(k_out)) for name, (k_in, k_out) in categorical.items()}
         self.num_steps = num_steps
@@ -134,11 +134,11 @@ class TableDenoiser(nn.Module):
     def _check_batch(self, x_t: Mapping[str, Tensor]) -> int:
         """Check every field's presence, dtype, shape and ids; return the batch size B (read from the first field)."""
         if not isinstance(x_t, Mapping):
-            raise TypeError(f"Expected `x_t` to be a dict of field tensors, but got {type(x_t).__name__}.")
+            raise TypeError(f"x_t: expected a dict of field tensors, got {type(x_t).__name__}")
         missing = [name for name in self.field_names if name not in x_t]
         if missing:
             raise ValueError(
-                f"`x_t` is missing field(s) {missing}: expected fields {self.field_names}, but got keys {list(x_t)}."
+                f"x_t: missing field(s) {missing}; expected fields {self.field_names}, got keys {list(x_t)}"
             )
         first = x_t[self.field_names[0]]
         # "B" only when the first field is 0-d, which then fails its own shape check below.
@@ -146,15 +146,11 @@ class TableDenoiser(nn.Module):
         for name, width in self.numeric.items():
             check_float(f"x_t[{name!r}]", x_t[name])
             if tuple(x_t[name].shape) != (batch_size, width):
-                raise ValueError(
-                    f"Expected `x_t[{name!r}]` of shape ({batch_size}, {width}), but got {tuple(x_t[name].shape)}."
-                )
+                raise ValueError(f"x_t[{name!r}]: expected shape ({batch_size}, {width}), got {tuple(x_t[name].shape)}")
         for name, (num_states, _) in self.categorical.items():
-            check_ids(f"x_t[{name!r}]", x_t[name], num_states)
+            check_ids(f"x_t[{name!r}]", x_t[name], num_states, bound="num_states")
             if tuple(x_t[name].shape) != (batch_size,):
-                raise ValueError(
-                    f"Expected `x_t[{name!r}]` of shape ({batch_size},), but got {tuple(x_t[name].shape)}."
-                )
+                raise ValueError(f"x_t[{name!r}]: expected shape ({batch_size},), got {tuple(x_t[name].shape)}")
         return batch_size
 
 
@@ -162,18 +158,17 @@ def _check_fields(numeric: dict[str, int], categorical: dict[str, tuple[int, int
     """Raise a clear error for an unusable field specification."""
     if not isinstance(numeric, Mapping) or not isinstance(categorical, Mapping):
         raise TypeError(
-            f"Expected `numeric` and `categorical` to be dicts, but got {type(numeric).__name__} and "
-            f"{type(categorical).__name__}."
+            f"numeric, categorical: expected two dicts, got {type(numeric).__name__} and {type(categorical).__name__}"
         )
     if not numeric and not categorical:
-        raise ValueError("Expected at least one field in `numeric` or `categorical`, but both are empty.")
+        raise ValueError("numeric, categorical: expected at least one field, got both empty")
     shared = sorted(set(numeric) & set(categorical))
     if shared:
-        raise ValueError(f"Expected distinct field names, but {shared} appear in both `numeric` and `categorical`.")
+        raise ValueError(f"numeric, categorical: expected distinct field names, got {shared} in both")
     for name, width in numeric.items():
-        check_positive(f"numeric[{name!r}]", width)
+        check_positive_int(f"numeric[{name!r}]", width)
     for name, spec in categorical.items():
         if not (isinstance(spec, (tuple, list)) and len(spec) == 2):
-            raise ValueError(f"Expected `categorical[{name!r}]` to be (num_states, num_outputs), but got {spec!r}.")
-        check_positive(f"categorical[{name!r}][0] (num_states)", spec[0])
-        check_positive(f"categorical[{name!r}][1] (num_outputs)", spec[1])
+            raise ValueError(f"categorical[{name!r}]: expected a pair (num_states, num_outputs), got {spec!r}")
+        check_positive_int(f"categorical[{name!r}][0] (num_states)", spec[0])
+        check_positive_int(f"categorical[{name!r}][1] (num_outputs)", spec[1])

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from diffkit.models._checks import check_ids, check_positive, check_timesteps
+from diffkit._checks import check_ids, check_positive_int, check_timesteps
 from diffkit.models.conditioning import ConditionEmbedding, ConditionSpec
 from diffkit.models.embeddings import TimeEmbedding
 
@@ -144,16 +144,16 @@ class TokenTransformer(nn.Module):
             num_states=num_states, num_outputs=num_outputs, seq_len=seq_len, d_model=d_model, depth=depth, heads=heads
         )
         for name, value in sizes.items():
-            check_positive(name, value)
+            check_positive_int(name, value)
         if d_model % heads:
-            raise ValueError(f"Expected `heads` to divide `d_model`, but got d_model={d_model}, heads={heads}.")
+            raise ValueError(f"heads: expected a divisor of d_model={d_model}, got heads={heads}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"Expected `dropout` in [0, 1), but got {dropout}.")
+            raise ValueError(f"dropout: expected a value in [0, 1), got {dropout}")
         self.num_states = num_states
         self.num_outputs = num_outputs
         self.seq_len = seq_len
         if num_steps is not None:
-            check_positive("num_steps", num_steps)
+            check_positive_int("num_steps", num_steps)
         self.num_steps = num_steps
         self.token_embed = nn.Embedding(num_states, d_model)
         # Same scale as the token embeddings (nn.Embedding: N(0, 1)); at std 0.02 the positions
@@ -189,9 +189,9 @@ class TokenTransformer(nn.Module):
             TypeError: if ``x_t`` is not int64, or ``t`` is not int64 (float with ``num_steps=None``).
             ValueError: if ``x_t`` is not (B, L) with L <= seq_len, an id is out of range, or ``t`` is not (B,).
         """
-        check_ids("x_t", x_t, self.num_states)
+        check_ids("x_t", x_t, self.num_states, bound="num_states")
         if x_t.ndim != 2 or x_t.shape[1] > self.seq_len:
-            raise ValueError(f"Expected `x_t` of shape (B, L) with L <= {self.seq_len}, but got {tuple(x_t.shape)}.")
+            raise ValueError(f"x_t: expected shape (B, L) with L <= {self.seq_len}, got {tuple(x_t.shape)}")
         check_timesteps(t, x_t.shape[0], continuous=self.num_steps is None)
         h = self.token_embed(x_t) + self.pos_embed[: x_t.shape[1]]  # (B, L, D)
         if self.time_embed is None:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from diffkit.models._checks import check_positive, check_timesteps
+from diffkit._checks import check_positive_int, check_timesteps
 from diffkit.models.embeddings import TimeEmbedding
 
 __all__ = ["UNet", "ResBlock"]
@@ -89,13 +89,13 @@ class UNet(nn.Module):
         for name, value in dict(
             num_steps=num_steps, in_channels=in_channels, blocks=blocks, embed_dim=embed_dim, time_dim=time_dim
         ).items():
-            check_positive(name, value)
+            check_positive_int(name, value)
         channels = [int(c) for c in channels]
         if not channels or min(channels) < 1:
             raise ValueError(f"channels: expected a non-empty list of positive ints, got {channels}")
         self.num_steps, self.num_states = num_steps, num_states
         if num_states is not None:
-            check_positive("num_states", num_states)
+            check_positive_int("num_states", num_states)
             self.embed = nn.Embedding(num_states, embed_dim)
             c_in, c_out = embed_dim, num_outputs or num_states
         else:
