@@ -148,16 +148,16 @@ def ddim_sample(
     _check(param, "ddim")
     for t, s in zip(timesteps[:-1], timesteps[1:], strict=True):
         x0 = x0_prediction(process, denoiser, param, x, t, x0_transform)
-        ab_t, ab_s = _alpha_bar(process, t), _alpha_bar(process, s)
-        c_eps = math.sqrt(max(1 - ab_s, 0.0) / (1 - ab_t))
+        alpha_bar_t, alpha_bar_s = _alpha_bar(process, t), _alpha_bar(process, s)
+        c_eps = math.sqrt(max(1 - alpha_bar_s, 0.0) / (1 - alpha_bar_t))
         # x_s = alpha_s x0 + sigma_s (x_t - alpha_t x0) / sigma_t
-        x = torch.add(x * c_eps, x0, alpha=math.sqrt(ab_s) - c_eps * math.sqrt(ab_t))
+        x = torch.add(x * c_eps, x0, alpha=math.sqrt(alpha_bar_s) - c_eps * math.sqrt(alpha_bar_t))
     return x
 
 
-def _lambda(ab: float) -> float:
+def _lambda(alpha_bar: float) -> float:
     """lambda = log(alpha / sigma) = 0.5 log(alpha_bar / (1 - alpha_bar)); inf at alpha_bar = 1."""
-    return math.inf if ab >= 1 else 0.5 * (math.log(ab) - math.log1p(-ab))
+    return math.inf if alpha_bar >= 1 else 0.5 * (math.log(alpha_bar) - math.log1p(-alpha_bar))
 
 
 def dpmpp_2m_sample(
@@ -178,8 +178,8 @@ def dpmpp_2m_sample(
     prev_h = 0.0
     for t, s in zip(timesteps[:-1], timesteps[1:], strict=True):
         x0 = x0_prediction(process, denoiser, param, x, t, x0_transform)
-        ab_t, ab_s = _alpha_bar(process, t), _alpha_bar(process, s)
-        h = _lambda(ab_s) - _lambda(ab_t)
+        alpha_bar_t, alpha_bar_s = _alpha_bar(process, t), _alpha_bar(process, s)
+        h = _lambda(alpha_bar_s) - _lambda(alpha_bar_t)
         if math.isinf(h):  # into t = 0: the first-order step returns x0 itself
             return x0
         if prev_x0 is None:
@@ -187,8 +187,8 @@ def dpmpp_2m_sample(
         else:
             r = prev_h / h
             d = torch.add(x0 * (1 + 1 / (2 * r)), prev_x0, alpha=-1 / (2 * r))
-        sigma_ratio = math.sqrt((1 - ab_s) / (1 - ab_t))
-        x = torch.add(x * sigma_ratio, d, alpha=-math.sqrt(ab_s) * math.expm1(-h))
+        sigma_ratio = math.sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t))
+        x = torch.add(x * sigma_ratio, d, alpha=-math.sqrt(alpha_bar_s) * math.expm1(-h))
         prev_x0, prev_h = x0, h
     return x
 

@@ -91,13 +91,13 @@ def learned_reverse(process: Any, param: Any, output: Tensor, x_t: Tensor, t: Te
     mean_out, v_raw = split_learned_output(output, x_t)
     x0_hat = param.x0_from_output(process, mean_out, x_t, t)
     mean = process.posterior(x_t, x0_hat, t, s).mean
-    ab = process.alpha_bar
-    ab_t = ab[t].reshape(-1, *([1] * (x_t.ndim - 1)))
-    ab_s = ab[s].reshape(-1, *([1] * (x_t.ndim - 1)))
+    alpha_bar = process.alpha_bar
+    alpha_bar_t = alpha_bar[t].reshape(-1, *([1] * (x_t.ndim - 1)))
+    alpha_bar_s = alpha_bar[s].reshape(-1, *([1] * (x_t.ndim - 1)))
     min_log = (
-        math.log(float((1 - ab[2] / ab[1]) * (1 - ab[1]) / (1 - ab[2])))
-        if ab.shape[0] > 2
-        else math.log(float(1 - ab[1]))
+        math.log(float((1 - alpha_bar[2] / alpha_bar[1]) * (1 - alpha_bar[1]) / (1 - alpha_bar[2])))
+        if alpha_bar.shape[0] > 2
+        else math.log(float(1 - alpha_bar[1]))
     )
-    log_var = interpolated_log_variance(v_raw, ab_t, ab_s, min_log)
+    log_var = interpolated_log_variance(v_raw, alpha_bar_t, alpha_bar_s, min_log)
     return GaussianParams(mean, log_var.exp())

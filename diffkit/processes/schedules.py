@@ -117,24 +117,24 @@ class NoiseSchedule:
     """
 
     def __init__(self, alpha_bar: Tensor | Sequence[float]) -> None:
-        ab = torch.as_tensor(alpha_bar, dtype=torch.float64).detach().clone()
-        if ab.ndim != 1 or ab.numel() < 2:
-            raise ValueError(f"alpha_bar: expected a 1-D table of T + 1 >= 2 values, got shape {tuple(ab.shape)}")
-        if not torch.isfinite(ab).all():
+        table = torch.as_tensor(alpha_bar, dtype=torch.float64).detach().clone()
+        if table.ndim != 1 or table.numel() < 2:
+            raise ValueError(f"alpha_bar: expected a 1-D table of T + 1 >= 2 values, got shape {tuple(table.shape)}")
+        if not torch.isfinite(table).all():
             raise ValueError("alpha_bar: found NaN or inf; expected finite values in [0, 1]")
-        if abs(ab[0].item() - 1.0) > 1e-12:
-            raise ValueError(f"alpha_bar: expected alpha_bar[0] = 1 (t = 0 is clean data), got {ab[0].item()}")
-        diffs = ab[1:] - ab[:-1]
+        if abs(table[0].item() - 1.0) > 1e-12:
+            raise ValueError(f"alpha_bar: expected alpha_bar[0] = 1 (t = 0 is clean data), got {table[0].item()}")
+        diffs = table[1:] - table[:-1]
         if (diffs >= 0).any():
             bad = int(torch.nonzero(diffs >= 0)[0]) + 1
             raise ValueError(
                 f"alpha_bar: expected a strictly decreasing table (every beta_t in (0, 1)), "
-                f"but alpha_bar[{bad}] = {ab[bad].item()} >= alpha_bar[{bad - 1}] = {ab[bad - 1].item()}"
+                f"but alpha_bar[{bad}] = {table[bad].item()} >= alpha_bar[{bad - 1}] = {table[bad - 1].item()}"
             )
-        if ab[-1] < 0:
-            raise ValueError(f"alpha_bar: expected values in [0, 1], got alpha_bar[T] = {ab[-1].item()}")
-        ab[0] = 1.0
-        self.alpha_bar = ab
+        if table[-1] < 0:
+            raise ValueError(f"alpha_bar: expected values in [0, 1], got alpha_bar[T] = {table[-1].item()}")
+        table[0] = 1.0
+        self.alpha_bar = table
 
     @property
     def num_steps(self) -> int:
