@@ -2,7 +2,7 @@
 
     python -m benchmarks.ctime_loss masked|uniform simple|kl|hybrid [STEPS [LR]]
 
-Same data, network body, budget (default: 1500 AdamW steps of 128 sequences at lr 1e-3; STEPS and LR
+Same data, network body, budget (default: the suite's, 4000 AdamW steps of 128 sequences at lr 2e-3; STEPS and LR
 change it), seed 0 and evaluation as
 ``benchmarks/ctime.py``'s FULL rows; prints the NLL bound's gap to the exact entropy (bits per
 token) and the bigram TV at 32 and 128 sampling steps. The hybrid loss is cross-entropy + 0.01 x

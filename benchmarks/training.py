@@ -35,6 +35,7 @@ class Budget:
     batch_size: int
     lr: float
     warmup_fraction: float = 0.05
+    grad_clip: float | None = None  # max global gradient norm (torch.nn.utils.clip_grad_norm_), or None
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ def train(
         value = process.loss(output, x0, x_t, t, noise, param, kind=loss, hybrid_weight=hybrid_weight).mean()
         optimizer.zero_grad(set_to_none=True)
         value.backward()
+        if budget.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(denoiser.parameters(), budget.grad_clip)
         optimizer.step()
         schedule.step()
         losses.append(value.detach())
