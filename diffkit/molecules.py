@@ -39,7 +39,7 @@ import importlib.util
 import os
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -312,22 +312,33 @@ def _pad(graphs: list[tuple[list[int], list[tuple[int, int, int]]]], max_nodes: 
     return {"X": X, "E": E, "mask": mask}
 
 
-def _read_lines(path: Path, limit: int | None, skip_header: bool) -> tuple[list[str], int]:
-    """First column of the non-empty lines of a (optionally gzipped) SMILES / CSV file, and the first line's number."""
+def _smiles_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, first field) of each non-empty line of a (optionally gzipped) SMILES / CSV file:
+    the first whitespace- or comma-separated field is the SMILES (the rest, e.g. a name, is ignored)."""
     opener = gzip.open if path.suffix == ".gz" else open
-    out: list[str] = []
-    first = 1
     with opener(path, "rt") as f:
         for number, line in enumerate(f, start=1):
             text = line.strip()
-            if number == 1 and skip_header and text.split(",")[0].split()[0].upper() == "SMILES":
-                first = 2
-                continue
-            if not text:
-                continue
-            out.append(re.split(r"[\s,]", text, maxsplit=1)[0])
-            if limit is not None and len(out) >= limit:
-                break
+            if text:
+                yield number, re.split(r"[\s,]", text, maxsplit=1)[0]
+
+
+def _is_header(number: int, field: str) -> bool:
+    """Whether a line is a header: the first line, its first field "SMILES"."""
+    return number == 1 and field.upper() == "SMILES"
+
+
+def _read_lines(path: Path, limit: int | None, skip_header: bool) -> tuple[list[str], int]:
+    """First column of the non-empty lines of a (optionally gzipped) SMILES / CSV file, and the first line's number."""
+    out: list[str] = []
+    first = 1
+    for number, smiles in _smiles_lines(path):
+        if skip_header and _is_header(number, smiles):
+            first = 2
+            continue
+        out.append(smiles)
+        if limit is not None and len(out) >= limit:
+            break
     return out, first
 
 
@@ -485,27 +496,21 @@ def read_smiles_graphs(path: str | os.PathLike) -> list[Any]:
 
     Chem = _rdkit()
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
     graphs = []
-    with opener(path, "rt") as f:
-        for number, line in enumerate(f, start=1):
-            text = line.strip()
-            if not text:
-                continue
-            smiles = re.split(r"[\s,]", text, maxsplit=1)[0]
-            if number == 1 and smiles.upper() == "SMILES":
-                continue
-            mol = Chem.MolFromSmiles(smiles)
-            if mol is None:
-                raise ValueError(f"path: {path} line {number} is not a SMILES RDKit can parse: {smiles!r}")
-            try:
-                types, bonds = _kekule_graph(mol)
-            except _BadMolecule as err:
-                raise ValueError(f"path: {path} line {number} ({smiles!r}): {err.detail}") from None
-            g = nx.Graph()
-            g.add_nodes_from((i, {ATOM_ATTR: _atom_name(*type_)}) for i, type_ in enumerate(types))
-            g.add_edges_from((i, j, {BOND_ATTR: order}) for i, j, order in bonds)
-            graphs.append(g)
+    for number, smiles in _smiles_lines(path):
+        if _is_header(number, smiles):
+            continue
+        mol = Chem.MolFromSmiles(smiles)
+        if mol is None:
+            raise ValueError(f"path: {path} line {number} is not a SMILES RDKit can parse: {smiles!r}")
+        try:
+            types, bonds = _kekule_graph(mol)
+        except _BadMolecule as err:
+            raise ValueError(f"path: {path} line {number} ({smiles!r}): {err.detail}") from None
+        g = nx.Graph()
+        g.add_nodes_from((i, {ATOM_ATTR: _atom_name(*type_)}) for i, type_ in enumerate(types))
+        g.add_edges_from((i, j, {BOND_ATTR: order}) for i, j, order in bonds)
+        graphs.append(g)
     return graphs
 
 
