@@ -187,13 +187,18 @@ def _run_one(row: str, dm, seed: int, cfg: Config, entropy_bits: float) -> list[
     return rows
 
 
-def run(settings: Settings) -> Report:
-    cfg = QUICK if settings.quick else FULL
+def markov_data(cfg: Config) -> tuple[MarkovTokensDataModule, float]:
+    """The suite's data module (set up) and its exact entropy in bits per token."""
     dm = MarkovTokensDataModule(
         cfg.num_classes, cfg.seq_len, num_train=cfg.num_train, num_val=max(cfg.num_eval, cfg.num_nll), seed=0
     )
     dm.setup()
-    entropy_bits = dm.true_entropy_nats_per_token() / LOG2
+    return dm, dm.true_entropy_nats_per_token() / LOG2
+
+
+def run(settings: Settings) -> Report:
+    cfg = QUICK if settings.quick else FULL
+    dm, entropy_bits = markov_data(cfg)
     rows, floors = [], []
     for seed in range(settings.seeds):
         fresh = dm.sample_reference(cfg.num_eval, seed=10_000 + seed)

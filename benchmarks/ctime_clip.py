@@ -18,8 +18,6 @@ import sys
 import torch
 
 from benchmarks import ctime
-from benchmarks.common import LOG2
-from diffkit.data import MarkovTokensDataModule
 
 
 def main(row: str, seeds: list[int], clip: float = 1.0) -> list[dict]:
@@ -27,11 +25,7 @@ def main(row: str, seeds: list[int], clip: float = 1.0) -> list[dict]:
     cfg = dataclasses.replace(
         ctime.FULL, train=dataclasses.replace(ctime.FULL.train, grad_clip=clip if clip > 0 else None)
     )
-    dm = MarkovTokensDataModule(
-        cfg.num_classes, cfg.seq_len, num_train=cfg.num_train, num_val=max(cfg.num_eval, cfg.num_nll), seed=0
-    )
-    dm.setup()
-    entropy = dm.true_entropy_nats_per_token() / LOG2
+    dm, entropy = ctime.markov_data(cfg)
     results = []
     for seed in seeds:
         rows = ctime._run_one(row, dm, seed, cfg, entropy)

@@ -18,28 +18,16 @@ import torch
 
 import diffkit
 from benchmarks import ctime
-from benchmarks.common import LOG2, generator, seeded_init
-from benchmarks.training import STREAM_INIT, STREAM_SAMPLE, Budget, train
-from diffkit.data import MarkovTokensDataModule
-from diffkit.models import TokenTransformer
-from diffkit.processes import MaskedProcess, UniformProcess
+from benchmarks.common import generator
+from benchmarks.training import STREAM_SAMPLE, Budget, train
 
 
 def main(kind: str, loss: str, steps: int | None = None, lr: float | None = None) -> str:
     torch.set_num_threads(1)
     cfg = ctime.FULL
     budget = Budget(steps or cfg.train.steps, cfg.train.batch_size, lr or cfg.train.lr)
-    dm = MarkovTokensDataModule(
-        cfg.num_classes, cfg.seq_len, num_train=cfg.num_train, num_val=max(cfg.num_eval, cfg.num_nll), seed=0
-    )
-    dm.setup()
-    entropy = dm.true_entropy_nats_per_token() / LOG2
-    K, body = cfg.num_classes, dict(seq_len=cfg.seq_len, d_model=cfg.d_model, depth=cfg.depth, heads=cfg.heads)
-    with seeded_init(0, STREAM_INIT):
-        if kind == "masked":
-            proc, net = MaskedProcess(K), TokenTransformer(K + 1, K, num_steps=None, time_conditioning=False, **body)
-        else:
-            proc, net = UniformProcess(K), TokenTransformer(K, K, num_steps=None, **body)
+    dm, entropy = ctime.markov_data(cfg)
+    proc, net, _, _ = ctime._model(f"{kind} (continuous)", cfg, 0)  # the suite's row; the loss is this script's
     start = time.perf_counter()
     result = train(proc, net, dm.split("train"), "x0", budget, 0, loss=loss, hybrid_weight=0.01)
     nll = ctime._nll_bits(proc, net, dm.split("test")[: cfg.num_nll], cfg, 0)
