@@ -100,6 +100,12 @@ def _csv_floats(path: Path, header: list[str], rows: list[list[str]], lines: lis
     return out, header
 
 
+def check_nonfinite(nonfinite: str) -> None:
+    """Raise ValueError unless ``nonfinite`` is "error" or "drop"."""
+    if nonfinite not in ("error", "drop"):
+        raise ValueError(f"nonfinite: unknown {nonfinite!r}; expected one of ['drop', 'error']")
+
+
 def finite_rows(x: np.ndarray, nonfinite: NonFinite, where: Sequence[Any], what: str) -> np.ndarray:
     """(N,) bool: rows without NaN / inf; raise or warn (with a count) when some have them.
 
@@ -112,8 +118,7 @@ def finite_rows(x: np.ndarray, nonfinite: NonFinite, where: Sequence[Any], what:
     Raises:
         ValueError: with "error" and a non-finite row; or unknown ``nonfinite``.
     """
-    if nonfinite not in ("error", "drop"):
-        raise ValueError(f"nonfinite: unknown {nonfinite!r}; expected one of ['drop', 'error']")
+    check_nonfinite(nonfinite)
     good = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
     bad = np.flatnonzero(~good)
     if bad.size and nonfinite == "error":
@@ -162,8 +167,7 @@ class ArrayDataModule(RecordDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(val_fraction, test_fraction, batch_size, seed, num_workers)
-        if nonfinite not in ("error", "drop"):
-            raise ValueError(f"nonfinite: unknown {nonfinite!r}; expected one of ['drop', 'error']")
+        check_nonfinite(nonfinite)
         self.path = check_path(path, ARRAY_SUFFIXES)
         self.key, self.label_source, self.standardize, self.nonfinite = key, labels, standardize, nonfinite
         self.columns: list[str] | None = None

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from diffkit.data._records import RecordDataModule, check_path
-from diffkit.data.arrays import NonFinite, finite_rows
+from diffkit.data.arrays import NonFinite, check_nonfinite, finite_rows
 from diffkit.formats import TableFormat, read_csv
 
 __all__ = ["TableFileDataModule", "NUMERIC_FIELD"]
@@ -67,8 +67,7 @@ class TableFileDataModule(RecordDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(val_fraction, test_fraction, batch_size, seed, num_workers)
-        if nonfinite not in ("error", "drop"):
-            raise ValueError(f"nonfinite: unknown {nonfinite!r}; expected one of ['drop', 'error']")
+        check_nonfinite(nonfinite)
         self.path = check_path(path, (".csv",))
         self.categorical = list(categorical)
         self.numeric = None if numeric is None else list(numeric)
