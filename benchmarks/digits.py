@@ -71,11 +71,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         label += "" if sampler == "ancestral" else f", {sampler}"
         clip = getattr(model.process, "clip_x0", None)
         label += "" if kind != "gaussian" or clip is None else f", x0 clipped to +-{clip:g}"
-        draw_digit_grid(
-            levels,
-            img / f"digits_{kind}{'_' + sampler if sampler != 'ancestral' else '' if eta is None else '_ddim'}.png",
-            f"{kind} pixels: step {step}, {label}",
-        )
+        variant = f"_{sampler}" if sampler != "ancestral" else ("" if eta is None else "_ddim")
+        draw_digit_grid(levels, img / f"digits_{kind}{variant}.png", f"{kind} pixels: step {step}, {label}")
         scores = digit_quality(clf, levels, train)
         rows.append(
             {
