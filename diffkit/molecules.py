@@ -245,7 +245,7 @@ def encode_smiles(
     vocab: AtomVocabulary,
     max_nodes: int,
     on_error: OnError = "skip",
-    first_line: int = 1,
+    line_numbers: Sequence[int] | None = None,
 ) -> EncodedMolecules:
     """SMILES -> one dense batch padded to ``max_nodes`` (module docstring for the encoding and bad input).
 
@@ -254,24 +254,28 @@ def encode_smiles(
         vocab: the node classes.
         max_nodes: N, the padded size; a molecule with more heavy atoms is bad input ("too_large").
         on_error: "skip" (count and report) or "raise" (ValueError at the first bad molecule).
-        first_line: the number given to ``smiles[0]`` in messages (a file's line number).
+        line_numbers: the number each SMILES is given in messages (its file's line number); None:
+            1, 2, ...
 
     Returns:
         EncodedMolecules; a warning summarizes the skipped molecules, if any.
 
     Raises:
-        ValueError: bad ``on_error`` / ``max_nodes``, a bad molecule with ``on_error="raise"``, or
-            no molecule left.
+        ValueError: bad ``on_error`` / ``max_nodes`` / ``line_numbers``, a bad molecule with
+            ``on_error="raise"``, or no molecule left.
     """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error: expected one of ['raise', 'skip'], got {on_error!r}")
     if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1:
         raise ValueError(f"max_nodes: expected an int >= 1, got {max_nodes!r}")
+    numbers = range(1, len(smiles) + 1) if line_numbers is None else line_numbers
+    if len(numbers) != len(smiles):
+        raise ValueError(f"line_numbers: expected one per SMILES ({len(smiles)}), got {len(numbers)}")
     Chem = _rdkit()
     graphs, kept = [], []
     bad: dict[str, list[str]] = {}
     counts: dict[str, int] = {}
-    for line, s in enumerate(smiles, start=first_line):
+    for line, s in zip(numbers, smiles, strict=True):
         try:
             mol = Chem.MolFromSmiles(s)
             if mol is None:
@@ -328,18 +332,18 @@ def _is_header(number: int, field: str) -> bool:
     return number == 1 and field.upper() == "SMILES"
 
 
-def _read_lines(path: Path, limit: int | None, skip_header: bool) -> tuple[list[str], int]:
-    """First column of the non-empty lines of a (optionally gzipped) SMILES / CSV file, and the first line's number."""
+def _read_lines(path: Path, limit: int | None, skip_header: bool) -> tuple[list[str], list[int]]:
+    """First column of the non-empty lines of a (optionally gzipped) SMILES / CSV file, and their line numbers."""
     out: list[str] = []
-    first = 1
+    numbers: list[int] = []
     for number, smiles in _smiles_lines(path):
         if skip_header and _is_header(number, smiles):
-            first = 2
             continue
         out.append(smiles)
+        numbers.append(number)
         if limit is not None and len(out) >= limit:
             break
-    return out, first
+    return out, numbers
 
 
 def read_smiles_file(
@@ -373,9 +377,9 @@ def read_smiles_file(
         raise ValueError(f"path: expected a SMILES file, got {str(path)!r}, which does not exist")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit: expected None or an int >= 1, got {limit!r}")
-    smiles, first = _read_lines(path, limit, skip_header=True)
+    smiles, numbers = _read_lines(path, limit, skip_header=True)
     vocab = AtomVocabulary.from_smiles(smiles) if vocab is None else vocab
-    return encode_smiles(smiles, vocab, max_nodes, on_error, first_line=first), vocab
+    return encode_smiles(smiles, vocab, max_nodes, on_error, line_numbers=numbers), vocab
 
 
 MosesSplit = Literal["train", "test", "test_scaffolds"]

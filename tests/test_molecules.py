@@ -107,10 +107,14 @@ def test_bad_input_is_counted_named_or_raised(tmp_path):
         encode_smiles(["CCO", "CCS"], VOCAB, max_nodes=8, on_error="raise")
     with pytest.raises(ValueError, match="too_large"):
         encode_smiles(["CCCCC"], VOCAB, max_nodes=4, on_error="raise")
+    with pytest.raises(ValueError, match="unparsable.*at 17: 'C1CC'"):
+        encode_smiles(["CCO", "C1CC"], VOCAB, max_nodes=8, on_error="raise", line_numbers=[12, 17])
+    with pytest.raises(ValueError, match="line_numbers: expected one per SMILES \\(2\\), got 1"):
+        encode_smiles(["CCO", "CN"], VOCAB, max_nodes=8, line_numbers=[1])
     # a user's file: header, names after the SMILES, blank lines; vocabulary from the file
     path = tmp_path / "mine.smi"
     path.write_text("SMILES name\nCCO ethanol\n\nC[N+](=O)[O-] nitromethane\nC1CC broken\nCCN\n")
-    with pytest.warns(UserWarning, match="4: 'C1CC'"):
+    with pytest.warns(UserWarning, match="5: 'C1CC'"):  # its line in the file, counting the blank line
         enc, vocab = read_smiles_file(path, None, max_nodes=8)
     assert enc.smiles == ["CCO", "C[N+](=O)[O-]", "CCN"]
     assert set(vocab.names) == {"C", "O", "N", "N+", "O-"}
