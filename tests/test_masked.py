@@ -175,9 +175,12 @@ def _fixed_denoiser(K: int, S: int, L: int, time_weight: bool):
     return denoiser
 
 
-def _expected_terms(proc, denoiser, x0: torch.Tensor, t: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
+def _expected_terms(
+    proc, denoiser, x0: torch.Tensor, t: torch.Tensor, s: torch.Tensor | None, power: int = 1
+) -> torch.Tensor:
     """E_{x_t ~ q(x_t | x0)} of the continuous integrand (s None) or of the discrete KL term at each
-    (t_i, s_i), exactly, by enumerating every x_t. x0: (L,); t, s: (n,). Returns (n,)."""
+    (t_i, s_i), exactly, by enumerating every x_t; with ``power`` = 2 the second moment of the
+    continuous integrand (summed over tokens). x0: (L,); t, s: (n,). Returns (n,)."""
     L = x0.shape[0]
     xs = _all_sequences(proc.num_states, L)  # (J, L)
     n, J = t.shape[0], xs.shape[0]
@@ -189,7 +192,7 @@ def _expected_terms(proc, denoiser, x0: torch.Tensor, t: torch.Tensor, s: torch.
     out = denoiser(x_t, tt)
     param = proc.get_parametrization("x0")
     if s is None:
-        term = proc.elbo_integrand_terms(out, x0b, x_t, tt, param).double().sum(-1)
+        term = proc.elbo_integrand_terms(out, x0b, x_t, tt, param).double().sum(-1) ** power
     else:
         ss = s.repeat_interleave(J)
         safe_xt = torch.where(keep.unsqueeze(1), x_t, x0b)  # unreachable x_t have weight 0; keep the posterior defined
@@ -219,6 +222,36 @@ def test_continuous_elbo_is_the_limit_of_the_discrete_bound(kind: str) -> None:
     assert continuous > 0.1
     assert gaps[1] < gaps[0] / 5, gaps
     assert gaps[1] < 2e-3 * continuous, (gaps, continuous)
+
+
+def test_masked_elbo_is_the_same_for_every_schedule_but_its_estimate_is_not() -> None:
+    """For a denoiser without time input, (T10) is one integral over u = 1 - alpha(t) whatever the
+    schedule (alpha(1) = 0), so loglinear and cosine give the same bound. The estimate from one t
+    is not equally good: its second moment int_eps^1 E[l^2] dt grows like log(1 / eps) for loglinear
+    (weight 1 / t on ~ t L masked tokens) and converges for cosine (theory page, section 10)."""
+    K, L = 3, 2
+    denoiser = _fixed_denoiser(K, K + 1, L, time_weight=False)
+    x0 = torch.tensor([2, 0])
+    nodes, weights = (torch.from_numpy(v) for v in __import__("numpy").polynomial.legendre.leggauss(200))
+    bound = {
+        name: float((weights / 2 * _expected_terms(MaskedProcess(K, name), denoiser, x0, (nodes + 1) / 2, None)).sum())
+        for name in ("loglinear", "cosine")
+    }
+    assert bound["loglinear"] > 0.1
+    assert abs(bound["loglinear"] - bound["cosine"]) < 1e-9 * bound["loglinear"], bound
+
+    def second_moment(name: str, eps: float) -> float:  # in v = log t: int f(t) dt = int f(e^v) e^v dv
+        v = (nodes + 1) / 2 * math.log(eps)
+        terms = _expected_terms(MaskedProcess(K, name), denoiser, x0, v.exp(), None, power=2)
+        return float((weights / 2 * -math.log(eps) * v.exp() * terms).sum())
+
+    for name, grows in (("loglinear", True), ("cosine", False)):
+        m = [second_moment(name, eps) for eps in (1e-2, 1e-4, 1e-6)]
+        steps = [m[1] - m[0], m[2] - m[1]]
+        if grows:  # each factor 100 closer to 0 adds the same log(100) x (the t -> 0 limit of t E[l^2])
+            assert steps[0] > 0.5 * m[0] and abs(steps[1] - steps[0]) < 0.05 * steps[0], (name, m)
+        else:  # a bounded integrand: each factor 100 closer to 0 adds 100 times less
+            assert steps[0] < 0.05 * m[0] and steps[1] < 0.02 * steps[0], (name, m)
 
 
 def test_nll_bound_estimates_the_continuous_integral_without_bias() -> None:
