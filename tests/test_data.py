@@ -424,6 +424,26 @@ def test_random_chain_exact_quantities_are_consistent() -> None:
     assert torch.equal(chain.unigram(), pi)
 
 
+def test_markov_log_prob_is_a_distribution_whose_mean_nll_is_the_entropy() -> None:
+    chain = MarkovChain.random(3, concentration=0.5, seed=2)
+    every = torch.tensor(list(itertools.product(range(3), repeat=4)))  # all 81 sequences of length 4
+    lp = chain.log_prob(every)
+    assert lp.shape == (81,) and lp.dtype == torch.float64
+    assert abs(float(lp.exp().sum()) - 1) < 1e-12
+    # E[-log p(x)] over the sequences, weighted by p itself, is the exact entropy of L tokens
+    assert abs(float(-(lp.exp() * lp).sum()) - chain.sequence_entropy(4)) < 1e-12
+    x = chain.sample(4, 4, gen(0))  # by hand: pi(x_1) P(x_1, x_2) P(x_2, x_3) P(x_3, x_4)
+    pi, P = chain.stationary, chain.transition
+    by_hand = torch.stack([pi[r[0]] * P[r[0], r[1]] * P[r[1], r[2]] * P[r[2], r[3]] for r in x]).log()
+    assert torch.allclose(chain.log_prob(x), by_hand, rtol=0, atol=1e-12)
+    with pytest.raises(TypeError, match="x: expected an integer Tensor"):
+        chain.log_prob(x.double())
+    with pytest.raises(ValueError, match=r"x: expected state ids in \[0, 3\), got \[0, 3\]"):
+        chain.log_prob(torch.tensor([[0, 3]]))
+    with pytest.raises(ValueError, match="x: expected shape"):
+        chain.log_prob(torch.tensor([0, 1]))
+
+
 def test_empirical_bigram_and_unigram_match_exact() -> None:
     chain = MarkovChain.random(4, concentration=0.7, seed=1)
     n = 20_000

@@ -159,6 +159,31 @@ class MarkovChain:
         check_positive_int("length", length)
         return _entropy(self._stationary).item() + (length - 1) * self.entropy_rate()
 
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Exact log-likelihood of sequences, log pi(x_1) + sum_l log P[x_l, x_{l+1}], in nats.
+
+        The floor of any model's NLL bound on the same sequences: their mean differs from
+        :meth:`sequence_entropy` by sampling noise, which a bound measured on them shares.
+
+        Args:
+            x: (N, L) integer state ids in [0, K).
+
+        Returns:
+            (N,) float64.
+
+        Raises:
+            TypeError / ValueError: x is not an (N, L) integer tensor of ids in [0, K).
+        """
+        if not isinstance(x, Tensor) or x.is_floating_point() or x.dtype == torch.bool:
+            found = x.dtype if isinstance(x, Tensor) else type(x).__name__
+            raise TypeError(f"x: expected an integer Tensor of state ids, got {found}")
+        if x.ndim != 2 or x.shape[1] < 1:
+            raise ValueError(f"x: expected shape (N, L) with L >= 1, got {tuple(x.shape)}")
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.num_states):
+            raise ValueError(f"x: expected state ids in [0, {self.num_states}), got [{int(x.min())}, {int(x.max())}]")
+        x = x.long()
+        return self._stationary[x[:, 0]].log() + self.transition[x[:, :-1], x[:, 1:]].log().sum(1)
+
     def sample(self, n: int, length: int, generator: torch.Generator | None = None) -> Tensor:
         """Draw n sequences: x_1 ~ pi, then x_{l+1} ~ P[x_l], by inverse CDF of uniforms.
 
