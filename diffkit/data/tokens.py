@@ -162,8 +162,10 @@ class MarkovChain:
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log-likelihood of sequences, log pi(x_1) + sum_l log P[x_l, x_{l+1}], in nats.
 
-        The floor of any model's NLL bound on the same sequences: their mean differs from
-        :meth:`sequence_entropy` by sampling noise, which a bound measured on them shares.
+        What a model's NLL bound on the same sequences is compared with: averaged over sequences
+        drawn from the chain, a bound exceeds it by KL(data || model) plus the bound's slack, both
+        >= 0, while its mean over a finite set misses :meth:`sequence_entropy` by sampling noise
+        that a bound measured on that set shares.
 
         Args:
             x: (N, L) integer state ids in [0, K).
