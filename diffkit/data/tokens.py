@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torchmetrics import MetricCollection
 
-from diffkit._checks import check_non_negative_int, check_positive_int
+from diffkit._checks import check_class_ids, check_non_negative_int, check_positive_int
 from diffkit.data._base import SampledDataModule, stream_seed
 
 __all__ = ["random_transition_matrix", "stationary_distribution", "MarkovChain", "MarkovTokensDataModule"]
@@ -176,13 +176,9 @@ class MarkovChain:
         Raises:
             TypeError / ValueError: x is not an (N, L) integer tensor of ids in [0, K).
         """
-        if not isinstance(x, Tensor) or x.is_floating_point() or x.dtype == torch.bool:
-            found = x.dtype if isinstance(x, Tensor) else type(x).__name__
-            raise TypeError(f"x: expected an integer Tensor of state ids, got {found}")
+        check_class_ids(x, "x", self.num_states, expected="an integer Tensor of state ids")
         if x.ndim != 2 or x.shape[1] < 1:
             raise ValueError(f"x: expected shape (N, L) with L >= 1, got {tuple(x.shape)}")
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.num_states):
-            raise ValueError(f"x: expected state ids in [0, {self.num_states}), got [{int(x.min())}, {int(x.max())}]")
         x = x.long()
         return self._stationary[x[:, 0]].log() + self.transition[x[:, :-1], x[:, 1:]].log().sum(1)
 
