@@ -16,8 +16,6 @@ inputs are checked at every call (``check_ids(..., always=True)``, :func:`check_
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from contextvars import ContextVar
 
 import torch
@@ -37,17 +35,31 @@ def check_values() -> bool:
     return not _TRUSTED.get()
 
 
-@contextlib.contextmanager
-def trusted_values(trusted: bool = True) -> Iterator[None]:
+class _TrustedValues:
+    """The context manager :func:`trusted_values` returns: sets the flag on entry, restores it on exit.
+
+    A plain class rather than ``contextlib.contextmanager``: a training step enters it once, and a
+    generator-based context manager costs several microseconds there (docs/benchmarks.md, speed)."""
+
+    __slots__ = ("_token", "_trusted")
+
+    def __init__(self, trusted: bool) -> None:
+        self._trusted = trusted
+
+    def __enter__(self) -> None:
+        self._token = _TRUSTED.set(self._trusted)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _TRUSTED.reset(self._token)
+
+
+def trusted_values(trusted: bool = True) -> _TrustedValues:
     """Skip value checks in this block (``trusted=False``: run them, the default outside any block).
 
     For callers whose inputs were already checked once at their boundary; metadata checks still run.
+    Use as ``with trusted_values(): ...``; blocks nest, each restoring the setting it found.
     """
-    token = _TRUSTED.set(trusted)
-    try:
-        yield
-    finally:
-        _TRUSTED.reset(token)
+    return _TrustedValues(trusted)
 
 
 def all_finite(x: Tensor) -> bool:

@@ -44,6 +44,10 @@ def _batch_size(x: Any) -> int:
     return next(v for v in x.values() if isinstance(v, Tensor)).shape[0] if isinstance(x, Mapping) else x.shape[0]
 
 
+def _batch_device(x: Any) -> torch.device:
+    return next(v for v in x.values() if isinstance(v, Tensor)).device if isinstance(x, Mapping) else x.device
+
+
 def _take(x: Any, n: int) -> Any:
     return {k: v[:n] for k, v in x.items()} if isinstance(x, Mapping) else x[:n]
 
@@ -324,9 +328,16 @@ class DiffusionModule(pl.LightningModule):
         setattr(self, attr, gen)
         return gen
 
-    def _next_train_generator(self) -> torch.Generator:
-        """The training generator, re-seeded for the next training step (seed, rank, step)."""
-        gen = self._seeded("_train_gen", TRAIN_STREAM, self._train_steps)
+    def _next_train_generator(self, device: torch.device | None = None) -> torch.Generator:
+        """The training generator, re-seeded for the next training step from (seed, rank, step).
+
+        One generator on ``device`` (default: the module's; a training step passes its batch's),
+        created when first needed or when the device changes, re-seeded in place every step."""
+        device = self.device if device is None else device
+        gen = self._train_gen
+        if gen is None or gen.device != device:
+            gen = self._train_gen = torch.Generator(device)
+        gen.manual_seed(mix_seed(self._base_seed(), self.global_rank, TRAIN_STREAM, self._train_steps))
         self._train_steps += 1
         return gen
 
@@ -405,7 +416,8 @@ class DiffusionModule(pl.LightningModule):
         with trusted_values(not first):
             x0, cond = self._unpack_cond(batch)
             self._record_shape(x0)
-            loss, t, output, noised = self._forward_loss(x0, self._next_train_generator(), cond, mean=True)
+            gen = self._next_train_generator(_batch_device(x0))
+            loss, t, output, noised = self._forward_loss(x0, gen, cond, mean=True)
         if not math.isfinite(loss.item()):
             if self.validate_inputs:
                 self.process.validate_x0(x0, "batch")  # names NaN / inf data (skipped above after the first batch)

@@ -206,11 +206,11 @@ def resolve_parametrization(process: ForwardProcess, parametrization: Parametriz
                 f"expected one of {sorted(valid)}"
             )
         return valid[parametrization]()
-    if isinstance(parametrization, Parametrization):
-        if not any(isinstance(parametrization, cls) for cls in valid.values()):
-            raise ValueError(
-                f"parametrization: {type(parametrization).__name__} cannot be used with "
-                f"{type(process).__name__}; expected one of {sorted(valid)}"
-            )
+    if isinstance(parametrization, tuple(valid.values())):
         return parametrization
+    if isinstance(parametrization, Parametrization):
+        raise ValueError(
+            f"parametrization: {type(parametrization).__name__} cannot be used with "
+            f"{type(process).__name__}; expected one of {sorted(valid)}"
+        )
     raise TypeError(f"parametrization: expected a name or a Parametrization, got {type(parametrization).__name__}")

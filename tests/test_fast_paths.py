@@ -577,3 +577,37 @@ def test_mean_loss_is_the_batch_mean_of_loss_with_its_gradient(make, name, kwarg
         fused.backward()
         want.backward()
         torch.testing.assert_close(a.grad, b.grad, **tol)
+
+
+def test_trusted_values_blocks_nest_and_restore_the_setting_they_found() -> None:
+    """Entering sets the flag, leaving restores the enclosing block's setting, also when the block raises."""
+    from diffkit._checks import check_values, trusted_values
+
+    assert check_values()
+    with trusted_values():
+        assert not check_values()
+        with trusted_values(False):
+            assert check_values()
+        assert not check_values()
+        with pytest.raises(RuntimeError, match="inside"):
+            with trusted_values(False):
+                raise RuntimeError("inside")
+        assert not check_values()
+    assert check_values()
+    with pytest.raises(ValueError, match="0..T = 0..10"):  # value checks run again after the blocks
+        GaussianProcess(10).q_sample(torch.zeros(2, 3), torch.tensor([1, 11]))
+
+
+def test_a_parametrization_of_another_process_is_named_and_rejected() -> None:
+    """get_parametrization accepts an instance of one of the process's classes as it is, and names
+    the class and the valid choices for any other Parametrization."""
+    from diffkit.processes.categorical import CategoricalX0
+    from diffkit.processes.gaussian import EpsParametrization
+
+    gaussian = GaussianProcess(10)
+    eps = EpsParametrization()
+    assert gaussian.get_parametrization(eps) is eps
+    with pytest.raises(ValueError, match=r"CategoricalX0 cannot be used with GaussianProcess; expected one of \["):
+        gaussian.get_parametrization(CategoricalX0())
+    with pytest.raises(TypeError, match="expected a name or a Parametrization, got int"):
+        gaussian.get_parametrization(3)  # type: ignore[arg-type]

@@ -275,6 +275,8 @@ def test_step_seeds_are_the_mix_of_seed_rank_stream_and_step() -> None:
     assert [module._next_train_generator().initial_seed() for _ in range(4)] == [
         _mix_seed(11, 0, _TRAIN_STREAM, k) for k in range(4)
     ]
+    gen = module._train_gen  # one generator, re-seeded in place each step (no new object per step)
+    assert module._next_train_generator() is gen and module._next_train_generator(torch.device("cpu")) is gen
     module._rng_seed, module._train_steps = 12, 40
     assert [module._next_train_generator().initial_seed() for _ in range(2)] == [
         _mix_seed(12, 0, _TRAIN_STREAM, k) for k in (40, 41)
