@@ -206,9 +206,9 @@ def resolve_parametrization(process: ForwardProcess, parametrization: Parametriz
                 f"expected one of {sorted(valid)}"
             )
         return valid[parametrization]()
-    if isinstance(parametrization, tuple(valid.values())):
-        return parametrization
     if isinstance(parametrization, Parametrization):
+        if isinstance(parametrization, tuple(valid.values())):
+            return parametrization
         raise ValueError(
             f"parametrization: {type(parametrization).__name__} cannot be used with "
             f"{type(process).__name__}; expected one of {sorted(valid)}"
