@@ -154,6 +154,12 @@ class DiffusionModule(pl.LightningModule):
                 f"denoiser: num_steps = {denoiser_steps} differs from the process's T = {process.num_steps}; its time "
                 "embedding would see times it was not built for (set both from one value)"
             )
+        if process.requires_time_agnostic_denoiser and getattr(denoiser, "time_conditioning", False) is True:
+            raise ValueError(
+                f"denoiser: {type(process).__name__} ({process.extra_repr()}) computes its loss and bound for a "
+                "denoiser that does not see t, but this one has time_conditioning=True (set it to False, or use the "
+                "schedule's weight)"
+            )
         if loss not in ("simple", "kl", "hybrid"):
             raise ValueError(f"loss: unknown kind {loss!r}; expected one of ['hybrid', 'kl', 'simple']")
         if ema_decay is not None and not 0 < ema_decay < 1:

@@ -269,6 +269,79 @@ def test_nll_bound_estimates_the_continuous_integral_without_bias() -> None:
     assert abs(float(est.mean()) - exact) < 4 * float(est.std()) / math.sqrt(est.numel()), (float(est.mean()), exact)
 
 
+def _any_order_loss(denoiser, x0: torch.Tensor, K: int) -> float:
+    """sum_{k=1}^{n} mean over the k-subsets M of the positions of (1 / k) sum_{i in M} -log p(x0^i | x0
+    with M masked): the any-order autoregressive loss, by enumerating every subset."""
+    n, total = x0.shape[0], 0.0
+    for k in range(1, n + 1):
+        subsets = list(itertools.combinations(range(n), k))
+        for subset in subsets:
+            x_t = x0.clone()
+            x_t[list(subset)] = K
+            logp = denoiser(x_t[None], torch.ones(1)).log_softmax(-1)[0]  # (n, K)
+            total += float(-logp[list(subset), x0[list(subset)]].sum()) / k / len(subsets)
+    return total
+
+
+def test_count_weight_is_the_same_bound_with_a_bounded_variance() -> None:
+    """(M5): for a denoiser without time input, weighting by (n + 1) / k instead of 1 / t gives the
+    same bound (equal to the any-order autoregressive loss, enumerated independently), a second
+    moment that stays finite as t -> 0 where the loglinear weight's grows, and nll_bound's
+    stratified estimate of it is unbiased."""
+    K, L = 3, 3
+    denoiser = _fixed_denoiser(K, K + 1, L, time_weight=False)
+    x0 = torch.tensor([2, 0, 1])
+    nodes, weights = (torch.from_numpy(v) for v in __import__("numpy").polynomial.legendre.leggauss(200))
+    schedule, count = MaskedProcess(K, "loglinear"), MaskedProcess(K, "loglinear", elbo_weight="count")
+    bound = {
+        name: float((weights / 2 * _expected_terms(proc, denoiser, x0, (nodes + 1) / 2, None)).sum())
+        for name, proc in (("schedule", schedule), ("count", count))
+    }
+    reference = _any_order_loss(denoiser, x0, K)
+    assert reference > 0.5
+    for value in bound.values():
+        assert abs(value - reference) < 1e-9 * reference, (bound, reference)
+
+    def second_moment(proc, eps: float) -> float:  # int_eps^1 E[l^2] dt, in v = log t
+        v = (nodes + 1) / 2 * math.log(eps)
+        terms = _expected_terms(proc, denoiser, x0, v.exp(), None, power=2)
+        return float((weights / 2 * -math.log(eps) * v.exp() * terms).sum())
+
+    m_count = [second_moment(count, eps) for eps in (1e-2, 1e-4, 1e-6)]
+    m_schedule = [second_moment(schedule, eps) for eps in (1e-2, 1e-4, 1e-6)]
+    # (n + 1) / k is at most n + 1: E[l^2] is bounded, and int_0^eps of it vanishes like eps
+    assert m_count[1] - m_count[0] < 0.05 * m_count[0] and m_count[2] - m_count[1] < 0.02 * (m_count[1] - m_count[0])
+    step_schedule = [m_schedule[1] - m_schedule[0], m_schedule[2] - m_schedule[1]]  # log(1 / eps) growth: equal steps
+    assert abs(step_schedule[1] - step_schedule[0]) < 0.05 * step_schedule[0]
+    assert step_schedule[1] > 100 * (m_count[2] - m_count[1]) and step_schedule[1] > 0.1 * m_schedule[0]
+    # the variance over [0, 1] (second moment - bound^2): Gauss-Legendre is exact for the polynomial in t
+    var_count = float((weights / 2 * _expected_terms(count, denoiser, x0, (nodes + 1) / 2, None, power=2)).sum())
+    assert var_count - bound["count"] ** 2 < m_schedule[0] - bound["schedule"] ** 2
+
+    batch = x0.expand(4000, L)
+    est = nll_bound(count, denoiser, batch, "x0", generator=torch.Generator().manual_seed(0), num_points=4).total
+    est = est.double()
+    assert abs(float(est.mean()) - reference) < 4 * float(est.std()) / math.sqrt(est.numel()), (est.mean(), reference)
+    check_process(count, torch.tensor([[0, 1, 2], [2, 2, 1]]), num_draws=2000)  # the conformance kit accepts it
+
+
+def test_count_weight_refuses_what_it_cannot_handle() -> None:
+    """Only the loglinear schedule; a module with a time-conditioned TokenTransformer; a ProductProcess field."""
+    with pytest.raises(
+        ValueError, match="elbo_weight: 'count' .* needs the loglinear schedule .* got schedule 'cosine'"
+    ):
+        MaskedProcess(4, "cosine", elbo_weight="count")
+    with pytest.raises(ValueError, match="elbo_weight: expected 'schedule' or 'count', got 'time'"):
+        MaskedProcess(4, elbo_weight="time")  # type: ignore[arg-type]
+    proc = MaskedProcess(4, elbo_weight="count")
+    body = dict(seq_len=6, num_steps=None, d_model=16, depth=1, heads=2)
+    with pytest.raises(ValueError, match="denoiser: MaskedProcess .*elbo_weight='count'.* has time_conditioning=True"):
+        DiffusionModule(proc, TokenTransformer(5, 4, **body), "x0", loss="kl")
+    DiffusionModule(proc, TokenTransformer(5, 4, time_conditioning=False, **body), "x0", loss="kl")
+    with pytest.raises(ValueError, match="field 'tokens' \\(MaskedProcess\\) needs a denoiser without time input"):
+        diffkit.ProductProcess({"tokens": proc})
+
+
 # ------------------------------------------------------------------------------ oracle sampling
 def _markov_joint(K: int, L: int) -> tuple[torch.Tensor, torch.Tensor]:
     P = random_transition_matrix(K, 1.0, seed=1)
@@ -481,9 +554,10 @@ def test_mask_id_in_data_is_named() -> None:
 
 
 # ------------------------------------------------------------------------------ module: training and resume
-def test_module_trains_the_masked_elbo_and_samples() -> None:
+@pytest.mark.parametrize("elbo_weight", ["schedule", "count"])
+def test_module_trains_the_masked_elbo_and_samples(elbo_weight: str) -> None:
     torch.manual_seed(0)
-    proc = MaskedProcess(4)
+    proc = MaskedProcess(4, elbo_weight=elbo_weight)  # type: ignore[arg-type]
     net = TokenTransformer(5, 4, seq_len=6, num_steps=None, d_model=16, depth=1, heads=2, time_conditioning=False)
     model = DiffusionModule(proc, net, "x0", loss="kl", num_eval_samples=0, noise_seed=0)
     model.train()

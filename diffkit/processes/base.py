@@ -158,6 +158,10 @@ class ForwardProcess(nn.Module, abc.ABC):
     #: The optimal x0 prediction q(x0 | x_t) does not depend on t given x_t (masked noise), so the
     #: sampler may reuse a denoiser output while x_t is unchanged (``sample(cache=...)``).
     x0_prediction_time_independent: ClassVar[bool] = False
+    #: Whether the loss and bound are valid only for a denoiser that does not see t (a masked
+    #: process with ``elbo_weight="count"``); :class:`~diffkit.DiffusionModule` then refuses a denoiser
+    #: whose ``time_conditioning`` attribute is True.
+    requires_time_agnostic_denoiser: bool = False
     #: Whether the process's own :meth:`step` may fuse reverse + reverse_sample (same law). A
     #: subclass overriding one of :data:`PROCESS_CAPABILITY_METHODS`' methods loses it.
     fuses_reverse_step: ClassVar[bool] = False

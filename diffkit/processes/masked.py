@@ -23,13 +23,30 @@ is alpha(1) log K per token (0 for the loglinear and cosine schedules, where alp
 q(x0 | x_t) does not depend on t given x_t (the unmasked tokens and the pattern say everything),
 so ``x0_prediction_time_independent = True``: the sampler may reuse a prediction while x_t is
 unchanged (MDLM's caching sampler, sec. 4.2).
+
+The count weight (``elbo_weight="count"``, loglinear schedule). For a denoiser that does not see
+t, the integrand at t depends on t only through its weight -alpha'(t) / (1 - alpha(t)) = 1 / t.
+Given that k of the n tokens of x_t are masked (each is, independently, with probability t), t ~
+U(0, 1] has the posterior Beta(k + 1, n - k + 1), whose E[1 / t] is (n + 1) / k. Replacing the
+weight by that conditional expectation (Rao-Blackwell) keeps the expectation of the integrand:
+
+    -log p(x0) <= E_{t ~ U(0, 1], x_t ~ q(x_t | x0)} [ (n + 1) / k(x_t) sum_{i: x_t^i = m} -log p(x0^i | x_t) ]   (M5)
+
+and lowers its variance: 1 / t on about t n masked tokens has an infinite second moment near
+t = 0, (n + 1) / k a bounded one. With t uniform, k is uniform on 0..n, and (M5) is the any-order
+autoregressive loss sum_k E[mean of -log p(x0^i | x_t) over the k masked tokens] (Hoogeboom et
+al. 2022, "Autoregressive Diffusion Models"; Ou et al. 2024, "Your Absorbing Discrete Diffusion
+Secretly Models the Conditional Distributions of Clean Data"). It holds only for a denoiser
+without time input (``requires_time_agnostic_denoiser``; DiffusionModule refuses a
+TokenTransformer with ``time_conditioning=True``) and for examples whose every element is a token
+(no padding): n is the number of elements of one example.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import ClassVar, cast
+from typing import ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +58,11 @@ from diffkit.processes.base import Noised, expand_to
 from diffkit.processes.categorical import CategoricalX0, categorical_kl, inverse_cdf_sample
 from diffkit.processes.ctime import ContinuousScheduleName, ContinuousTimeProcess, make_continuous_schedule
 
-__all__ = ["MaskedProcess"]
+__all__ = ["ElboWeight", "MaskedProcess"]
+
+#: The weight of the continuous ELBO's integrand (module docstring): "schedule" -alpha'(t) / (1 - alpha(t)),
+#: "count" (M5)'s (n + 1) / k.
+ElboWeight = Literal["schedule", "count"]
 
 
 def _log(p: Tensor) -> Tensor:
@@ -56,25 +77,42 @@ class MaskedProcess(ContinuousTimeProcess):
             denoiser takes ids in [0, K] and outputs K logits of x0 (parametrization "x0").
         schedule: "loglinear" (alpha = 1 - t, MDLM's default) | "linear" | "cosine"
             (:mod:`diffkit.processes.ctime`).
+        elbo_weight: "schedule" (default): the integrand's weight -alpha'(t) / (1 - alpha(t)) at the
+            drawn t (MDLM eq. 10); "count": its expectation given the number k of masked tokens,
+            (n + 1) / k (module docstring, (M5)): the same bound for a denoiser without time input,
+            estimated with a bounded variance. Loglinear schedule only.
 
     Raises:
-        ValueError: bad num_classes, unknown schedule.
+        ValueError: bad num_classes, unknown schedule or elbo_weight, "count" with another schedule.
     """
 
     parametrizations = {"x0": CategoricalX0}
     x0_prediction_time_independent: ClassVar[bool] = True
 
-    def __init__(self, num_classes: int, schedule: ContinuousScheduleName = "loglinear") -> None:
+    def __init__(
+        self, num_classes: int, schedule: ContinuousScheduleName = "loglinear", elbo_weight: ElboWeight = "schedule"
+    ) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
+        if elbo_weight not in ("schedule", "count"):
+            raise ValueError(f"elbo_weight: expected 'schedule' or 'count', got {elbo_weight!r}")
         self.num_classes = num_classes
         self.num_states = num_classes + 1
         self.mask_id = num_classes
         self.schedule = make_continuous_schedule(schedule)
+        if elbo_weight == "count" and self.schedule.name != "loglinear":
+            raise ValueError(
+                f"elbo_weight: 'count' is the expectation of 1 / t given the masked count, which needs the loglinear "
+                f"schedule (alpha = 1 - t); got schedule {self.schedule.name!r}"
+            )
+        self.elbo_weight = elbo_weight
+        #: (M5) is the bound only for a denoiser that does not see t (DiffusionModule checks it).
+        self.requires_time_agnostic_denoiser = elbo_weight == "count"
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, schedule={self.schedule.name!r}"
+        weight = "" if self.elbo_weight == "schedule" else f", elbo_weight={self.elbo_weight!r}"
+        return f"num_classes={self.num_classes}, schedule={self.schedule.name!r}{weight}"
 
     # -- checks
     def validate_x0(self, x0: Tensor, name: str = "x0") -> None:
@@ -202,7 +240,8 @@ class MaskedProcess(ContinuousTimeProcess):
     def elbo_integrand_terms(
         self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, parametrization: Parametrization
     ) -> Tensor:
-        """-alpha'(t) / (1 - alpha(t)) * (-log p(x0 | x_t)) at masked tokens, 0 elsewhere (MDLM eq. 10).
+        """-alpha'(t) / (1 - alpha(t)) * (-log p(x0 | x_t)) at masked tokens, 0 elsewhere (MDLM eq. 10);
+        with ``elbo_weight="count"`` the weight is (n + 1) / k, k of the example's n tokens masked (M5).
 
         Returns:
             (B, ...) float per-token integrand, nats per unit time (float32 or the output's dtype).
@@ -211,6 +250,13 @@ class MaskedProcess(ContinuousTimeProcess):
         param = cast(X0BasedParametrization, parametrization)
         x0_hat = param.x0_from_output(self, output, x_t, t)  # (B, ..., K + 1), p(m) = 0
         nll = self.decoder_nll(x0, x0_hat)
-        a, da = self.alpha(t), self.alpha_prime(t)
-        weight = expand_to(-da / (1 - a).clamp_min(torch.finfo(torch.float64).tiny), x0.ndim).to(nll.dtype)
-        return torch.where(x_t == self.mask_id, weight * nll, torch.zeros((), dtype=nll.dtype, device=nll.device))
+        masked = x_t == self.mask_id
+        if self.elbo_weight == "count":
+            n = x_t[0].numel()
+            k = masked.reshape(masked.shape[0], -1).sum(1).clamp_min(1)  # k = 0: no masked token, the terms are 0
+            per_example = (n + 1) / k.double()
+        else:
+            a, da = self.alpha(t), self.alpha_prime(t)
+            per_example = -da / (1 - a).clamp_min(torch.finfo(torch.float64).tiny)
+        weight = expand_to(per_example, x0.ndim).to(nll.dtype)
+        return torch.where(masked, weight * nll, torch.zeros((), dtype=nll.dtype, device=nll.device))

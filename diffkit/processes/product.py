@@ -70,6 +70,12 @@ class ProductProcess(ForwardProcess):
             raise ValueError(f"processes: every field must share one T, got {steps}")
         if mask_key in processes:
             raise ValueError(f"mask_key: {mask_key!r} is also a field name")
+        for name, p in processes.items():
+            if p.requires_time_agnostic_denoiser:  # its weight counts every element as a token: no padding
+                raise ValueError(
+                    f"processes: field {name!r} ({type(p).__name__}) needs a denoiser without time input and data "
+                    "without padding; a ProductProcess field takes neither for granted (use its default weight)"
+                )
         self.fields = nn.ModuleDict(dict(processes))
         self.weights = {name: 1.0 for name in processes}
         for name, w in (weights or {}).items():
