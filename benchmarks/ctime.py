@@ -74,6 +74,7 @@ class Config:
     discrete_T: tuple[int, ...]  # T of the discrete absorbing rows
     masked_schedule: str = "loglinear"  # alpha(t) of the continuous masked row
     masked_loss: str = "kl"  # its loss kind ("hybrid": cross-entropy + 0.01 x the continuous ELBO)
+    masked_weight: str = "schedule"  # its ELBO weight ("count": (n + 1) / k, loglinear only)
 
     @property
     def rows(self) -> tuple[str, ...]:
@@ -130,7 +131,7 @@ def _model(row: str, cfg: Config, seed: int) -> tuple[diffkit.ForwardProcess, To
             )
         if row.startswith("masked"):
             return (
-                MaskedProcess(K, cfg.masked_schedule),  # type: ignore[arg-type]  # a ContinuousScheduleName
+                MaskedProcess(K, cfg.masked_schedule, cfg.masked_weight),  # type: ignore[arg-type]  # checked names
                 TokenTransformer(K + 1, K, num_steps=None, time_conditioning=False, **body),
                 cfg.masked_loss,
                 0.01,

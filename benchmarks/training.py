@@ -4,7 +4,8 @@ Gaussian and categorical suites so every row of a table gets exactly the same bu
 Training step: ``process.sample_timesteps`` -> ``process.q_sample`` -> ``denoiser`` ->
 ``process.loss`` (the parametrization's simple loss) -> backward -> AdamW step. The learning rate
 warms up linearly over the first 5% of steps and then decays to 0 on a cosine, the same for every
-row. All randomness comes from explicit generators derived from the seed.
+row; optionally gradients are clipped and the weights averaged (``Budget``). All randomness comes
+from explicit generators derived from the seed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import diffkit
 from benchmarks.common import LOG2, generator
@@ -36,6 +38,10 @@ class Budget:
     lr: float
     warmup_fraction: float = 0.05
     grad_clip: float | None = None  # max global gradient norm (torch.nn.utils.clip_grad_norm_), or None
+    # decay of an exponential moving average of the parameters updated after every optimizer step (torch's
+    # AveragedModel with get_ema_multi_avg_fn, what Lightning's EMAWeightAveraging and the configs' ema_decay
+    # use); the trained denoiser ends with the average's parameters. None: the last iterate.
+    ema_decay: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,9 @@ def train(
     num = next(iter(data.values())).shape[0] if isinstance(data, Mapping) else data.shape[0]
     batches = _batches(num, min(budget.batch_size, num), gen)
     losses = []
+    average = None
+    if budget.ema_decay is not None:
+        average = AveragedModel(denoiser, multi_avg_fn=get_ema_multi_avg_fn(budget.ema_decay), use_buffers=False)
     denoiser.train()
     start = time.perf_counter()
     for _ in range(budget.steps):
@@ -105,8 +114,14 @@ def train(
             torch.nn.utils.clip_grad_norm_(denoiser.parameters(), budget.grad_clip)
         optimizer.step()
         schedule.step()
+        if average is not None:
+            average.update_parameters(denoiser)
         losses.append(value.detach())
     seconds = time.perf_counter() - start
+    if average is not None:
+        with torch.no_grad():
+            for weight, averaged in zip(denoiser.parameters(), average.module.parameters(), strict=True):
+                weight.copy_(averaged)
     denoiser.eval()
     tail = torch.stack(losses[-max(1, len(losses) // 10) :])
     return TrainResult(seconds, float(tail.mean()))

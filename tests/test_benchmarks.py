@@ -257,3 +257,32 @@ def test_training_target_is_diffusers_step_when_measured() -> None:
     assert target["limit"] == 1.11 and target["met"]
     (target,) = speed._target_rows(rows[:2])
     assert target["limit"] == 1.05 and not target["met"]
+
+
+def test_training_budget_ema_leaves_the_average_of_the_iterates() -> None:
+    """Budget(ema_decay=d): the trained denoiser ends with avg_1 = p_1, avg_k = d avg_{k-1} + (1 - d) p_k
+    over the parameters p_k after each optimizer step (what torch's AveragedModel and Lightning's
+    EMAWeightAveraging compute), not with the last iterate."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from benchmarks.training import Budget, train
+    from diffkit import GaussianProcess
+    from diffkit.models import MLPDenoiser
+
+    torch.manual_seed(0)
+    net = MLPDenoiser(dim=2, num_steps=10, hidden=8)
+    iterates: list[list[torch.Tensor]] = []
+    hook = register_optimizer_step_post_hook(
+        lambda opt, args, kwargs: iterates.append([p.detach().clone() for p in net.parameters()])
+    )
+    try:
+        train(GaussianProcess(10), net, torch.randn(64, 2), "eps", Budget(5, 16, 1e-2, ema_decay=0.7), seed=0)
+    finally:
+        hook.remove()
+    assert len(iterates) == 5
+    average = iterates[0]
+    for step in iterates[1:]:
+        average = [0.7 * a + 0.3 * p for a, p in zip(average, step, strict=True)]
+    for got, want, last in zip(net.parameters(), average, iterates[-1], strict=True):
+        torch.testing.assert_close(got.detach(), want)
+        assert not torch.equal(got.detach(), last)
