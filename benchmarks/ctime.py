@@ -98,7 +98,8 @@ QUICK = Config(
 # The shipped configs' model and budget (examples/configs/markov_masked.yaml): 4000 AdamW steps of 128 sequences
 # at lr 2e-3, gradients clipped at norm 1 (measured with seed 0 before this suite: continuous masked, lr 1e-3: gap
 # 0.094 bits/token at 1500 steps, 0.075 at 4000; lr 2e-3 at 4000 steps: 0.029). The masked row's cosine schedule and
-# the clipping: four seeds each (benchmarks/ctime_clip.py; docs/benchmarks.md, ctime).
+# the clipping: four seeds each, the masked and T = 1000 rows eight (benchmarks/ctime_clip.py; docs/benchmarks.md,
+# ctime).
 FULL = Config(
     num_classes=8,
     seq_len=32,
