@@ -31,7 +31,7 @@ from diffkit.processes.base import ForwardProcess, LossKind
 from diffkit.processes.product import ProductProcess
 from diffkit.random_streams import TRAIN_STREAM, VAL_STREAM, mix_seed, resolve_seed, seeded
 from diffkit.resample import LossSecondMomentResampler
-from diffkit.sampling import check_can_stride
+from diffkit.sampling import check_can_stride, process_device
 from diffkit.sampling import sample as run_sampler
 from diffkit.solvers import SamplerName
 
@@ -42,10 +42,6 @@ ParametrizationArg = str | Parametrization | dict[str, str | Parametrization]
 
 def _batch_size(x: Any) -> int:
     return next(v for v in x.values() if isinstance(v, Tensor)).shape[0] if isinstance(x, Mapping) else x.shape[0]
-
-
-def _batch_device(x: Any) -> torch.device:
-    return next(v for v in x.values() if isinstance(v, Tensor)).device if isinstance(x, Mapping) else x.device
 
 
 def _take(x: Any, n: int) -> Any:
@@ -339,11 +335,10 @@ class DiffusionModule(pl.LightningModule):
 
         One generator on ``device`` (default: the module's; a training step passes its batch's),
         created when first needed or when the device changes, re-seeded in place every step."""
-        device = self.device if device is None else device
-        gen = self._train_gen
-        if gen is None or gen.device != device:
-            gen = self._train_gen = torch.Generator(device)
-        gen.manual_seed(mix_seed(self._base_seed(), self.global_rank, TRAIN_STREAM, self._train_steps))
+        key = mix_seed(self._base_seed(), self.global_rank, TRAIN_STREAM, self._train_steps)
+        gen = seeded(self._train_gen, self.device if device is None else device, key)
+        if gen is not self._train_gen:  # assign (an nn.Module __setattr__) only when a new one was made
+            self._train_gen = gen
         self._train_steps += 1
         return gen
 
@@ -422,7 +417,7 @@ class DiffusionModule(pl.LightningModule):
         with trusted_values(not first):
             x0, cond = self._unpack_cond(batch)
             self._record_shape(x0)
-            gen = self._next_train_generator(_batch_device(x0))
+            gen = self._next_train_generator(process_device(x0))
             loss, t, output, noised = self._forward_loss(x0, gen, cond, mean=True)
         if not math.isfinite(loss.item()):
             if self.validate_inputs:

@@ -8,7 +8,7 @@ Gaussian, categorical or a ProductProcess of both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -196,8 +196,8 @@ def denoise_step(
 
 
 def process_device(x: Any) -> torch.device:
-    """The device of a sample (a Tensor, or the first Tensor of a dict)."""
-    return next(v for v in x.values() if isinstance(v, Tensor)).device if isinstance(x, dict) else x.device
+    """The device of a sample or batch (a Tensor, or the first Tensor of a dict / Mapping)."""
+    return next(v for v in x.values() if isinstance(v, Tensor)).device if isinstance(x, Mapping) else x.device
 
 
 def _resolve_sampler(process: ForwardProcess, sampler: str, eta: float | None) -> Callable[..., Any] | None:
